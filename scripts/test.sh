@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs the whole suite: format, lint, unit and integration tests against real
+# PostgreSQL and Redis (started here when installed but not running).
+# Extra arguments go to the test binaries, e.g. ./scripts/test.sh --nocapture agents
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/services.sh
+. scripts/services.sh
+
+step=setup
+started=$SECONDS
+# A failing step ends the script through set -e; still say which one it was.
+report_failure() {
+  local rc=$?
+  ((rc == 0)) || echo "test.sh: FAILED in $step (exit $rc) after $((SECONDS - started))s" >&2
+}
+trap report_failure EXIT
+
+ensure_rust
+for component in fmt clippy; do
+  cargo "$component" --version >/dev/null 2>&1 ||
+    die "cargo $component is missing: rustup component add rustfmt clippy"
+done
+
+export TEST_DATABASE_ADMIN_URL="${TEST_DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+# Check (and if need be start) the Redis the tests will use, not the dev one.
+REDIS_URL="$TEST_REDIS_URL" ensure_services
+
+step="cargo fmt"
+cargo fmt --all -- --check
+step="cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+step="cargo test"
+cargo test --locked -- "$@"
+
+echo "test.sh: OK (fmt, clippy, tests) in $((SECONDS - started))s"

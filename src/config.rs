@@ -1,0 +1,686 @@
+//! Typed configuration, layered as the spec says: `config/default.toml`, then
+//! `config/<APP_ENV>.toml`, then environment variables. Every key is parsed and checked
+//! once at start-up, and every problem is reported together so an operator fixes them in
+//! one go instead of one restart per mistake.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use url::Url;
+
+/// Every key the service reads, upper case as in the environment. `.env.example` lists
+/// each of them (a test keeps the two in step).
+pub const KEYS: &[&str] = &[
+    "APP_ENV",
+    "HTTP_ADDR",
+    "METRICS_ADDR",
+    "DATABASE_URL",
+    "DATABASE_MIGRATION_URL",
+    "DATABASE_MAX_CONNECTIONS",
+    "REDIS_URL",
+    "JWT_SECRET",
+    "JWT_JWKS_URL",
+    "JWT_AUDIENCE",
+    "JWT_ISSUER",
+    "CORS_ALLOWED_ORIGINS",
+    "ENCRYPTION_KEYS",
+    "KOMMO_BASE_URL",
+    "KOMMO_AUTHORIZE_URL",
+    "OAUTH_REDIRECT_URL",
+    "FRONTEND_URL",
+    "PUBLIC_BASE_URL",
+    "TRUSTED_PROXIES",
+    "WEBHOOK_ALLOWED_CIDRS",
+    "RATE_LIMIT_ANON_PER_MIN",
+    "RATE_LIMIT_USER_PER_MIN",
+    "RATE_LIMIT_WEBHOOK_PER_MIN",
+    "REQUEST_TIMEOUT_SECS",
+    "BODY_LIMIT_BYTES",
+    "WEBHOOK_BODY_LIMIT_BYTES",
+    "SHUTDOWN_GRACE_SECS",
+    "SHUTDOWN_DRAIN_DELAY_SECS",
+    "JOB_CONCURRENCY",
+    "SENTRY_DSN",
+    "SENTRY_ENVIRONMENT",
+    "SENTRY_TRACES_SAMPLE_RATE",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "LOG_FORMAT",
+    "ALLOW_PRIVILEGED_DB_ROLE",
+];
+
+const EMBEDDED_LAYERS: &[(&str, &str)] = &[
+    ("default", include_str!("../config/default.toml")),
+    ("development", include_str!("../config/development.toml")),
+    ("test", include_str!("../config/test.toml")),
+    ("production", include_str!("../config/production.toml")),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Test,
+    Production,
+}
+
+impl AppEnv {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppEnv::Development => "development",
+            AppEnv::Test => "test",
+            AppEnv::Production => "production",
+        }
+    }
+}
+
+impl FromStr for AppEnv {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "development" => Ok(AppEnv::Development),
+            "test" => Ok(AppEnv::Test),
+            "production" => Ok(AppEnv::Production),
+            _ => Err("must be one of development, test, production".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// One AES-256 key of `ENCRYPTION_KEYS`; its bytes never appear in `Debug` output.
+pub struct EncryptionKey {
+    pub id: String,
+    pub key: SecretBox<[u8; 32]>,
+}
+
+impl Clone for EncryptionKey {
+    fn clone(&self) -> Self {
+        EncryptionKey {
+            id: self.id.clone(),
+            key: SecretBox::new(Box::new(*self.key.expose_secret())),
+        }
+    }
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EncryptionKey({}: [REDACTED])", self.id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub app_env: AppEnv,
+    pub http_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub database_url: SecretString,
+    pub database_migration_url: SecretString,
+    pub database_max_connections: u32,
+    pub redis_url: SecretString,
+    pub jwt_secret: Option<SecretString>,
+    pub jwt_jwks_url: Option<Url>,
+    pub jwt_audience: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub cors_allowed_origins: Vec<String>,
+    pub encryption_keys: Vec<EncryptionKey>,
+    pub kommo_base_url: String,
+    pub kommo_authorize_url: Url,
+    pub oauth_redirect_url: Option<Url>,
+    pub frontend_url: Option<Url>,
+    pub public_base_url: Option<Url>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub webhook_allowed_cidrs: Vec<IpNet>,
+    pub rate_limit_anon_per_min: u32,
+    pub rate_limit_user_per_min: u32,
+    pub rate_limit_webhook_per_min: u32,
+    pub request_timeout: Duration,
+    pub body_limit_bytes: usize,
+    pub webhook_body_limit_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub shutdown_drain_delay: Duration,
+    pub job_concurrency: usize,
+    pub sentry_dsn: Option<SecretString>,
+    pub sentry_environment: Option<String>,
+    pub sentry_traces_sample_rate: f32,
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    pub log_format: LogFormat,
+    pub allow_privileged_db_role: bool,
+}
+
+/// All configuration problems found at once.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        for p in &self.problems {
+            writeln!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the process environment and the files under `APP_CONFIG_DIR` (default
+    /// `./config`).
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let dir = std::env::var_os("APP_CONFIG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("config"));
+        Config::load(Some(&dir), |key| std::env::var(key).ok())
+    }
+
+    /// Layers defaults, the environment's file and `lookup` (the environment, or a map
+    /// in tests). A file missing on disk falls back to the copy compiled into the binary.
+    pub fn load(
+        config_dir: Option<&Path>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut raw: BTreeMap<String, String> = BTreeMap::new();
+
+        let app_env_raw = lookup("APP_ENV").unwrap_or_else(|| "development".into());
+        let env_layer = match app_env_raw.parse::<AppEnv>() {
+            Ok(env) => Some(env.as_str()),
+            Err(_) => None,
+        };
+        for layer in ["default"].into_iter().chain(env_layer) {
+            if let Err(e) = read_layer(config_dir, layer, &mut raw) {
+                problems.push(e);
+            }
+        }
+        for key in KEYS {
+            if let Some(value) = lookup(key) {
+                raw.insert((*key).to_string(), value);
+            }
+        }
+        raw.insert("APP_ENV".into(), app_env_raw);
+
+        let mut p = Parser {
+            raw: &raw,
+            problems,
+        };
+        let config = Config {
+            app_env: p.required("APP_ENV", |s| s.parse()),
+            http_addr: p.required("HTTP_ADDR", parse_addr),
+            metrics_addr: p.optional("METRICS_ADDR", parse_addr),
+            database_url: p.required("DATABASE_URL", parse_postgres_url),
+            database_migration_url: match p.optional("DATABASE_MIGRATION_URL", parse_postgres_url)
+            {
+                Some(url) => url,
+                None => p.required("DATABASE_URL", parse_postgres_url_quiet),
+            },
+            database_max_connections: p.required("DATABASE_MAX_CONNECTIONS", |s| {
+                parse_range(s, 1, 1000)
+            }),
+            redis_url: p.required("REDIS_URL", parse_redis_url),
+            jwt_secret: p.optional("JWT_SECRET", |s| Ok(SecretString::from(s.to_string()))),
+            jwt_jwks_url: p.optional("JWT_JWKS_URL", parse_http_url),
+            jwt_audience: p.optional("JWT_AUDIENCE", |s| Ok(s.to_string())),
+            jwt_issuer: p.optional("JWT_ISSUER", |s| Ok(s.to_string())),
+            cors_allowed_origins: p
+                .optional("CORS_ALLOWED_ORIGINS", parse_origins)
+                .unwrap_or_default(),
+            encryption_keys: p
+                .optional("ENCRYPTION_KEYS", parse_encryption_keys)
+                .unwrap_or_default(),
+            kommo_base_url: p.required("KOMMO_BASE_URL", parse_kommo_base_url),
+            kommo_authorize_url: p.required("KOMMO_AUTHORIZE_URL", parse_http_url),
+            oauth_redirect_url: p.optional("OAUTH_REDIRECT_URL", parse_http_url),
+            frontend_url: p.optional("FRONTEND_URL", parse_http_url),
+            public_base_url: p.optional("PUBLIC_BASE_URL", parse_http_url),
+            trusted_proxies: p
+                .optional("TRUSTED_PROXIES", parse_cidrs)
+                .unwrap_or_default(),
+            webhook_allowed_cidrs: p
+                .optional("WEBHOOK_ALLOWED_CIDRS", parse_cidrs)
+                .unwrap_or_default(),
+            rate_limit_anon_per_min: p.required("RATE_LIMIT_ANON_PER_MIN", |s| {
+                parse_range(s, 1, 1_000_000)
+            }),
+            rate_limit_user_per_min: p.required("RATE_LIMIT_USER_PER_MIN", |s| {
+                parse_range(s, 1, 1_000_000)
+            }),
+            rate_limit_webhook_per_min: p.required("RATE_LIMIT_WEBHOOK_PER_MIN", |s| {
+                parse_range(s, 1, 1_000_000)
+            }),
+            request_timeout: p.required("REQUEST_TIMEOUT_SECS", |s| parse_secs(s, 1, 3600)),
+            body_limit_bytes: p.required("BODY_LIMIT_BYTES", |s| {
+                parse_range(s, 1024, 1 << 30)
+            }),
+            webhook_body_limit_bytes: p.required("WEBHOOK_BODY_LIMIT_BYTES", |s| {
+                parse_range(s, 1024, 1 << 30)
+            }),
+            shutdown_grace: p.required("SHUTDOWN_GRACE_SECS", |s| parse_secs(s, 0, 3600)),
+            shutdown_drain_delay: p.required("SHUTDOWN_DRAIN_DELAY_SECS", |s| {
+                parse_secs(s, 0, 3600)
+            }),
+            job_concurrency: p.required("JOB_CONCURRENCY", |s| parse_range(s, 1, 256)),
+            sentry_dsn: p.optional("SENTRY_DSN", |s| {
+                parse_http_url(s).map(|_| SecretString::from(s.to_string()))
+            }),
+            sentry_environment: p.optional("SENTRY_ENVIRONMENT", |s| Ok(s.to_string())),
+            sentry_traces_sample_rate: p
+                .optional("SENTRY_TRACES_SAMPLE_RATE", parse_fraction)
+                .unwrap_or(0.0),
+            otel_exporter_otlp_endpoint: p.optional("OTEL_EXPORTER_OTLP_ENDPOINT", |s| {
+                parse_http_url(s).map(|_| s.to_string())
+            }),
+            log_format: p.required("LOG_FORMAT", |s| match s {
+                "json" => Ok(LogFormat::Json),
+                "pretty" => Ok(LogFormat::Pretty),
+                _ => Err("must be json or pretty".into()),
+            }),
+            allow_privileged_db_role: p
+                .optional("ALLOW_PRIVILEGED_DB_ROLE", parse_bool)
+                .unwrap_or(false),
+        };
+        let mut problems = p.problems;
+        config.check_rules(&mut problems);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            problems.dedup();
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Rules across keys, and the settings production refuses.
+    fn check_rules(&self, problems: &mut Vec<String>) {
+        if self.jwt_secret.is_none() && self.jwt_jwks_url.is_none() {
+            problems.push(
+                "JWT_SECRET: required (or JWT_JWKS_URL) so that access tokens can be verified"
+                    .into(),
+            );
+        }
+        if self.app_env != AppEnv::Production {
+            return;
+        }
+        if self.cors_allowed_origins.iter().any(|o| o == "*") {
+            problems.push("CORS_ALLOWED_ORIGINS: `*` is refused in production".into());
+        }
+        if let Some(secret) = &self.jwt_secret
+            && secret.expose_secret().len() < 32
+        {
+            problems.push("JWT_SECRET: must be at least 32 bytes in production".into());
+        }
+        if self.encryption_keys.is_empty() {
+            problems.push(
+                "ENCRYPTION_KEYS: required in production (kid:base64 of 32 random bytes)".into(),
+            );
+        }
+        if self.allow_privileged_db_role {
+            problems.push("ALLOW_PRIVILEGED_DB_ROLE: refused in production".into());
+        }
+        for (key, value) in [
+            ("PUBLIC_BASE_URL", &self.public_base_url),
+            ("FRONTEND_URL", &self.frontend_url),
+            ("OAUTH_REDIRECT_URL", &self.oauth_redirect_url),
+        ] {
+            match value {
+                None => problems.push(format!("{key}: required in production")),
+                Some(url) if url.scheme() != "https" => {
+                    problems.push(format!("{key}: must be an https URL in production"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.app_env == AppEnv::Production
+    }
+}
+
+fn read_layer(
+    dir: Option<&Path>,
+    name: &str,
+    raw: &mut BTreeMap<String, String>,
+) -> Result<(), String> {
+    let file = dir.map(|d| d.join(format!("{name}.toml")));
+    let text = match file.as_ref().map(std::fs::read_to_string) {
+        Some(Ok(text)) => text,
+        Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("config/{name}.toml: cannot be read: {e}"));
+        }
+        _ => EMBEDDED_LAYERS
+            .iter()
+            .find(|(layer, _)| *layer == name)
+            .map(|(_, text)| (*text).to_string())
+            .unwrap_or_default(),
+    };
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("config/{name}.toml: {e}"))?;
+    for (key, value) in table {
+        let upper = key.to_ascii_uppercase();
+        if !KEYS.contains(&upper.as_str()) {
+            return Err(format!("config/{name}.toml: unknown key `{key}`"));
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        raw.insert(upper, value);
+    }
+    Ok(())
+}
+
+struct Parser<'a> {
+    raw: &'a BTreeMap<String, String>,
+    problems: Vec<String>,
+}
+
+impl Parser<'_> {
+    /// A key that must be present and valid; a placeholder stands in for a bad value so
+    /// parsing can go on and report every other key too.
+    fn required<T: Placeholder>(
+        &mut self,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        match self.raw.get(key).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            None => {
+                self.problems.push(format!("{key}: required"));
+                T::placeholder()
+            }
+            Some(value) => parse(value).unwrap_or_else(|e| {
+                self.problems.push(format!("{key}: {e}"));
+                T::placeholder()
+            }),
+        }
+    }
+
+    /// A key that may be absent or empty.
+    fn optional<T>(&mut self, key: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let value = self.raw.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())?;
+        match parse(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problems.push(format!("{key}: {e}"));
+                None
+            }
+        }
+    }
+}
+
+trait Placeholder {
+    fn placeholder() -> Self;
+}
+
+macro_rules! placeholder_default {
+    ($($t:ty),*) => { $(impl Placeholder for $t { fn placeholder() -> Self { Default::default() } })* };
+}
+placeholder_default!(u32, usize, String, Duration);
+
+impl Placeholder for AppEnv {
+    fn placeholder() -> Self {
+        AppEnv::Development
+    }
+}
+impl Placeholder for LogFormat {
+    fn placeholder() -> Self {
+        LogFormat::Json
+    }
+}
+impl Placeholder for SocketAddr {
+    fn placeholder() -> Self {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+}
+impl Placeholder for SecretString {
+    fn placeholder() -> Self {
+        SecretString::from(String::new())
+    }
+}
+impl Placeholder for Url {
+    fn placeholder() -> Self {
+        Url::parse("http://invalid.invalid/").unwrap_or_else(|_| unreachable!())
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("`{s}` is not an address like 127.0.0.1:8080"))
+}
+
+fn parse_range<T>(s: &str, min: T, max: T) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + fmt::Display + Copy,
+{
+    let value: T = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number"))?;
+    if value < min || value > max {
+        return Err(format!("{value} is outside {min}..={max}"));
+    }
+    Ok(value)
+}
+
+fn parse_secs(s: &str, min: u64, max: u64) -> Result<Duration, String> {
+    parse_range(s, min, max).map(Duration::from_secs)
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("`{s}` is not true or false")),
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{v} is outside 0..=1"));
+    }
+    Ok(v)
+}
+
+fn parse_http_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("must be an http(s) URL with a host".into());
+    }
+    Ok(url)
+}
+
+fn parse_postgres_url(s: &str) -> Result<SecretString, String> {
+    match Url::parse(s) {
+        Ok(url) if matches!(url.scheme(), "postgres" | "postgresql") => {
+            Ok(SecretString::from(s.to_string()))
+        }
+        // The value may hold a password, so it is never echoed back.
+        _ => Err("must be a postgres:// URL".into()),
+    }
+}
+
+/// Used for the `DATABASE_MIGRATION_URL` fallback: `DATABASE_URL` already reported its
+/// own problem.
+fn parse_postgres_url_quiet(s: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(s.to_string()))
+}
+
+fn parse_redis_url(s: &str) -> Result<SecretString, String> {
+    match Url::parse(s) {
+        Ok(url) if matches!(url.scheme(), "redis" | "rediss") => {
+            Ok(SecretString::from(s.to_string()))
+        }
+        _ => Err("must be a redis:// or rediss:// URL".into()),
+    }
+}
+
+fn parse_origins(s: &str) -> Result<Vec<String>, String> {
+    let mut origins = Vec::new();
+    for origin in s.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        if origin == "*" {
+            origins.push(origin.to_string());
+            continue;
+        }
+        let url = Url::parse(origin).map_err(|_| format!("`{origin}` is not an origin"))?;
+        let canonical = url.origin().ascii_serialization();
+        if canonical != origin.trim_end_matches('/') || url.path() != "/" {
+            return Err(format!(
+                "`{origin}` is not an exact origin like https://app.example.com"
+            ));
+        }
+        origins.push(canonical);
+    }
+    Ok(origins)
+}
+
+fn parse_cidrs(s: &str) -> Result<Vec<IpNet>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse::<IpNet>()
+                .or_else(|_| c.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("`{c}` is not a CIDR like 10.0.0.0/8"))
+        })
+        .collect()
+}
+
+fn parse_encryption_keys(s: &str) -> Result<Vec<EncryptionKey>, String> {
+    let mut keys: Vec<EncryptionKey> = Vec::new();
+    for (i, entry) in s.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+        let (id, b64) = entry
+            .split_once(':')
+            .ok_or_else(|| format!("entry {} is not kid:base64", i + 1))?;
+        if id.is_empty() || id.len() > 32 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("entry {}: key id must be 1-32 of [A-Za-z0-9_-]", i + 1));
+        }
+        if keys.iter().any(|k| k.id == id) {
+            return Err(format!("key id `{id}` appears twice"));
+        }
+        // Neither the value nor its decoding error is echoed: both would leak key material.
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| format!("key `{id}` is not valid base64"))?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| format!("key `{id}` must decode to exactly 32 bytes"))?;
+        keys.push(EncryptionKey {
+            id: id.to_string(),
+            key: SecretBox::new(Box::new(key)),
+        });
+    }
+    Ok(keys)
+}
+
+fn parse_kommo_base_url(s: &str) -> Result<String, String> {
+    if !s.contains("{base_domain}") {
+        return Err("must contain the placeholder {base_domain}".into());
+    }
+    parse_http_url(&s.replace("{base_domain}", "acme.kommo.com"))?;
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load(None, |k| map.get(k).cloned())
+    }
+
+    const MINIMAL: &[(&str, &str)] = &[
+        ("DATABASE_URL", "postgres://u@localhost/db"),
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("JWT_SECRET", "dev-secret"),
+    ];
+
+    #[test]
+    fn defaults_fill_everything_but_secrets() {
+        let config = load(MINIMAL).expect("valid");
+        assert_eq!(config.app_env, AppEnv::Development);
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database_max_connections, 16);
+        assert_eq!(config.request_timeout, Duration::from_secs(30));
+        assert_eq!(config.log_format, LogFormat::Pretty);
+        assert_eq!(config.jwt_audience.as_deref(), Some("authenticated"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = load(&[
+            ("HTTP_ADDR", "nonsense"),
+            ("DATABASE_MAX_CONNECTIONS", "0"),
+            ("LOG_FORMAT", "xml"),
+        ])
+        .expect_err("invalid");
+        let text = err.to_string();
+        for key in [
+            "HTTP_ADDR",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "JWT_SECRET",
+            "DATABASE_MAX_CONNECTIONS",
+            "LOG_FORMAT",
+        ] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn production_refuses_unsafe_settings() {
+        let mut vars = MINIMAL.to_vec();
+        vars.extend([
+            ("APP_ENV", "production"),
+            ("CORS_ALLOWED_ORIGINS", "*"),
+            ("ALLOW_PRIVILEGED_DB_ROLE", "true"),
+        ]);
+        let text = load(&vars).expect_err("unsafe").to_string();
+        for key in [
+            "CORS_ALLOWED_ORIGINS",
+            "JWT_SECRET",
+            "ENCRYPTION_KEYS",
+            "ALLOW_PRIVILEGED_DB_ROLE",
+            "PUBLIC_BASE_URL",
+        ] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn encryption_keys_are_parsed_and_never_printed() {
+        let mut vars = MINIMAL.to_vec();
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let value = format!("k2:{key},k1:{key}");
+        vars.push(("ENCRYPTION_KEYS", &value));
+        let config = load(&vars).expect("valid");
+        assert_eq!(config.encryption_keys.len(), 2);
+        assert_eq!(config.encryption_keys[0].id, "k2");
+        assert!(!format!("{config:?}").contains(&key));
+
+        let mut bad = MINIMAL.to_vec();
+        bad.push(("ENCRYPTION_KEYS", "k1:c2hvcnQ="));
+        assert!(load(&bad).expect_err("short").to_string().contains("32 bytes"));
+    }
+
+    #[test]
+    fn origins_must_be_exact() {
+        assert!(parse_origins("https://app.example.com, http://localhost:3000").is_ok());
+        assert!(parse_origins("https://app.example.com/path").is_err());
+        assert!(parse_origins("app.example.com").is_err());
+    }
+}

@@ -1,0 +1,264 @@
+//! Queries on `agents`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::http::pagination::Page;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum AgentStatus {
+    Active,
+    Inactive,
+    Draft,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Agent {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub connection_id: Option<Uuid>,
+    pub name: String,
+    pub status: AgentStatus,
+    pub model: String,
+    pub instructions: String,
+    pub channels: Vec<String>,
+    pub schedule: Option<String>,
+    pub temperature: f64,
+    pub max_tokens: i32,
+    #[schema(value_type = Object)]
+    pub settings: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Everything a client may set on an agent.
+#[derive(Debug, Clone)]
+pub struct AgentFields {
+    pub connection_id: Option<Uuid>,
+    pub name: String,
+    pub status: AgentStatus,
+    pub model: String,
+    pub instructions: String,
+    pub channels: Vec<String>,
+    pub schedule: Option<String>,
+    pub temperature: f64,
+    pub max_tokens: i32,
+    pub settings: serde_json::Value,
+}
+
+impl From<Agent> for AgentFields {
+    fn from(a: Agent) -> AgentFields {
+        AgentFields {
+            connection_id: a.connection_id,
+            name: a.name,
+            status: a.status,
+            model: a.model,
+            instructions: a.instructions,
+            channels: a.channels,
+            schedule: a.schedule,
+            temperature: a.temperature,
+            max_tokens: a.max_tokens,
+            settings: a.settings,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct AgentFilter {
+    pub status: Option<AgentStatus>,
+    /// Case-insensitive substring of the name.
+    pub search: Option<String>,
+}
+
+impl AgentFilter {
+    fn pattern(&self) -> Option<String> {
+        self.search.as_deref().filter(|s| !s.is_empty()).map(|s| {
+            let escaped = s
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        })
+    }
+}
+
+/// The columns of `Agent`, as a macro so that every query stays one `&'static str`.
+macro_rules! columns {
+    () => {
+        "id, org_id, connection_id, name, status, model, instructions, channels, \
+         schedule, temperature, max_tokens, settings, created_at, updated_at"
+    };
+}
+
+pub async fn list(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    filter: &AgentFilter,
+    page: Page,
+) -> sqlx::Result<Vec<Agent>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM agents
+         WHERE org_id = $1
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::text IS NULL OR name ILIKE $3)
+           AND ($4::uuid IS NULL OR id < $4)
+         ORDER BY id DESC LIMIT $5"
+    ))
+    .bind(org_id)
+    .bind(filter.status)
+    .bind(filter.pattern())
+    .bind(page.after)
+    .bind(page.fetch_limit())
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn count(conn: &mut PgConnection, org_id: Uuid, filter: &AgentFilter) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM agents
+         WHERE org_id = $1
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::text IS NULL OR name ILIKE $3)",
+    )
+    .bind(org_id)
+    .bind(filter.status)
+    .bind(filter.pattern())
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn get(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Result<Option<Agent>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM agents WHERE org_id = $1 AND id = $2"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The agent, locked against concurrent updates until the transaction ends.
+pub async fn get_for_update(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    id: Uuid,
+) -> sqlx::Result<Option<Agent>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM agents WHERE org_id = $1 AND id = $2 FOR UPDATE"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn insert(conn: &mut PgConnection, org_id: Uuid, f: &AgentFields) -> sqlx::Result<Agent> {
+    sqlx::query_as(concat!(
+        "INSERT INTO agents (id, org_id, connection_id, name, status, model, instructions,
+                             channels, schedule, temperature, max_tokens, settings)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         RETURNING ",
+        columns!(),
+        ""
+    ))
+    .bind(Uuid::now_v7())
+    .bind(org_id)
+    .bind(f.connection_id)
+    .bind(&f.name)
+    .bind(f.status)
+    .bind(&f.model)
+    .bind(&f.instructions)
+    .bind(&f.channels)
+    .bind(&f.schedule)
+    .bind(f.temperature)
+    .bind(f.max_tokens)
+    .bind(&f.settings)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn update(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    id: Uuid,
+    f: &AgentFields,
+) -> sqlx::Result<Option<Agent>> {
+    sqlx::query_as(concat!(
+        "UPDATE agents SET connection_id = $3, name = $4, status = $5, model = $6,
+                instructions = $7, channels = $8, schedule = $9, temperature = $10,
+                max_tokens = $11, settings = $12, updated_at = now()
+         WHERE org_id = $1 AND id = $2
+         RETURNING ",
+        columns!(),
+        ""
+    ))
+    .bind(org_id)
+    .bind(id)
+    .bind(f.connection_id)
+    .bind(&f.name)
+    .bind(f.status)
+    .bind(&f.model)
+    .bind(&f.instructions)
+    .bind(&f.channels)
+    .bind(&f.schedule)
+    .bind(f.temperature)
+    .bind(f.max_tokens)
+    .bind(&f.settings)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn set_status(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    id: Uuid,
+    status: AgentStatus,
+) -> sqlx::Result<Option<Agent>> {
+    sqlx::query_as(concat!(
+        "UPDATE agents SET status = $3, updated_at = now() WHERE org_id = $1 AND id = $2
+         RETURNING ",
+        columns!(),
+        ""
+    ))
+    .bind(org_id)
+    .bind(id)
+    .bind(status)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn delete(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
+    let done = sqlx::query("DELETE FROM agents WHERE org_id = $1 AND id = $2")
+        .bind(org_id)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Whether a CRM connection of this org exists (RLS hides other orgs' anyway).
+pub async fn connection_exists(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    connection_id: Uuid,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM crm_connections WHERE org_id = $1 AND id = $2)",
+    )
+    .bind(org_id)
+    .bind(connection_id)
+    .fetch_one(conn)
+    .await
+}

@@ -1,0 +1,106 @@
+//! PostgreSQL: the pool of the runtime role, the row-level-security transaction every
+//! request and job runs in, migrations, and the queries of each resource.
+
+pub mod agents;
+pub mod members;
+pub mod orgs;
+mod rls;
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::config::{AppEnv, Config};
+
+pub use rls::{Db, Tx};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long a request may wait for a pooled connection before it answers 503.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn connect(config: &Config) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = config
+        .database_url
+        .expose_secret()
+        .parse::<PgConnectOptions>()?
+        .application_name("agents-api")
+        // Statements carry claims and ids; they are traced as spans elsewhere, not logged.
+        .disable_statement_logging();
+    let pool = PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .min_connections(1.min(config.database_max_connections))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_lazy_with(options);
+    Ok(pool)
+}
+
+/// Applies `migrations/` as the owner role. sqlx holds a PostgreSQL advisory lock while
+/// it migrates, so replicas starting together apply each migration exactly once.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let options: PgConnectOptions = config.database_migration_url.expose_secret().parse()?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    pool.close().await;
+    Ok(())
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct RoleFacts {
+    rolname: String,
+    rolsuper: bool,
+    rolbypassrls: bool,
+    owns_tables: bool,
+    in_runtime_group: bool,
+}
+
+/// Refuses a runtime role that would let a bug read around row-level security: a
+/// superuser, a BYPASSRLS role or the owner of the tables (or a member of the owner).
+pub async fn check_runtime_role(pool: &PgPool, config: &Config) -> anyhow::Result<()> {
+    let facts: RoleFacts = sqlx::query_as(
+        "SELECT r.rolname::text AS rolname, r.rolsuper, r.rolbypassrls,
+                EXISTS (SELECT 1 FROM pg_tables t
+                        WHERE t.schemaname = 'public'
+                          AND pg_has_role(current_user, t.tableowner, 'MEMBER')) AS owns_tables,
+                EXISTS (SELECT 1 FROM pg_roles g WHERE g.rolname = 'api_runtime')
+                  AND pg_has_role(current_user, 'api_runtime', 'MEMBER') AS in_runtime_group
+         FROM pg_roles r WHERE r.rolname = current_user",
+    )
+    .fetch_one(pool)
+    .await?;
+    let mut problems = Vec::new();
+    if facts.rolsuper {
+        problems.push("is a superuser");
+    }
+    if facts.rolbypassrls {
+        problems.push("has BYPASSRLS");
+    }
+    if facts.owns_tables {
+        problems.push("owns the tables (or is a member of their owner)");
+    }
+    if !facts.in_runtime_group {
+        problems.push("is not a member of api_runtime (run `agents-api migrate` first)");
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let allowed = config.app_env == AppEnv::Development && config.allow_privileged_db_role;
+    let message = format!(
+        "the DATABASE_URL role `{}` {}. Row-level security needs an unprivileged login role; \
+         create one as the owner with\n  CREATE ROLE agents_api LOGIN PASSWORD '…' IN ROLE api_runtime;\n\
+         and point DATABASE_URL at it (DATABASE_MIGRATION_URL keeps the owner for migrations).",
+        facts.rolname,
+        problems.join(", ")
+    );
+    if allowed {
+        tracing::warn!("{message} Continuing because ALLOW_PRIVILEGED_DB_ROLE=true in development.");
+        return Ok(());
+    }
+    anyhow::bail!(message)
+}

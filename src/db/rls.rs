@@ -1,0 +1,85 @@
+//! The per-request transaction. It switches to the request role and publishes the
+//! verified claims with `set_config(…, true)`: transaction-local, so nothing survives into
+//! the next use of the pooled connection, not even after an error (the rollback resets it).
+
+use std::ops::{Deref, DerefMut};
+
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::http::auth::AuthUser;
+use crate::http::error::ApiError;
+
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+    /// `statement_timeout` for request transactions, so a runaway query cannot outlive
+    /// the handler timeout.
+    statement_timeout: String,
+}
+
+pub struct Tx(Transaction<'static, Postgres>);
+
+impl Db {
+    pub fn new(pool: PgPool, statement_timeout: std::time::Duration) -> Db {
+        Db {
+            pool,
+            statement_timeout: format!("{}ms", statement_timeout.as_millis()),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A transaction as `authenticated` with the user's claims: the policies see the
+    /// rows of the orgs the user belongs to, and nothing else.
+    pub async fn begin_user(&self, user: &AuthUser) -> Result<Tx, ApiError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "SELECT set_config('role', 'authenticated', true),
+                    set_config('request.jwt.claims', $1, true),
+                    set_config('statement_timeout', $2, true)",
+        )
+        .bind(&*user.claims)
+        .bind(&self.statement_timeout)
+        .execute(&mut *tx)
+        .await?;
+        Ok(Tx(tx))
+    }
+
+    /// A transaction as `api_worker` scoped to one org, for jobs and webhooks.
+    pub async fn begin_worker(&self, org_id: Uuid) -> Result<Tx, ApiError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "SELECT set_config('role', 'api_worker', true),
+                    set_config('app.org_id', $1, true),
+                    set_config('statement_timeout', $2, true)",
+        )
+        .bind(org_id.to_string())
+        .bind(&self.statement_timeout)
+        .execute(&mut *tx)
+        .await?;
+        Ok(Tx(tx))
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), ApiError> {
+        self.0.commit().await?;
+        Ok(())
+    }
+}
+
+impl Deref for Tx {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.0
+    }
+}
+
+impl DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.0
+    }
+}

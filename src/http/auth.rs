@@ -1,0 +1,282 @@
+//! Bearer-token authentication: JWT verification (HS256 with the shared secret, RS256 and
+//! ES256 through a cached JWKS) and the `AuthUser` extractor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use tokio::sync::{Mutex, RwLock};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::http::error::ApiError;
+use crate::state::AppState;
+
+/// The caller, as proven by a verified access token.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: Uuid,
+    pub email: Option<String>,
+    /// The verified claims as JSON text, handed to PostgreSQL as `request.jwt.claims`.
+    pub claims: Arc<str>,
+}
+
+/// Refetching the key set on every unknown `kid` would let anyone with garbage tokens
+/// make us hammer the identity provider.
+const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
+const JWKS_MAX_AGE: Duration = Duration::from_secs(600);
+const LEEWAY_SECS: u64 = 30;
+
+pub struct JwtVerifier {
+    hs256: Option<DecodingKey>,
+    jwks: Option<Jwks>,
+    audience: Option<String>,
+    issuer: Option<String>,
+}
+
+struct Jwks {
+    url: url::Url,
+    http: reqwest::Client,
+    keys: RwLock<CachedKeys>,
+    refetch: Mutex<()>,
+}
+
+#[derive(Default)]
+struct CachedKeys {
+    by_kid: HashMap<String, (Algorithm, DecodingKey)>,
+    fetched_at: Option<Instant>,
+    last_attempt: Option<Instant>,
+}
+
+impl CachedKeys {
+    fn fresh(&self, kid: &str) -> Option<(Algorithm, DecodingKey)> {
+        let fresh = self.fetched_at.is_some_and(|t| t.elapsed() < JWKS_MAX_AGE);
+        if fresh { self.by_kid.get(kid).cloned() } else { None }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token's algorithm is not accepted")]
+    Algorithm,
+    #[error("the token's signing key is unknown")]
+    UnknownKey,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+    #[error("the token's subject is not a user id")]
+    Subject,
+}
+
+impl JwtVerifier {
+    pub fn from_config(config: &Config) -> anyhow::Result<JwtVerifier> {
+        let jwks = match &config.jwt_jwks_url {
+            Some(url) => Some(Jwks {
+                url: url.clone(),
+                http: reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .timeout(Duration::from_secs(5))
+                    .build()?,
+                keys: RwLock::new(CachedKeys::default()),
+                refetch: Mutex::new(()),
+            }),
+            None => None,
+        };
+        Ok(JwtVerifier {
+            hs256: config
+                .jwt_secret
+                .as_ref()
+                .map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes())),
+            jwks,
+            audience: config.jwt_audience.clone().filter(|a| !a.is_empty()),
+            issuer: config.jwt_issuer.clone().filter(|i| !i.is_empty()),
+        })
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &self.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        validation
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<AuthUser, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        // The algorithm is pinned by the key that verifies it, never taken from the
+        // token alone: HS256 only with our secret, RS256/ES256 only with a JWKS key.
+        let claims: Value = match header.alg {
+            Algorithm::HS256 => {
+                let key = self.hs256.as_ref().ok_or(TokenError::Algorithm)?;
+                decode(token, key, &self.validation(Algorithm::HS256))?
+            }
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let jwks = self.jwks.as_ref().ok_or(TokenError::Algorithm)?;
+                let kid = header.kid.as_deref().ok_or(TokenError::UnknownKey)?;
+                let (alg, key) = jwks.key(kid).await.ok_or(TokenError::UnknownKey)?;
+                if alg != header.alg {
+                    return Err(TokenError::Algorithm);
+                }
+                decode(token, &key, &self.validation(alg))?
+            }
+            _ => return Err(TokenError::Algorithm),
+        };
+        let id = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .ok_or(TokenError::Subject)?;
+        let email = claims
+            .get("email")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        Ok(AuthUser {
+            id,
+            email,
+            claims: claims.to_string().into(),
+        })
+    }
+}
+
+fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Value, TokenError> {
+    jsonwebtoken::decode::<Value>(token, key, validation)
+        .map(|data| data.claims)
+        .map_err(|e| TokenError::Invalid(e.to_string()))
+}
+
+impl Jwks {
+    async fn key(&self, kid: &str) -> Option<(Algorithm, DecodingKey)> {
+        if let Some(found) = self.keys.read().await.fresh(kid) {
+            return Some(found);
+        }
+        // One fetch at a time; whoever waited re-checks what the previous one brought.
+        let _guard = self.refetch.lock().await;
+        {
+            let cache = self.keys.read().await;
+            if let Some(found) = cache.fresh(kid) {
+                return Some(found);
+            }
+            if cache
+                .last_attempt
+                .is_some_and(|t| t.elapsed() < JWKS_MIN_REFETCH)
+            {
+                return cache.by_kid.get(kid).cloned();
+            }
+        }
+        let fetched = self.fetch().await;
+        let mut cache = self.keys.write().await;
+        cache.last_attempt = Some(Instant::now());
+        match fetched {
+            Ok(keys) => {
+                cache.by_kid = keys;
+                cache.fetched_at = Some(Instant::now());
+            }
+            // Keep serving the keys we had until the next attempt.
+            Err(e) => tracing::warn!(error = %e, "could not fetch the JWKS"),
+        }
+        cache.by_kid.get(kid).cloned()
+    }
+
+    async fn fetch(&self) -> anyhow::Result<HashMap<String, (Algorithm, DecodingKey)>> {
+        let set: JwkSet = self
+            .http
+            .get(self.url.clone())
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
+            let alg = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                _ => continue,
+            };
+            if let Ok(key) = DecodingKey::from_jwk(jwk) {
+                keys.insert(kid, (alg, key));
+            }
+        }
+        Ok(keys)
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(user) = parts.extensions.get::<AuthUser>() {
+            return Ok(user.clone());
+        }
+        let token = bearer_token(parts).ok_or_else(|| {
+            ApiError::unauthorized("A bearer access token is required.")
+        })?;
+        let user = state.jwt.verify(token).await.map_err(|e| {
+            tracing::debug!(reason = %e, "access token refused");
+            ApiError::unauthorized("The access token is invalid or expired.")
+        })?;
+        parts.extensions.insert(user.clone());
+        Ok(user)
+    }
+}
+
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Signs an HS256 access token the way the auth server would, for local use
+/// (`agents-api dev-token`) and tests. Production refuses it at the CLI.
+pub fn mint_token(
+    config: &Config,
+    user: Uuid,
+    email: Option<&str>,
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    let secret = config
+        .jwt_secret
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("JWT_SECRET is not set"))?;
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = serde_json::json!({
+        "sub": user.to_string(),
+        "role": "authenticated",
+        "iat": now,
+        "exp": now + ttl.as_secs() as i64,
+    });
+    if let Some(email) = email {
+        claims["email"] = email.into();
+    }
+    if let Some(aud) = config.jwt_audience.as_deref().filter(|a| !a.is_empty()) {
+        claims["aud"] = aud.into();
+    }
+    if let Some(iss) = config.jwt_issuer.as_deref().filter(|i| !i.is_empty()) {
+        claims["iss"] = iss.into();
+    }
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )?;
+    Ok(token)
+}

@@ -1,0 +1,276 @@
+//! The one error type of the API, rendered as RFC 9457 `application/problem+json`.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::http::request_id;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("bad request: {0}")]
+    BadRequest(Cow<'static, str>),
+    #[error("unauthorized: {0}")]
+    Unauthorized(Cow<'static, str>),
+    #[error("forbidden: {0}")]
+    Forbidden(Cow<'static, str>),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("conflict: {0}")]
+    Conflict(Cow<'static, str>),
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(Cow<'static, str>),
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("rate limited")]
+    RateLimited { retry_after: Duration },
+    #[error("unavailable: {0}")]
+    Unavailable(Cow<'static, str>),
+    #[error("timeout")]
+    Timeout,
+    /// Anything the client cannot fix. The cause is logged with the request id and
+    /// never shown.
+    #[error("internal error: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::Validation(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
+    pub fn forbidden(detail: impl Into<Cow<'static, str>>) -> ApiError {
+        ApiError::Forbidden(detail.into())
+    }
+
+    pub fn conflict(detail: impl Into<Cow<'static, str>>) -> ApiError {
+        ApiError::Conflict(detail.into())
+    }
+
+    pub fn unauthorized(detail: impl Into<Cow<'static, str>>) -> ApiError {
+        ApiError::Unauthorized(detail.into())
+    }
+
+    pub fn internal(error: impl Into<anyhow::Error>) -> ApiError {
+        ApiError::Internal(error.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Timeout => "timeout",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn detail(&self) -> Cow<'static, str> {
+        match self {
+            ApiError::BadRequest(d)
+            | ApiError::Unauthorized(d)
+            | ApiError::Forbidden(d)
+            | ApiError::Conflict(d)
+            | ApiError::UnsupportedMediaType(d)
+            | ApiError::Unavailable(d) => d.clone(),
+            ApiError::NotFound => "The requested resource does not exist.".into(),
+            ApiError::MethodNotAllowed => "This method is not allowed on this resource.".into(),
+            ApiError::PayloadTooLarge => "The request body is larger than allowed.".into(),
+            ApiError::Validation(_) => "The request did not pass validation.".into(),
+            ApiError::RateLimited { .. } => "Too many requests; retry later.".into(),
+            ApiError::Timeout => "The request took too long and was abandoned.".into(),
+            ApiError::Internal(_) => {
+                "An internal error occurred; quote the request_id when reporting it.".into()
+            }
+        }
+    }
+}
+
+/// The problem document, as sent and as documented in the OpenAPI schema.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: String,
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let request_id = request_id::current();
+        match &self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %format!("{cause:#}"), request_id = request_id.as_deref().unwrap_or(""), "internal error");
+            }
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(%detail, "service unavailable");
+            }
+            _ => {}
+        }
+        let code = self.code();
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after } => Some(retry_after.as_secs().max(1)),
+            ApiError::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        let problem = Problem {
+            type_: format!("urn:agents-api:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: self.detail().into_owned(),
+            code: code.to_string(),
+            request_id,
+            errors: match self {
+                ApiError::Validation(errors) => errors,
+                _ => Vec::new(),
+            },
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> ApiError {
+        if let sqlx::Error::PoolTimedOut = error {
+            return ApiError::Unavailable("The database is busy; retry shortly.".into());
+        }
+        if let Some(db) = error.as_database_error() {
+            // Constraint names are ours (see migrations/), so they map to field errors.
+            match (db.code().as_deref(), db.constraint()) {
+                (Some("23505"), Some("organizations_slug_key")) => {
+                    return ApiError::Conflict("An organization with this slug exists.".into());
+                }
+                (Some("23505"), _) => {
+                    return ApiError::Conflict("The resource already exists.".into());
+                }
+                (Some("23503"), Some(c)) if c.contains("connection_id") => {
+                    return ApiError::validation(
+                        "connection_id",
+                        "must be a CRM connection of this organization",
+                    );
+                }
+                // The database refused a row because of its row-level security policy:
+                // the caller's role is too low for this write.
+                (Some("42501"), _) => {
+                    return ApiError::forbidden("Your role does not allow this change.");
+                }
+                (Some("57014"), _) => return ApiError::Timeout,
+                _ => {}
+            }
+        }
+        ApiError::Internal(error.into())
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(error: redis::RedisError) -> ApiError {
+        ApiError::Internal(error.into())
+    }
+}
+
+impl From<validator::ValidationErrors> for ApiError {
+    fn from(errors: validator::ValidationErrors) -> ApiError {
+        let mut out = Vec::new();
+        collect_validation_errors(&errors, String::new(), &mut out);
+        out.sort_by(|a, b| a.field.cmp(&b.field));
+        ApiError::Validation(out)
+    }
+}
+
+fn collect_validation_errors(
+    errors: &validator::ValidationErrors,
+    prefix: String,
+    out: &mut Vec<FieldError>,
+) {
+    use validator::ValidationErrorsKind;
+    for (field, kind) in errors.errors() {
+        let path = if prefix.is_empty() {
+            field.to_string()
+        } else {
+            format!("{prefix}.{field}")
+        };
+        match kind {
+            ValidationErrorsKind::Field(list) => {
+                for e in list {
+                    let message = e
+                        .message
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| format!("is invalid ({})", e.code));
+                    out.push(FieldError {
+                        field: path.clone(),
+                        message,
+                    });
+                }
+            }
+            ValidationErrorsKind::Struct(inner) => collect_validation_errors(inner, path, out),
+            ValidationErrorsKind::List(items) => {
+                for (i, inner) in items {
+                    collect_validation_errors(inner, format!("{path}[{i}]"), out);
+                }
+            }
+        }
+    }
+}

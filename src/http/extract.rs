@@ -1,0 +1,246 @@
+//! Extractors that turn every kind of bad input into problem+json, authenticate the
+//! caller once, and scope a request to one org before the handler runs.
+
+use std::marker::PhantomData;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawPathParams, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::db::{self, Tx};
+use crate::http::auth::AuthUser;
+use crate::http::error::{ApiError, FieldError};
+use crate::state::AppState;
+
+/// A JSON body: 415 without a JSON content type, 413 over the limit, 400 when it is not
+/// JSON, 422 with the field path when it does not fit the type or its rules.
+pub struct ApiJson<T>(pub T);
+
+impl<T> FromRequest<AppState> for ApiJson<T>
+where
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "Send the body as application/json.".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        let value = parse_json::<T>(&bytes)?;
+        value.validate()?;
+        Ok(ApiJson(value))
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+pub fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge
+    } else {
+        ApiError::BadRequest("The request body could not be read.".into())
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_data() {
+            ApiError::Validation(vec![data_error(&path, &inner.to_string())])
+        } else {
+            ApiError::BadRequest(format!("The body is not valid JSON: {inner}").into())
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}").into()))?;
+    Ok(value)
+}
+
+/// serde reports an unknown field at its parent's path; name the field itself.
+fn data_error(path: &str, message: &str) -> FieldError {
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_string();
+    let field = match message.strip_prefix("unknown field `") {
+        Some(rest) => {
+            let name = rest.split('`').next().unwrap_or("");
+            if path == "." || path.is_empty() {
+                name.to_string()
+            } else {
+                format!("{path}.{name}")
+            }
+        }
+        None if path == "." => String::new(),
+        None => path.to_string(),
+    };
+    let message = if message.starts_with("unknown field") {
+        "is not a known field".to_string()
+    } else {
+        message
+    };
+    FieldError { field, message }
+}
+
+/// Query parameters; a malformed query is a 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e: QueryRejection| ApiError::BadRequest(e.body_text().into()))
+    }
+}
+
+/// Path parameters; an id that cannot exist (not a UUID) is simply not found.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|_| ApiError::NotFound)
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+}
+
+/// An authenticated user with a transaction already running under their claims.
+pub struct UserTx {
+    pub user: AuthUser,
+    pub tx: Tx,
+}
+
+impl FromRequestParts<AppState> for UserTx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        let tx = state.db.begin_user(&user).await?;
+        Ok(UserTx { user, tx })
+    }
+}
+
+/// The lowest role a route accepts.
+pub trait MinRole: Send + Sync + 'static {
+    const ROLE: Role;
+}
+pub struct Read;
+pub struct Write;
+pub struct OwnerOnly;
+impl MinRole for Read {
+    const ROLE: Role = Role::Member;
+}
+impl MinRole for Write {
+    const ROLE: Role = Role::Admin;
+}
+impl MinRole for OwnerOnly {
+    const ROLE: Role = Role::Owner;
+}
+
+/// A request scoped to the org of its path: the caller is a member (else 404, so an org
+/// never reveals that it exists) with at least `R`'s role (else 403), and `tx` runs under
+/// the caller's claims.
+pub struct OrgTx<R: MinRole = Read> {
+    pub user: AuthUser,
+    pub org_id: Uuid,
+    pub role: Role,
+    pub tx: Tx,
+    _min: PhantomData<R>,
+}
+
+impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        let org_id = RawPathParams::from_request_parts(parts, state)
+            .await
+            .ok()
+            .and_then(|params| {
+                params
+                    .iter()
+                    .find(|(name, _)| *name == "org_id")
+                    .and_then(|(_, value)| Uuid::parse_str(value).ok())
+            })
+            .ok_or(ApiError::NotFound)?;
+        let mut tx = state.db.begin_user(&user).await?;
+        let role = db::members::role_of(&mut tx, org_id, user.id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        if role < R::ROLE {
+            return Err(ApiError::forbidden(format!(
+                "This needs the {} role or higher in this organization.",
+                R::ROLE.as_str()
+            )));
+        }
+        Ok(OrgTx {
+            user,
+            org_id,
+            role,
+            tx,
+            _min: PhantomData,
+        })
+    }
+}

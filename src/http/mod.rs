@@ -1,0 +1,70 @@
+//! The HTTP side: router assembly, middleware, extractors and the error type.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod pagination;
+pub mod request_id;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderValue;
+use axum::middleware::from_fn;
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::http::error::ApiError;
+use crate::routes;
+use crate::state::AppState;
+
+/// The public router: every route, then the middleware that wraps them all (the last
+/// layer added runs first).
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let mut router = Router::new()
+        .merge(routes::health::router())
+        .merge(routes::me::router())
+        .merge(routes::orgs::router())
+        .merge(routes::members::router())
+        .merge(routes::agents::router())
+        .merge(crate::openapi::router())
+        .fallback(|| async { ApiError::NotFound.into_response() })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(from_fn_with_state(
+            config.request_timeout,
+            middleware::timeout,
+        ))
+        .layer(from_fn(middleware::security_headers));
+    if config.is_production() {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            axum::http::header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        ));
+    }
+    router.layer(from_fn(middleware::request_context))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

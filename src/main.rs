@@ -1,0 +1,138 @@
+//! The `agents-api` command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use agents_api::config::{AppEnv, Config};
+
+#[derive(Parser)]
+#[command(name = "agents-api", version, about = "AI sales agents over Kommo CRM: the API server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP, the metrics listener and the job workers (the default).
+    Serve {
+        /// Apply migrations (with DATABASE_MIGRATION_URL) before serving.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Apply migrations/ with DATABASE_MIGRATION_URL (else DATABASE_URL).
+    Migrate,
+    /// Validate the configuration and print every problem.
+    CheckConfig,
+    /// Print a signed access token for local use (refused in production).
+    DevToken {
+        #[arg(long)]
+        user: Uuid,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, default_value = "1h", value_parser = agents_api::parse_ttl)]
+        ttl: std::time::Duration,
+    },
+    /// Print the OpenAPI 3.1 document.
+    Openapi,
+}
+
+fn main() -> ExitCode {
+    let _ = dotenv_file();
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve { migrate: false });
+
+    if let Command::Openapi = command {
+        return match serde_json::to_string_pretty(&agents_api::openapi::document()) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("cannot render the OpenAPI document: {e}")),
+        };
+    }
+
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    match command {
+        Command::CheckConfig => {
+            println!(
+                "configuration OK (APP_ENV={}, HTTP_ADDR={}, {} encryption key(s))",
+                config.app_env.as_str(),
+                config.http_addr,
+                config.encryption_keys.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::DevToken { user, email, ttl } => {
+            if config.app_env == AppEnv::Production {
+                return fail("dev-token is refused when APP_ENV=production".into());
+            }
+            match agents_api::http::auth::mint_token(&config, user, email.as_deref(), ttl) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(format!("cannot sign a token: {e}")),
+            }
+        }
+        Command::Migrate => run_async(config, false, true),
+        Command::Serve { migrate } => run_async(config, true, migrate),
+        Command::Openapi => ExitCode::SUCCESS,
+    }
+}
+
+fn run_async(config: Config, serve: bool, migrate: bool) -> ExitCode {
+    agents_api::telemetry::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    let outcome = runtime.block_on(async move {
+        if migrate {
+            agents_api::db::migrate(&config).await?;
+            tracing::info!("migrations applied");
+        }
+        if serve {
+            agents_api::serve(config).await?;
+        }
+        anyhow::Ok(())
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}
+
+/// Loads `.env` from the working directory when present; real environment variables win.
+fn dotenv_file() -> std::io::Result<()> {
+    let text = std::fs::read_to_string(".env")?;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            let key = key.trim();
+            let value = value.trim().trim_matches('"');
+            if std::env::var_os(key).is_none() {
+                // SAFETY: called at the very start of main, before any thread exists.
+                unsafe { std::env::set_var(key, value) };
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! The shared Redis connection. It connects lazily and reconnects on its own, so the
+//! service starts (and reports itself not ready) while Redis is down instead of crashing.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::ExposeSecret;
+
+use crate::config::Config;
+
+#[derive(Clone)]
+pub struct RedisConn {
+    manager: ConnectionManager,
+    /// Prepended to every key this process writes, so tests (and several deployments
+    /// sharing one Redis) never see each other's keys.
+    prefix: String,
+}
+
+impl RedisConn {
+    pub fn new(config: &Config, prefix: impl Into<String>) -> anyhow::Result<RedisConn> {
+        let client = redis::Client::open(config.redis_url.expose_secret())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        Ok(RedisConn {
+            manager,
+            prefix: prefix.into(),
+        })
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.manager.clone()
+    }
+
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    pub async fn ping(&self) -> redis::RedisResult<()> {
+        let mut conn = self.connection();
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,324 @@
+//! AI sales agents of an org.
+
+use axum::http::StatusCode;
+use axum::response::Json;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+use validator::{Validate, ValidationError};
+
+use crate::db;
+use crate::db::agents::{Agent, AgentFields, AgentFilter, AgentStatus};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, Write};
+use crate::http::pagination::{Page, Paginated};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/orgs/{org_id}/agents", get(list).post(create))
+        .route(
+            "/v1/orgs/{org_id}/agents/{agent_id}",
+            get(show).patch(update).delete(remove),
+        )
+        .route("/v1/orgs/{org_id}/agents/{agent_id}/status", post(set_status))
+}
+
+const MAX_SETTINGS_BYTES: usize = 64 * 1024;
+const MAX_CHANNELS: usize = 20;
+const MAX_CHANNEL_LEN: usize = 50;
+
+fn validate_model(model: &str) -> Result<(), ValidationError> {
+    let ok = (1..=100).contains(&model.len())
+        && model
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new("model")
+            .with_message("must be 1 to 100 of A-Z a-z 0-9 . _ : / -".into()))
+    }
+}
+
+fn validate_channels(channels: &[String]) -> Result<(), ValidationError> {
+    let ok = !channels.is_empty()
+        && channels.len() <= MAX_CHANNELS
+        && channels
+            .iter()
+            .all(|c| !c.trim().is_empty() && c.chars().count() <= MAX_CHANNEL_LEN);
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new("channels").with_message(
+            format!(
+                "must hold 1 to {MAX_CHANNELS} non-empty names of at most {MAX_CHANNEL_LEN} characters"
+            )
+            .into(),
+        ))
+    }
+}
+
+fn validate_settings(settings: &serde_json::Value) -> Result<(), ValidationError> {
+    if !settings.is_object() {
+        return Err(ValidationError::new("settings").with_message("must be a JSON object".into()));
+    }
+    if settings.to_string().len() > MAX_SETTINGS_BYTES {
+        return Err(ValidationError::new("settings").with_message("must be at most 64 KiB".into()));
+    }
+    Ok(())
+}
+
+/// Tells an absent field (keep) from an explicit `null` (clear) in a PATCH body.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    /// A CRM connection of the same org.
+    pub connection_id: Option<Uuid>,
+    #[validate(length(min = 2, max = 100, message = "must be 2 to 100 characters"))]
+    pub name: String,
+    /// Default `draft`.
+    pub status: Option<AgentStatus>,
+    #[validate(custom(function = "validate_model"))]
+    pub model: String,
+    /// The agent's goal and instructions (`goal` is accepted as an alias).
+    #[serde(alias = "goal")]
+    #[validate(length(max = 20000, message = "must be at most 20000 characters"))]
+    pub instructions: Option<String>,
+    /// Default `["chat"]`.
+    #[validate(custom(function = "validate_channels"))]
+    pub channels: Option<Vec<String>>,
+    #[validate(length(max = 200, message = "must be at most 200 characters"))]
+    pub schedule: Option<String>,
+    /// 0..=2, default 0.7.
+    #[validate(range(min = 0.0, max = 2.0, message = "must be between 0 and 2"))]
+    pub temperature: Option<f64>,
+    /// 1..=32000, default 2048.
+    #[validate(range(min = 1, max = 32000, message = "must be between 1 and 32000"))]
+    pub max_tokens: Option<i32>,
+    /// A JSON object of at most 64 KiB.
+    #[validate(custom(function = "validate_settings"))]
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<serde_json::Value>,
+}
+
+/// Only the fields present change; `null` clears `connection_id` and `schedule`.
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgent {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Uuid>)]
+    pub connection_id: Option<Option<Uuid>>,
+    #[validate(length(min = 2, max = 100, message = "must be 2 to 100 characters"))]
+    pub name: Option<String>,
+    pub status: Option<AgentStatus>,
+    #[validate(custom(function = "validate_model"))]
+    pub model: Option<String>,
+    #[serde(alias = "goal")]
+    #[validate(length(max = 20000, message = "must be at most 20000 characters"))]
+    pub instructions: Option<String>,
+    #[validate(custom(function = "validate_channels"))]
+    pub channels: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[validate(length(max = 200, message = "must be at most 200 characters"))]
+    #[schema(value_type = Option<String>)]
+    pub schedule: Option<Option<String>>,
+    #[validate(range(min = 0.0, max = 2.0, message = "must be between 0 and 2"))]
+    pub temperature: Option<f64>,
+    #[validate(range(min = 1, max = 32000, message = "must be between 1 and 32000"))]
+    pub max_tokens: Option<i32>,
+    #[validate(custom(function = "validate_settings"))]
+    #[schema(value_type = Option<Object>)]
+    pub settings: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetStatus {
+    pub status: AgentStatus,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListAgents {
+    pub status: Option<AgentStatus>,
+    /// Case-insensitive part of the name.
+    pub search: Option<String>,
+    /// 1..=100, default 25.
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AgentList {
+    pub data: Vec<Agent>,
+    pub next_cursor: Option<String>,
+    /// How many agents match the filters, over all pages.
+    pub total: i64,
+}
+
+/// An agent may only point at a CRM connection of its own org.
+async fn check_connection(tx: &mut db::Tx, org_id: Uuid, connection: Option<Uuid>) -> ApiResult<()> {
+    match connection {
+        Some(id) if !db::agents::connection_exists(tx, org_id, id).await? => Err(
+            ApiError::validation("connection_id", "must be a CRM connection of this organization"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The org's agents, newest first, with the total matching the filters.
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/agents", tag = "agents",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ListAgents),
+    responses((status = 200, body = AgentList)))]
+pub async fn list(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiQuery(query): ApiQuery<ListAgents>,
+) -> ApiResult<Json<AgentList>> {
+    let page = Page::new(query.limit, query.cursor.as_deref())?;
+    let filter = AgentFilter {
+        status: query.status,
+        search: query.search,
+    };
+    let rows = db::agents::list(&mut tx, org_id, &filter, page).await?;
+    let total = db::agents::count(&mut tx, org_id, &filter).await?;
+    tx.commit().await?;
+    let page = Paginated::from_rows(rows, page, |a| a.id);
+    Ok(Json(AgentList {
+        data: page.data,
+        next_cursor: page.next_cursor,
+        total,
+    }))
+}
+
+/// Creates an agent.
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/agents", tag = "agents",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path)), request_body = CreateAgent,
+    responses((status = 201, body = Agent)))]
+pub async fn create(
+    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    ApiJson(body): ApiJson<CreateAgent>,
+) -> ApiResult<(StatusCode, Json<Agent>)> {
+    check_connection(&mut tx, org_id, body.connection_id).await?;
+    let fields = AgentFields {
+        connection_id: body.connection_id,
+        name: body.name,
+        status: body.status.unwrap_or(AgentStatus::Draft),
+        model: body.model,
+        instructions: body.instructions.unwrap_or_default(),
+        channels: body.channels.unwrap_or_else(|| vec!["chat".into()]),
+        schedule: body.schedule,
+        temperature: body.temperature.unwrap_or(0.7),
+        max_tokens: body.max_tokens.unwrap_or(2048),
+        settings: body.settings.unwrap_or_else(|| serde_json::json!({})),
+    };
+    let agent = db::agents::insert(&mut tx, org_id, &fields).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(agent)))
+}
+
+/// One agent.
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/agents/{agent_id}", tag = "agents",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("agent_id" = Uuid, Path)),
+    responses((status = 200, body = Agent)))]
+pub async fn show(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<Json<Agent>> {
+    let agent = db::agents::get(&mut tx, org_id, agent_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(agent))
+}
+
+/// Changes the fields present in the body.
+#[utoipa::path(patch, path = "/v1/orgs/{org_id}/agents/{agent_id}", tag = "agents",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("agent_id" = Uuid, Path)),
+    request_body = UpdateAgent, responses((status = 200, body = Agent)))]
+pub async fn update(
+    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
+    ApiJson(body): ApiJson<UpdateAgent>,
+) -> ApiResult<Json<Agent>> {
+    let current = db::agents::get_for_update(&mut tx, org_id, agent_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let mut fields = AgentFields::from(current);
+    if let Some(connection_id) = body.connection_id {
+        check_connection(&mut tx, org_id, connection_id).await?;
+        fields.connection_id = connection_id;
+    }
+    if let Some(v) = body.name {
+        fields.name = v;
+    }
+    if let Some(v) = body.status {
+        fields.status = v;
+    }
+    if let Some(v) = body.model {
+        fields.model = v;
+    }
+    if let Some(v) = body.instructions {
+        fields.instructions = v;
+    }
+    if let Some(v) = body.channels {
+        fields.channels = v;
+    }
+    if let Some(v) = body.schedule {
+        fields.schedule = v;
+    }
+    if let Some(v) = body.temperature {
+        fields.temperature = v;
+    }
+    if let Some(v) = body.max_tokens {
+        fields.max_tokens = v;
+    }
+    if let Some(v) = body.settings {
+        fields.settings = v;
+    }
+    let agent = db::agents::update(&mut tx, org_id, agent_id, &fields)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(agent))
+}
+
+/// Sets the agent's status.
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/agents/{agent_id}/status", tag = "agents",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("agent_id" = Uuid, Path)),
+    request_body = SetStatus, responses((status = 200, body = Agent)))]
+pub async fn set_status(
+    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
+    ApiJson(body): ApiJson<SetStatus>,
+) -> ApiResult<Json<Agent>> {
+    let agent = db::agents::set_status(&mut tx, org_id, agent_id, body.status)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(agent))
+}
+
+/// Deletes the agent.
+#[utoipa::path(delete, path = "/v1/orgs/{org_id}/agents/{agent_id}", tag = "agents",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("agent_id" = Uuid, Path)),
+    responses((status = 204)))]
+pub async fn remove(
+    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<StatusCode> {
+    if !db::agents::delete(&mut tx, org_id, agent_id).await? {
+        return Err(ApiError::NotFound);
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

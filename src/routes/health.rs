@@ -1,0 +1,99 @@
+//! Liveness and readiness. Readiness checks PostgreSQL and Redis, each within 1 s, and
+//! turns 503 as soon as the process starts draining.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+
+use crate::state::AppState;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(ready))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Live {
+    status: &'static str,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ok` or `fail`.
+    status: &'static str,
+    draining: bool,
+    checks: Checks,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Checks {
+    postgres: Check,
+    redis: Check,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Check {
+    status: &'static str,
+    latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// 200 while the process runs.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, body = Live)))]
+pub async fn live() -> Json<Live> {
+    Json(Live { status: "ok" })
+}
+
+/// 200 when PostgreSQL and Redis both answer within 1 s and the process is not draining.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let (postgres, redis) = tokio::join!(
+        check(async {
+            sqlx::query("SELECT 1")
+                .execute(state.db.pool())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
+        check(async { state.redis.ping().await.map_err(|e| e.to_string()) }),
+    );
+    let draining = state.lifecycle.is_draining();
+    let healthy = postgres.status == "ok" && redis.status == "ok" && !draining;
+    let body = Readiness {
+        status: if healthy { "ok" } else { "fail" },
+        draining,
+        checks: Checks { postgres, redis },
+    };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn check(probe: impl Future<Output = Result<(), String>>) -> Check {
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(CHECK_TIMEOUT, probe).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(Ok(())) => Check { status: "ok", latency_ms, error: None },
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Check { status: "fail", latency_ms, error: Some("unreachable".into()) }
+        }
+        Err(_) => Check { status: "fail", latency_ms, error: Some("timed out".into()) },
+    }
+}

@@ -1,0 +1,37 @@
+//! `GET /v1/me`: who the token belongs to and their orgs.
+
+use axum::response::Json;
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::db;
+use crate::db::orgs::OrgMembership;
+use crate::http::error::ApiResult;
+use crate::http::extract::UserTx;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/me", get(me))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Me {
+    pub user_id: Uuid,
+    pub email: Option<String>,
+    pub orgs: Vec<OrgMembership>,
+}
+
+/// The caller and the orgs they belong to, with their role in each.
+#[utoipa::path(get, path = "/v1/me", tag = "me", security(("bearer" = [])),
+    responses((status = 200, body = Me)))]
+pub async fn me(UserTx { user, mut tx }: UserTx) -> ApiResult<Json<Me>> {
+    let orgs = db::orgs::memberships(&mut tx, user.id).await?;
+    tx.commit().await?;
+    Ok(Json(Me {
+        user_id: user.id,
+        email: user.email,
+        orgs,
+    }))
+}

@@ -1,0 +1,119 @@
+//! Org membership: owners manage every role; admins may only add plain members; the
+//! last owner can be neither removed nor demoted.
+
+use axum::http::StatusCode;
+use axum::response::Json;
+use axum::routing::{get, put};
+use axum::Router;
+use serde::Deserialize;
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::db;
+use crate::db::members::Member;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, OwnerOnly, Role, Write};
+use crate::http::pagination::{Page, Paginated};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/orgs/{org_id}/members", get(list))
+        .route("/v1/orgs/{org_id}/members/{user_id}", put(upsert).delete(remove))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListMembers {
+    /// 1..=100, default 25.
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutMember {
+    pub role: Role,
+}
+
+/// The org's members.
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/members", tag = "members",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ListMembers),
+    responses((status = 200, body = inline(Paginated<Member>))))]
+pub async fn list(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiQuery(query): ApiQuery<ListMembers>,
+) -> ApiResult<Json<Paginated<Member>>> {
+    let page = Page::new(query.limit, query.cursor.as_deref())?;
+    let rows = db::members::list(&mut tx, org_id, page).await?;
+    tx.commit().await?;
+    Ok(Json(Paginated::from_rows(rows, page, |m| m.user_id)))
+}
+
+/// Adds a member (201) or changes a member's role (200).
+#[utoipa::path(put, path = "/v1/orgs/{org_id}/members/{user_id}", tag = "members",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("user_id" = Uuid, Path)),
+    request_body = PutMember,
+    responses((status = 200, body = Member), (status = 201, body = Member)))]
+pub async fn upsert(
+    OrgTx { org_id, role: caller, mut tx, .. }: OrgTx<Write>,
+    ApiPath((_, user_id)): ApiPath<(Uuid, Uuid)>,
+    ApiJson(body): ApiJson<PutMember>,
+) -> ApiResult<(StatusCode, Json<Member>)> {
+    let current = db::members::role_of(&mut tx, org_id, user_id).await?;
+    if caller != Role::Owner && (current.is_some() || body.role != Role::Member) {
+        return Err(ApiError::forbidden(
+            "Admins may only add new members with the member role.",
+        ));
+    }
+    let (status, member) = match current {
+        None => (
+            StatusCode::CREATED,
+            db::members::insert(&mut tx, org_id, user_id, body.role).await?,
+        ),
+        Some(current) => {
+            if current == Role::Owner && body.role != Role::Owner {
+                ensure_other_owner(&mut tx, org_id, user_id).await?;
+            }
+            let member = db::members::set_role(&mut tx, org_id, user_id, body.role)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            (StatusCode::OK, member)
+        }
+    };
+    tx.commit().await?;
+    Ok((status, Json(member)))
+}
+
+/// Removes a member. The last owner cannot be removed (409).
+#[utoipa::path(delete, path = "/v1/orgs/{org_id}/members/{user_id}", tag = "members",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("user_id" = Uuid, Path)),
+    responses((status = 204)))]
+pub async fn remove(
+    OrgTx { org_id, mut tx, .. }: OrgTx<OwnerOnly>,
+    ApiPath((_, user_id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<StatusCode> {
+    let current = db::members::role_of(&mut tx, org_id, user_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    if current == Role::Owner {
+        ensure_other_owner(&mut tx, org_id, user_id).await?;
+    }
+    db::members::delete(&mut tx, org_id, user_id).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn ensure_other_owner(
+    tx: &mut db::Tx,
+    org_id: Uuid,
+    leaving: Uuid,
+) -> ApiResult<()> {
+    let owners = db::members::lock_owners(tx, org_id).await?;
+    if owners.iter().all(|owner| *owner == leaving) {
+        return Err(ApiError::conflict(
+            "An organization needs at least one owner; add another owner first.",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! One module per resource, each exposing `router()`.
+
+pub mod agents;
+pub mod health;
+pub mod me;
+pub mod members;
+pub mod orgs;

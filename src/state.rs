@@ -1,0 +1,36 @@
+//! What every handler can reach: configuration, the database, Redis and the token
+//! verifier. Cheap to clone (everything inside is shared).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::http::auth::JwtVerifier;
+use crate::redis_conn::RedisConn;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub redis: RedisConn,
+    pub jwt: Arc<JwtVerifier>,
+    pub lifecycle: Lifecycle,
+}
+
+/// Whether the process is draining: readiness answers 503 from the first signal on, so
+/// the load balancer stops sending new requests before the listener closes.
+#[derive(Clone, Default)]
+pub struct Lifecycle {
+    draining: Arc<AtomicBool>,
+}
+
+impl Lifecycle {
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
