@@ -82,30 +82,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// serde reports an unknown field at its parent's path; name the field itself.
+/// serde_path_to_error already names the offending field (unknown ones included); only
+/// the position suffix of serde's message is noise for a client.
 fn data_error(path: &str, message: &str) -> FieldError {
-    let message = message
-        .split(" at line ")
-        .next()
-        .unwrap_or(message)
-        .to_string();
-    let field = match message.strip_prefix("unknown field `") {
-        Some(rest) => {
-            let name = rest.split('`').next().unwrap_or("");
-            if path == "." || path.is_empty() {
-                name.to_string()
-            } else {
-                format!("{path}.{name}")
-            }
-        }
-        None if path == "." => String::new(),
-        None => path.to_string(),
-    };
+    let message = message.split(" at line ").next().unwrap_or(message);
     let message = if message.starts_with("unknown field") {
         "is not a known field".to_string()
     } else {
-        message
+        message.to_string()
     };
+    let field = if path == "." { String::new() } else { path.to_string() };
     FieldError { field, message }
 }
 

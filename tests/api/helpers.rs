@@ -1,0 +1,425 @@
+//! The test harness: every test gets the real application on a random port, its own
+//! database (a copy of a migrated template) reached through an unprivileged runtime role,
+//! and its own Redis key prefix.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use agents_api::config::Config;
+use agents_api::state::AppState;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::sync::{OnceCell, oneshot};
+use uuid::Uuid;
+
+pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
+pub const RUNTIME_ROLE: &str = "agents_api_test";
+
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// `admin_url()` with another database.
+pub fn admin_url_for(db: &str) -> String {
+    let mut url = url::Url::parse(&admin_url()).expect("TEST_DATABASE_ADMIN_URL is a URL");
+    url.set_path(db);
+    url.to_string()
+}
+
+pub fn runtime_url_for(db: &str) -> String {
+    let mut url = url::Url::parse(&admin_url()).expect("TEST_DATABASE_ADMIN_URL is a URL");
+    url.set_path(db);
+    let _ = url.set_username(RUNTIME_ROLE);
+    let _ = url.set_password(None);
+    url.to_string()
+}
+
+static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+
+/// The migrated template database, built once per migration set (its name carries a hash
+/// of the migrations) and shared by every test and every run.
+async fn template() -> String {
+    TEMPLATE
+        .get_or_init(|| async {
+            let mut hasher = Sha256::new();
+            for m in agents_api::db::MIGRATOR.iter() {
+                hasher.update(m.version.to_le_bytes());
+                hasher.update(&*m.checksum);
+            }
+            let name = format!("agents_api_tpl_{}", &hex::encode(hasher.finalize())[..12]);
+            let mut admin = PgConnection::connect(&admin_url())
+                .await
+                .expect("connect as the PostgreSQL admin (TEST_DATABASE_ADMIN_URL)");
+            // Several test processes may start at once.
+            sqlx::query("SELECT pg_advisory_lock(7243001)")
+                .execute(&mut admin)
+                .await
+                .expect("lock");
+            drop_stale_databases(&mut admin).await;
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(&name)
+                    .fetch_one(&mut admin)
+                    .await
+                    .expect("query pg_database");
+            if !exists {
+                let building = format!("{name}_building");
+                exec(&mut admin, &format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).await;
+                exec(&mut admin, &format!("CREATE DATABASE {building}")).await;
+                let pool = PgPoolOptions::new()
+                    .max_connections(1)
+                    .connect(&admin_url_for(&building))
+                    .await
+                    .expect("connect to the new template");
+                agents_api::db::MIGRATOR.run(&pool).await.expect("migrate the template");
+                pool.close().await;
+                exec(&mut admin, &format!("ALTER DATABASE {building} RENAME TO {name}")).await;
+            }
+            exec(
+                &mut admin,
+                &format!(
+                    "DO $$ BEGIN
+                       IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{RUNTIME_ROLE}') THEN
+                         CREATE ROLE {RUNTIME_ROLE} LOGIN IN ROLE api_runtime;
+                       END IF;
+                     END $$"
+                ),
+            )
+            .await;
+            sqlx::query("SELECT pg_advisory_unlock(7243001)")
+                .execute(&mut admin)
+                .await
+                .expect("unlock");
+            name
+        })
+        .await
+        .clone()
+}
+
+/// Test databases are named with their creation time; those of runs over an hour ago
+/// are dropped so repeated local runs do not pile up.
+async fn drop_stale_databases(admin: &mut PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE 'agents_api_t\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    let cutoff = now_secs().saturating_sub(3600);
+    for name in names {
+        let created: u64 = name
+            .trim_start_matches("agents_api_t_")
+            .split('_')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if created < cutoff {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut *admin)
+            .await;
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub async fn exec(conn: &mut PgConnection, sql: &str) {
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A fresh, migrated database of its own.
+pub async fn fresh_database() -> String {
+    let template = template().await;
+    let name = format!("agents_api_t_{}_{}", now_secs(), Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&admin_url()).await.expect("admin");
+    exec(&mut admin, &format!("CREATE DATABASE {name} TEMPLATE {template}")).await;
+    name
+}
+
+/// The environment a test app starts with; tests override single keys.
+pub fn base_env(db: &str) -> HashMap<String, String> {
+    [
+        ("APP_ENV", "test".to_string()),
+        ("HTTP_ADDR", "127.0.0.1:0".into()),
+        ("METRICS_ADDR", String::new()),
+        ("DATABASE_URL", runtime_url_for(db)),
+        ("DATABASE_MIGRATION_URL", admin_url_for(db)),
+        ("DATABASE_MAX_CONNECTIONS", "5".into()),
+        ("REDIS_URL", redis_url()),
+        ("JWT_SECRET", JWT_SECRET.into()),
+        ("LOG_FORMAT", "pretty".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+pub fn config_from(env: &HashMap<String, String>) -> Config {
+    Config::load(None, |k| env.get(k).cloned()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db_name: String,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Response {
+    /// Asserts the status, printing the body when it is not the expected one.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Response {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
+        self
+    }
+
+    /// Asserts a problem+json error with the given status and code.
+    #[track_caller]
+    pub fn expect_problem(self, status: u16, code: &str) -> Response {
+        let r = self.expect(status);
+        assert_eq!(
+            r.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "{}",
+            r.text
+        );
+        assert_eq!(r.body["code"], code, "{}", r.text);
+        assert_eq!(r.body["status"], status, "{}", r.text);
+        assert!(r.body["request_id"].is_string(), "{}", r.text);
+        r
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The fields named in a validation problem.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(customize: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+        let db_name = fresh_database().await;
+        let mut env = base_env(&db_name);
+        customize(&mut env);
+        let config = config_from(&env);
+        let prefix = format!("test:{}:", Uuid::new_v4().simple());
+        let state = agents_api::build_state(config, &prefix).expect("state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = agents_api::http::router(state.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(agents_api::http::serve(listener, router, async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            db_name,
+            state,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A valid access token for `user`.
+    pub fn token(&self, user: Uuid) -> String {
+        sign_hs256(&claims_for(user), JWT_SECRET)
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        into_response(request.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str, user: Uuid) -> Response {
+        self.send(Method::GET, path, Some(&self.token(user)), None).await
+    }
+
+    pub async fn post(&self, path: &str, user: Uuid, body: Value) -> Response {
+        self.send(Method::POST, path, Some(&self.token(user)), Some(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, user: Uuid, body: Value) -> Response {
+        self.send(Method::PUT, path, Some(&self.token(user)), Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, user: Uuid, body: Value) -> Response {
+        self.send(Method::PATCH, path, Some(&self.token(user)), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, user: Uuid) -> Response {
+        self.send(Method::DELETE, path, Some(&self.token(user)), None)
+            .await
+    }
+
+    /// A new org owned by `owner`; returns its id.
+    pub async fn create_org(&self, owner: Uuid) -> Uuid {
+        let r = self
+            .post("/v1/orgs", owner, json!({"name": "Test Org"}))
+            .await
+            .expect(201);
+        r.body["id"].as_str().expect("id").parse().expect("uuid")
+    }
+
+    pub async fn add_member(&self, org: Uuid, owner: Uuid, user: Uuid, role: &str) {
+        self.put(
+            &format!("/v1/orgs/{org}/members/{user}"),
+            owner,
+            json!({"role": role}),
+        )
+        .await
+        .expect(201);
+    }
+
+    /// An org with an owner, an admin and a member.
+    pub async fn org_with_roles(&self) -> OrgUsers {
+        let owner = Uuid::now_v7();
+        let admin = Uuid::now_v7();
+        let member = Uuid::now_v7();
+        let org = self.create_org(owner).await;
+        self.add_member(org, owner, admin, "admin").await;
+        self.add_member(org, owner, member, "member").await;
+        OrgUsers {
+            org,
+            owner,
+            admin,
+            member,
+        }
+    }
+
+    pub async fn create_agent(&self, org: Uuid, user: Uuid, name: &str) -> Value {
+        self.post(
+            &format!("/v1/orgs/{org}/agents"),
+            user,
+            json!({"name": name, "model": "gpt-4o-mini", "instructions": "Sell politely."}),
+        )
+        .await
+        .expect(201)
+        .body
+    }
+
+    /// A superuser connection to this test's database (bypasses RLS: for set-up and
+    /// checks only).
+    pub async fn admin_db(&self) -> PgConnection {
+        PgConnection::connect(&admin_url_for(&self.db_name))
+            .await
+            .expect("admin connection")
+    }
+
+    /// A pool of the unprivileged runtime role on this test's database.
+    pub async fn runtime_pool(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&runtime_url_for(&self.db_name))
+            .await
+            .expect("runtime connection")
+    }
+}
+
+pub struct OrgUsers {
+    pub org: Uuid,
+    pub owner: Uuid,
+    pub admin: Uuid,
+    pub member: Uuid,
+}
+
+pub async fn into_response(response: reqwest::Response) -> Response {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Response {
+        status,
+        headers,
+        body,
+        text,
+    }
+}
+
+pub fn claims_for(user: Uuid) -> Value {
+    let now = now_secs() as i64;
+    json!({
+        "sub": user.to_string(),
+        "aud": "authenticated",
+        "role": "authenticated",
+        "email": format!("{}@example.com", user.simple()),
+        "iat": now,
+        "exp": now + 3600,
+    })
+}
+
+pub fn sign_hs256(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
