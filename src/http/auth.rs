@@ -43,6 +43,7 @@ pub struct JwtVerifier {
 
 struct Jwks {
     url: url::Url,
+    min_refetch: Duration,
     http: reqwest::Client,
     keys: RwLock<CachedKeys>,
     refetch: Mutex<()>,
@@ -78,9 +79,16 @@ pub enum TokenError {
 
 impl JwtVerifier {
     pub fn from_config(config: &Config) -> anyhow::Result<JwtVerifier> {
+        JwtVerifier::with_min_refetch(config, JWKS_MIN_REFETCH)
+    }
+
+    /// `min_refetch` is the shortest interval between two JWKS fetches caused by unknown
+    /// key ids (tests shorten it).
+    pub fn with_min_refetch(config: &Config, min_refetch: Duration) -> anyhow::Result<JwtVerifier> {
         let jwks = match &config.jwt_jwks_url {
             Some(url) => Some(Jwks {
                 url: url.clone(),
+                min_refetch,
                 http: reqwest::Client::builder()
                     .connect_timeout(Duration::from_secs(3))
                     .timeout(Duration::from_secs(5))
@@ -105,14 +113,20 @@ impl JwtVerifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `aud` and `iss` only when present unless they are required.
+        let mut required = vec!["exp", "sub"];
         match &self.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &self.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         validation
     }
 
@@ -173,7 +187,7 @@ impl Jwks {
             }
             if cache
                 .last_attempt
-                .is_some_and(|t| t.elapsed() < JWKS_MIN_REFETCH)
+                .is_some_and(|t| t.elapsed() < self.min_refetch)
             {
                 return cache.by_kid.get(kid).cloned();
             }

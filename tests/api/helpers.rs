@@ -247,12 +247,21 @@ impl TestApp {
     }
 
     pub async fn spawn_with(customize: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+        TestApp::spawn_custom(customize, |_| {}).await
+    }
+
+    /// Like `spawn_with`, and `adjust` may also replace parts of the built state.
+    pub async fn spawn_custom(
+        customize: impl FnOnce(&mut HashMap<String, String>),
+        adjust: impl FnOnce(&mut AppState),
+    ) -> TestApp {
         let db_name = fresh_database().await;
         let mut env = base_env(&db_name);
         customize(&mut env);
         let config = config_from(&env);
         let prefix = format!("test:{}:", Uuid::new_v4().simple());
-        let state = agents_api::build_state(config, &prefix).expect("state");
+        let mut state = agents_api::build_state(config, &prefix).expect("state");
+        adjust(&mut state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let router = agents_api::http::router(state.clone());
