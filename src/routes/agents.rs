@@ -111,6 +111,15 @@ pub struct CreateAgent {
     pub settings: Option<serde_json::Value>,
 }
 
+/// A PATCH field that may be absent but never `null` (the column has no empty state).
+fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// Only the fields present change; `null` clears `connection_id` and `schedule`.
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -119,25 +128,33 @@ pub struct UpdateAgent {
     #[schema(value_type = Option<Uuid>)]
     pub connection_id: Option<Option<Uuid>>,
     #[validate(length(min = 2, max = 100, message = "must be 2 to 100 characters"))]
+    #[serde(default, deserialize_with = "not_null")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "not_null")]
     pub status: Option<AgentStatus>,
     #[validate(custom(function = "validate_model"))]
+    #[serde(default, deserialize_with = "not_null")]
     pub model: Option<String>,
     #[serde(alias = "goal")]
     #[validate(length(max = 20000, message = "must be at most 20000 characters"))]
+    #[serde(default, deserialize_with = "not_null")]
     pub instructions: Option<String>,
     #[validate(custom(function = "validate_channels"))]
+    #[serde(default, deserialize_with = "not_null")]
     pub channels: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present")]
     #[validate(length(max = 200, message = "must be at most 200 characters"))]
     #[schema(value_type = Option<String>)]
     pub schedule: Option<Option<String>>,
     #[validate(range(min = 0.0, max = 2.0, message = "must be between 0 and 2"))]
+    #[serde(default, deserialize_with = "not_null")]
     pub temperature: Option<f64>,
     #[validate(range(min = 1, max = 32000, message = "must be between 1 and 32000"))]
+    #[serde(default, deserialize_with = "not_null")]
     pub max_tokens: Option<i32>,
     #[validate(custom(function = "validate_settings"))]
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "not_null")]
     pub settings: Option<serde_json::Value>,
 }
 

@@ -1,1 +1,268 @@
+//! Row-level security proven at the database itself, not through the API's own WHERE
+//! clauses: the runtime role with one user's claims cannot see or touch another org's
+//! rows, jobs' `api_worker` sees one org, and nothing leaks through the pool.
 
+use serde_json::json;
+use sqlx::{Connection, PgConnection, Row};
+use uuid::Uuid;
+
+use crate::helpers::{RUNTIME_ROLE, TestApp, claims_for, runtime_url_for};
+
+/// Starts a transaction as `authenticated` with `user`'s claims, the way the server does.
+async fn as_user(conn: &mut PgConnection, user: Uuid) {
+    sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+    sqlx::query(
+        "SELECT set_config('role', 'authenticated', true),
+                set_config('request.jwt.claims', $1, true)",
+    )
+    .bind(claims_for(user).to_string())
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+}
+
+async fn runtime_conn(app: &TestApp) -> PgConnection {
+    PgConnection::connect(&runtime_url_for(&app.db_name))
+        .await
+        .unwrap()
+}
+
+async fn agent_org_ids(conn: &mut PgConnection) -> Vec<Uuid> {
+    sqlx::query_scalar("SELECT org_id FROM agents")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn database_refuses_other_orgs_rows() {
+    let app = TestApp::spawn().await;
+    let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let org_a = app.create_org(alice).await;
+    let org_b = app.create_org(bob).await;
+    app.create_agent(org_a, alice, "Alpha one").await;
+    app.create_agent(org_a, alice, "Alpha two").await;
+    app.create_agent(org_b, bob, "Bravo one").await;
+
+    let mut conn = runtime_conn(&app).await;
+    as_user(&mut conn, bob).await;
+    // No WHERE clause at all: the policies alone keep org A out.
+    let seen = agent_org_ids(&mut conn).await;
+    assert_eq!(seen, vec![org_b]);
+    let orgs: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM organizations")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(orgs, vec![org_b]);
+    let members: Vec<Uuid> = sqlx::query_scalar("SELECT org_id FROM organization_members")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(members, vec![org_b]);
+
+    // Writes aimed at org A touch nothing or are refused.
+    let updated = sqlx::query("UPDATE agents SET name = 'hijacked' WHERE org_id = $1")
+        .bind(org_a)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(updated.rows_affected(), 0);
+    let deleted = sqlx::query("DELETE FROM agents WHERE org_id = $1")
+        .bind(org_a)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(deleted.rows_affected(), 0);
+    let insert = sqlx::query(
+        "INSERT INTO agents (org_id, name, model, channels) VALUES ($1, 'Planted', 'm', '{chat}')",
+    )
+    .bind(org_a)
+    .execute(&mut conn)
+    .await;
+    let err = insert.expect_err("inserting into another org must fail");
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("42501"),
+        "{err}"
+    );
+    sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+
+    // Bob cannot make himself a member of org A either.
+    as_user(&mut conn, bob).await;
+    let joined = sqlx::query(
+        "INSERT INTO organization_members (org_id, user_id, role) VALUES ($1, $2, 'owner')",
+    )
+    .bind(org_a)
+    .bind(bob)
+    .execute(&mut conn)
+    .await;
+    assert!(joined.is_err(), "self-invitation into another org must fail");
+    sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn without_claims_the_runtime_role_sees_nothing() {
+    let app = TestApp::spawn().await;
+    let alice = Uuid::now_v7();
+    let org = app.create_org(alice).await;
+    app.create_agent(org, alice, "Alpha").await;
+    let mut conn = runtime_conn(&app).await;
+    // Neither as the login role itself nor as `authenticated` without claims.
+    assert!(agent_org_ids(&mut conn).await.is_empty());
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    sqlx::query("SELECT set_config('role', 'authenticated', true)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(agent_org_ids(&mut conn).await.is_empty());
+    sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn members_cannot_write_at_the_database_either() {
+    let app = TestApp::spawn().await;
+    let users = app.org_with_roles().await;
+    let agent = app.create_agent(users.org, users.admin, "Alpha").await;
+    let mut conn = runtime_conn(&app).await;
+    as_user(&mut conn, users.member).await;
+    assert_eq!(agent_org_ids(&mut conn).await, vec![users.org]);
+    let updated = sqlx::query("UPDATE agents SET name = 'renamed' WHERE id = $1")
+        .bind(agent["id"].as_str().unwrap().parse::<Uuid>().unwrap())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(updated.rows_affected(), 0, "a member's update must match no row");
+    sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn api_worker_sees_only_its_org() {
+    let app = TestApp::spawn().await;
+    let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+    let org_a = app.create_org(alice).await;
+    let org_b = app.create_org(bob).await;
+    app.create_agent(org_a, alice, "Alpha").await;
+    app.create_agent(org_b, bob, "Bravo").await;
+
+    let mut tx = app.state.db.begin_worker(org_a).await.unwrap();
+    let seen: Vec<Uuid> = sqlx::query_scalar("SELECT org_id FROM agents")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![org_a]);
+    let moved = sqlx::query("UPDATE agents SET org_id = $1")
+        .bind(org_b)
+        .execute(&mut *tx)
+        .await;
+    assert!(moved.is_err(), "a job must not move rows into another org");
+    drop(tx);
+
+    // Without app.org_id, api_worker sees nothing.
+    let mut conn = runtime_conn(&app).await;
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    sqlx::query("SELECT set_config('role', 'api_worker', true)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert!(agent_org_ids(&mut conn).await.is_empty());
+    sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn audit_logs_are_append_only_for_runtime_roles() {
+    let app = TestApp::spawn().await;
+    let owner = Uuid::now_v7();
+    let org = app.create_org(owner).await;
+    let mut conn = runtime_conn(&app).await;
+    as_user(&mut conn, owner).await;
+    sqlx::query(
+        "INSERT INTO audit_logs (org_id, actor_user_id, action, entity) VALUES ($1, $2, 'test', 'org')",
+    )
+    .bind(org)
+    .bind(owner)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_logs")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(visible, 1);
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+
+    for statement in [
+        "UPDATE audit_logs SET action = 'rewritten'",
+        "DELETE FROM audit_logs",
+    ] {
+        for role in ["authenticated", "api_worker"] {
+            sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+            sqlx::query(
+                "SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true),
+                        set_config('app.org_id', $3, true)",
+            )
+            .bind(role)
+            .bind(claims_for(owner).to_string())
+            .bind(org.to_string())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            let err = sqlx::query(statement)
+                .execute(&mut conn)
+                .await
+                .expect_err("audit rows are append-only");
+            assert_eq!(
+                err.as_database_error().and_then(|e| e.code()).as_deref(),
+                Some("42501"),
+                "{role}: {statement}: {err}"
+            );
+            sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn nothing_leaks_through_the_pool() {
+    // One pooled connection, so the request and the check share it.
+    let app = TestApp::spawn_with(|env| {
+        env.insert("DATABASE_MAX_CONNECTIONS".into(), "1".into());
+    })
+    .await;
+    let alice = Uuid::now_v7();
+    let org = app.create_org(alice).await;
+    app.get(&format!("/v1/orgs/{org}/agents"), alice)
+        .await
+        .expect(200);
+    // A request that fails inside its transaction must not leak either.
+    app.get(&format!("/v1/orgs/{org}/agents/{}", Uuid::now_v7()), alice)
+        .await
+        .expect(404);
+    app.post(
+        &format!("/v1/orgs/{org}/agents"),
+        alice,
+        json!({"name": "Alpha", "model": "m", "connection_id": Uuid::now_v7()}),
+    )
+    .await
+    .expect(422);
+
+    let mut conn = app.state.db.pool().acquire().await.unwrap();
+    let row = sqlx::query(
+        "SELECT current_user::text AS who,
+                current_setting('role') AS role,
+                coalesce(current_setting('request.jwt.claims', true), '') AS claims,
+                coalesce(current_setting('app.org_id', true), '') AS org,
+                auth.uid() AS uid",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(row.get::<String, _>("who"), RUNTIME_ROLE);
+    assert_eq!(row.get::<String, _>("role"), "none");
+    assert_eq!(row.get::<String, _>("claims"), "");
+    assert_eq!(row.get::<String, _>("org"), "");
+    assert_eq!(row.get::<Option<Uuid>, _>("uid"), None);
+    let agents: i64 = sqlx::query_scalar("SELECT count(*) FROM agents")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(agents, 0);
+}
