@@ -165,7 +165,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
@@ -220,14 +224,12 @@ impl Config {
             http_addr: p.required("HTTP_ADDR", parse_addr),
             metrics_addr: p.optional("METRICS_ADDR", parse_addr),
             database_url: p.required("DATABASE_URL", parse_postgres_url),
-            database_migration_url: match p.optional("DATABASE_MIGRATION_URL", parse_postgres_url)
-            {
+            database_migration_url: match p.optional("DATABASE_MIGRATION_URL", parse_postgres_url) {
                 Some(url) => url,
                 None => p.required("DATABASE_URL", parse_postgres_url_quiet),
             },
-            database_max_connections: p.required("DATABASE_MAX_CONNECTIONS", |s| {
-                parse_range(s, 1, 1000)
-            }),
+            database_max_connections: p
+                .required("DATABASE_MAX_CONNECTIONS", |s| parse_range(s, 1, 1000)),
             redis_url: p.required("REDIS_URL", parse_redis_url),
             jwt_secret: p.optional("JWT_SECRET", |s| Ok(SecretString::from(s.to_string()))),
             jwt_jwks_url: p.optional("JWT_JWKS_URL", parse_http_url),
@@ -250,26 +252,21 @@ impl Config {
             webhook_allowed_cidrs: p
                 .optional("WEBHOOK_ALLOWED_CIDRS", parse_cidrs)
                 .unwrap_or_default(),
-            rate_limit_anon_per_min: p.required("RATE_LIMIT_ANON_PER_MIN", |s| {
-                parse_range(s, 1, 1_000_000)
-            }),
-            rate_limit_user_per_min: p.required("RATE_LIMIT_USER_PER_MIN", |s| {
-                parse_range(s, 1, 1_000_000)
-            }),
+            rate_limit_anon_per_min: p
+                .required("RATE_LIMIT_ANON_PER_MIN", |s| parse_range(s, 1, 1_000_000)),
+            rate_limit_user_per_min: p
+                .required("RATE_LIMIT_USER_PER_MIN", |s| parse_range(s, 1, 1_000_000)),
             rate_limit_webhook_per_min: p.required("RATE_LIMIT_WEBHOOK_PER_MIN", |s| {
                 parse_range(s, 1, 1_000_000)
             }),
             request_timeout: p.required("REQUEST_TIMEOUT_SECS", |s| parse_secs(s, 1, 3600)),
-            body_limit_bytes: p.required("BODY_LIMIT_BYTES", |s| {
-                parse_range(s, 1024, 1 << 30)
-            }),
+            body_limit_bytes: p.required("BODY_LIMIT_BYTES", |s| parse_range(s, 1024, 1 << 30)),
             webhook_body_limit_bytes: p.required("WEBHOOK_BODY_LIMIT_BYTES", |s| {
                 parse_range(s, 1024, 1 << 30)
             }),
             shutdown_grace: p.required("SHUTDOWN_GRACE_SECS", |s| parse_secs(s, 0, 3600)),
-            shutdown_drain_delay: p.required("SHUTDOWN_DRAIN_DELAY_SECS", |s| {
-                parse_secs(s, 0, 3600)
-            }),
+            shutdown_drain_delay: p
+                .required("SHUTDOWN_DRAIN_DELAY_SECS", |s| parse_secs(s, 0, 3600)),
             job_concurrency: p.required("JOB_CONCURRENCY", |s| parse_range(s, 1, 256)),
             sentry_dsn: p.optional("SENTRY_DSN", |s| {
                 parse_http_url(s).map(|_| SecretString::from(s.to_string()))
@@ -393,7 +390,12 @@ impl Parser<'_> {
         key: &str,
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> T {
-        match self.raw.get(key).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        match self
+            .raw
+            .get(key)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
             None => {
                 self.problems.push(format!("{key}: required"));
                 T::placeholder()
@@ -406,8 +408,16 @@ impl Parser<'_> {
     }
 
     /// A key that may be absent or empty.
-    fn optional<T>(&mut self, key: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
-        let value = self.raw.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())?;
+    fn optional<T>(
+        &mut self,
+        key: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        let value = self
+            .raw
+            .get(key)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())?;
         match parse(value) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -557,12 +567,25 @@ fn parse_cidrs(s: &str) -> Result<Vec<IpNet>, String> {
 
 fn parse_encryption_keys(s: &str) -> Result<Vec<EncryptionKey>, String> {
     let mut keys: Vec<EncryptionKey> = Vec::new();
-    for (i, entry) in s.split(',').map(str::trim).filter(|e| !e.is_empty()).enumerate() {
+    for (i, entry) in s
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .enumerate()
+    {
         let (id, b64) = entry
             .split_once(':')
             .ok_or_else(|| format!("entry {} is not kid:base64", i + 1))?;
-        if id.is_empty() || id.len() > 32 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(format!("entry {}: key id must be 1-32 of [A-Za-z0-9_-]", i + 1));
+        if id.is_empty()
+            || id.len() > 32
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "entry {}: key id must be 1-32 of [A-Za-z0-9_-]",
+                i + 1
+            ));
         }
         if keys.iter().any(|k| k.id == id) {
             return Err(format!("key id `{id}` appears twice"));
@@ -674,7 +697,12 @@ mod tests {
 
         let mut bad = MINIMAL.to_vec();
         bad.push(("ENCRYPTION_KEYS", "k1:c2hvcnQ="));
-        assert!(load(&bad).expect_err("short").to_string().contains("32 bytes"));
+        assert!(
+            load(&bad)
+                .expect_err("short")
+                .to_string()
+                .contains("32 bytes")
+        );
     }
 
     #[test]

@@ -107,7 +107,10 @@ async fn shutdown_signal() {
 /// Parses `--ttl` values such as `90s`, `15m`, `1h` or `7d`.
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let n: u64 = number
         .parse()
         .map_err(|_| format!("`{text}` is not a duration like 1h"))?;

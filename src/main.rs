@@ -8,7 +8,11 @@ use uuid::Uuid;
 use agents_api::config::{AppEnv, Config};
 
 #[derive(Parser)]
-#[command(name = "agents-api", version, about = "AI sales agents over Kommo CRM: the API server")]
+#[command(
+    name = "agents-api",
+    version,
+    about = "AI sales agents over Kommo CRM: the API server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -92,7 +96,10 @@ fn main() -> ExitCode {
 
 fn run_async(config: Config, serve: bool, migrate: bool) -> ExitCode {
     agents_api::telemetry::init(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };

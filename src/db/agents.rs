@@ -121,7 +121,11 @@ pub async fn list(
     .await
 }
 
-pub async fn count(conn: &mut PgConnection, org_id: Uuid, filter: &AgentFilter) -> sqlx::Result<i64> {
+pub async fn count(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    filter: &AgentFilter,
+) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "SELECT count(*) FROM agents
          WHERE org_id = $1

@@ -99,7 +99,9 @@ pub async fn check_runtime_role(pool: &PgPool, config: &Config) -> anyhow::Resul
         problems.join(", ")
     );
     if allowed {
-        tracing::warn!("{message} Continuing because ALLOW_PRIVILEGED_DB_ROLE=true in development.");
+        tracing::warn!(
+            "{message} Continuing because ALLOW_PRIVILEGED_DB_ROLE=true in development."
+        );
         return Ok(());
     }
     anyhow::bail!(message)

@@ -37,8 +37,10 @@ const LEEWAY_SECS: u64 = 30;
 pub struct JwtVerifier {
     hs256: Option<DecodingKey>,
     jwks: Option<Jwks>,
-    audience: Option<String>,
-    issuer: Option<String>,
+    /// Built once: every token is checked against the same rules, per algorithm.
+    hs256_rules: Validation,
+    rs256_rules: Validation,
+    es256_rules: Validation,
 }
 
 struct Jwks {
@@ -59,7 +61,11 @@ struct CachedKeys {
 impl CachedKeys {
     fn fresh(&self, kid: &str) -> Option<(Algorithm, DecodingKey)> {
         let fresh = self.fetched_at.is_some_and(|t| t.elapsed() < JWKS_MAX_AGE);
-        if fresh { self.by_kid.get(kid).cloned() } else { None }
+        if fresh {
+            self.by_kid.get(kid).cloned()
+        } else {
+            None
+        }
     }
 }
 
@@ -104,30 +110,10 @@ impl JwtVerifier {
                 .as_ref()
                 .map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes())),
             jwks,
-            audience: config.jwt_audience.clone().filter(|a| !a.is_empty()),
-            issuer: config.jwt_issuer.clone().filter(|i| !i.is_empty()),
+            hs256_rules: rules(config, Algorithm::HS256),
+            rs256_rules: rules(config, Algorithm::RS256),
+            es256_rules: rules(config, Algorithm::ES256),
         })
-    }
-
-    fn validation(&self, algorithm: Algorithm) -> Validation {
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        // jsonwebtoken checks `aud` and `iss` only when present unless they are required.
-        let mut required = vec!["exp", "sub"];
-        match &self.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = &self.issuer {
-            validation.set_issuer(&[iss]);
-            required.push("iss");
-        }
-        validation.set_required_spec_claims(&required);
-        validation
     }
 
     pub async fn verify(&self, token: &str) -> Result<AuthUser, TokenError> {
@@ -137,7 +123,7 @@ impl JwtVerifier {
         let claims: Value = match header.alg {
             Algorithm::HS256 => {
                 let key = self.hs256.as_ref().ok_or(TokenError::Algorithm)?;
-                decode(token, key, &self.validation(Algorithm::HS256))?
+                decode(token, key, &self.hs256_rules)?
             }
             Algorithm::RS256 | Algorithm::ES256 => {
                 let jwks = self.jwks.as_ref().ok_or(TokenError::Algorithm)?;
@@ -146,7 +132,11 @@ impl JwtVerifier {
                 if alg != header.alg {
                     return Err(TokenError::Algorithm);
                 }
-                decode(token, &key, &self.validation(alg))?
+                let rules = match alg {
+                    Algorithm::RS256 => &self.rs256_rules,
+                    _ => &self.es256_rules,
+                };
+                decode(token, &key, rules)?
             }
             _ => return Err(TokenError::Algorithm),
         };
@@ -165,6 +155,27 @@ impl JwtVerifier {
             claims: claims.to_string().into(),
         })
     }
+}
+
+fn rules(config: &Config, algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_nbf = true;
+    // jsonwebtoken checks `aud` and `iss` only when present unless they are required.
+    let mut required = vec!["exp", "sub"];
+    match config.jwt_audience.as_deref().filter(|a| !a.is_empty()) {
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    if let Some(iss) = config.jwt_issuer.as_deref().filter(|i| !i.is_empty()) {
+        validation.set_issuer(&[iss]);
+        required.push("iss");
+    }
+    validation.set_required_spec_claims(&required);
+    validation
 }
 
 fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Value, TokenError> {
@@ -240,9 +251,8 @@ impl FromRequestParts<AppState> for AuthUser {
         if let Some(user) = parts.extensions.get::<AuthUser>() {
             return Ok(user.clone());
         }
-        let token = bearer_token(parts).ok_or_else(|| {
-            ApiError::unauthorized("A bearer access token is required.")
-        })?;
+        let token = bearer_token(parts)
+            .ok_or_else(|| ApiError::unauthorized("A bearer access token is required."))?;
         let user = state.jwt.verify(token).await.map_err(|e| {
             tracing::debug!(reason = %e, "access token refused");
             ApiError::unauthorized("The access token is invalid or expired.")

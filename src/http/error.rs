@@ -211,6 +211,21 @@ impl From<sqlx::Error> for ApiError {
                         "must be a CRM connection of this organization",
                     );
                 }
+                // A CHECK constraint caught what validation let through: still the
+                // client's input, never a 500.
+                (Some("23514"), constraint) => {
+                    // PostgreSQL names column checks `<table>_<column>_check`.
+                    let field = match (constraint, db.table()) {
+                        (Some(c), Some(t)) => c
+                            .strip_prefix(t)
+                            .and_then(|c| c.strip_prefix('_'))
+                            .and_then(|c| c.strip_suffix("_check"))
+                            .unwrap_or("")
+                            .to_string(),
+                        _ => String::new(),
+                    };
+                    return ApiError::validation(field, "is not an allowed value");
+                }
                 // The database refused a row because of its row-level security policy:
                 // the caller's role is too low for this write.
                 (Some("42501"), _) => {

@@ -54,7 +54,8 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 pub fn body_rejection(rejection: BytesRejection) -> ApiError {
@@ -65,34 +66,46 @@ pub fn body_rejection(rejection: BytesRejection) -> ApiError {
     }
 }
 
+/// Bodies are JSON objects. Going through `Value` first keeps the two failure kinds
+/// apart: not JSON at all is a 400, JSON of the wrong shape a 422 naming the field (serde
+/// would otherwise accept an array for a struct, and report some type errors as syntax).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_data() {
-            ApiError::Validation(vec![data_error(&path, &inner.to_string())])
-        } else {
-            ApiError::BadRequest(format!("The body is not valid JSON: {inner}").into())
-        }
-    })?;
-    deserializer
-        .end()
+    let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}").into()))?;
-    Ok(value)
+    if !value.is_object() {
+        return Err(ApiError::validation("", "the body must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::Validation(vec![data_error(&path, &e.into_inner().to_string())])
+    })
 }
 
-/// serde_path_to_error already names the offending field (unknown ones included); only
-/// the position suffix of serde's message is noise for a client.
+/// serde_path_to_error names the offending field, except for a missing one, which serde
+/// reports at its parent.
 fn data_error(path: &str, message: &str) -> FieldError {
-    let message = message.split(" at line ").next().unwrap_or(message);
+    let parent = if path == "." { "" } else { path };
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or("");
+        let field = if parent.is_empty() {
+            name.to_string()
+        } else {
+            format!("{parent}.{name}")
+        };
+        return FieldError {
+            field,
+            message: "is required".into(),
+        };
+    }
     let message = if message.starts_with("unknown field") {
         "is not a known field".to_string()
     } else {
         message.to_string()
     };
-    let field = if path == "." { String::new() } else { path.to_string() };
-    FieldError { field, message }
+    FieldError {
+        field: parent.to_string(),
+        message,
+    }
 }
 
 /// Query parameters; a malformed query is a 400.
@@ -132,7 +145,17 @@ where
 }
 
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]

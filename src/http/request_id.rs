@@ -37,7 +37,9 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = CURRENT.scope(RequestId(id.clone()), next.run(request)).await;
+    let mut response = CURRENT
+        .scope(RequestId(id.clone()), next.run(request))
+        .await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }

@@ -1,9 +1,9 @@
 //! AI sales agents of an org.
 
+use axum::Router;
 use axum::http::StatusCode;
 use axum::response::Json;
 use axum::routing::{get, post};
-use axum::Router;
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 use validator::{Validate, ValidationError};
@@ -22,7 +22,10 @@ pub fn router() -> Router<AppState> {
             "/v1/orgs/{org_id}/agents/{agent_id}",
             get(show).patch(update).delete(remove),
         )
-        .route("/v1/orgs/{org_id}/agents/{agent_id}/status", post(set_status))
+        .route(
+            "/v1/orgs/{org_id}/agents/{agent_id}/status",
+            post(set_status),
+        )
 }
 
 const MAX_SETTINGS_BYTES: usize = 64 * 1024;
@@ -184,11 +187,18 @@ pub struct AgentList {
 }
 
 /// An agent may only point at a CRM connection of its own org.
-async fn check_connection(tx: &mut db::Tx, org_id: Uuid, connection: Option<Uuid>) -> ApiResult<()> {
+async fn check_connection(
+    tx: &mut db::Tx,
+    org_id: Uuid,
+    connection: Option<Uuid>,
+) -> ApiResult<()> {
     match connection {
-        Some(id) if !db::agents::connection_exists(tx, org_id, id).await? => Err(
-            ApiError::validation("connection_id", "must be a CRM connection of this organization"),
-        ),
+        Some(id) if !db::agents::connection_exists(tx, org_id, id).await? => {
+            Err(ApiError::validation(
+                "connection_id",
+                "must be a CRM connection of this organization",
+            ))
+        }
         _ => Ok(()),
     }
 }

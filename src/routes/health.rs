@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
 
 use crate::state::AppState;
@@ -89,11 +89,23 @@ async fn check(probe: impl Future<Output = Result<(), String>>) -> Check {
     let outcome = tokio::time::timeout(CHECK_TIMEOUT, probe).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     match outcome {
-        Ok(Ok(())) => Check { status: "ok", latency_ms, error: None },
+        Ok(Ok(())) => Check {
+            status: "ok",
+            latency_ms,
+            error: None,
+        },
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Check { status: "fail", latency_ms, error: Some("unreachable".into()) }
+            Check {
+                status: "fail",
+                latency_ms,
+                error: Some("unreachable".into()),
+            }
         }
-        Err(_) => Check { status: "fail", latency_ms, error: Some("timed out".into()) },
+        Err(_) => Check {
+            status: "fail",
+            latency_ms,
+            error: Some("timed out".into()),
+        },
     }
 }

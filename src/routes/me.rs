@@ -1,8 +1,8 @@
 //! `GET /v1/me`: who the token belongs to and their orgs.
 
+use axum::Router;
 use axum::response::Json;
 use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
 use uuid::Uuid;
 

@@ -1,10 +1,10 @@
 //! Org membership: owners manage every role; admins may only add plain members; the
 //! last owner can be neither removed nor demoted.
 
+use axum::Router;
 use axum::http::StatusCode;
 use axum::response::Json;
 use axum::routing::{get, put};
-use axum::Router;
 use serde::Deserialize;
 use uuid::Uuid;
 use validator::Validate;
@@ -19,7 +19,10 @@ use crate::state::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/orgs/{org_id}/members", get(list))
-        .route("/v1/orgs/{org_id}/members/{user_id}", put(upsert).delete(remove))
+        .route(
+            "/v1/orgs/{org_id}/members/{user_id}",
+            put(upsert).delete(remove),
+        )
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -56,7 +59,12 @@ pub async fn list(
     request_body = PutMember,
     responses((status = 200, body = Member), (status = 201, body = Member)))]
 pub async fn upsert(
-    OrgTx { org_id, role: caller, mut tx, .. }: OrgTx<Write>,
+    OrgTx {
+        org_id,
+        role: caller,
+        mut tx,
+        ..
+    }: OrgTx<Write>,
     ApiPath((_, user_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<PutMember>,
 ) -> ApiResult<(StatusCode, Json<Member>)> {
@@ -104,11 +112,7 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn ensure_other_owner(
-    tx: &mut db::Tx,
-    org_id: Uuid,
-    leaving: Uuid,
-) -> ApiResult<()> {
+async fn ensure_other_owner(tx: &mut db::Tx, org_id: Uuid, leaving: Uuid) -> ApiResult<()> {
     let owners = db::members::lock_owners(tx, org_id).await?;
     if owners.iter().all(|owner| *owner == leaving) {
         return Err(ApiError::conflict(

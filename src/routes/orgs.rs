@@ -1,9 +1,9 @@
 //! Organizations: create one (the caller becomes its owner) and read one.
 
+use axum::Router;
 use axum::http::StatusCode;
 use axum::response::Json;
 use axum::routing::{get, post};
-use axum::Router;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
@@ -23,7 +23,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
-    #[validate(length(min = 2, max = 100, message = "must be 2 to 100 characters"))]
+    #[validate(custom(function = "validate_org_name"))]
     pub name: String,
     /// Lower-case letters, digits and dashes; generated from the name when absent.
     #[validate(custom(function = "validate_slug"))]
@@ -38,6 +38,16 @@ pub struct OrgWithRole {
     pub role: Role,
 }
 
+/// The name is stored trimmed, so it is the trimmed name that must fit.
+fn validate_org_name(name: &str) -> Result<(), validator::ValidationError> {
+    if (2..=100).contains(&name.trim().chars().count()) {
+        Ok(())
+    } else {
+        Err(validator::ValidationError::new("name")
+            .with_message("must be 2 to 100 characters".into()))
+    }
+}
+
 fn validate_slug(slug: &str) -> Result<(), validator::ValidationError> {
     let bytes = slug.as_bytes();
     let ok = (2..=63).contains(&bytes.len())
@@ -48,8 +58,9 @@ fn validate_slug(slug: &str) -> Result<(), validator::ValidationError> {
     if ok {
         Ok(())
     } else {
-        Err(validator::ValidationError::new("slug")
-            .with_message("must be 2 to 63 of a-z, 0-9 and -, starting with a letter or digit".into()))
+        Err(validator::ValidationError::new("slug").with_message(
+            "must be 2 to 63 of a-z, 0-9 and -, starting with a letter or digit".into(),
+        ))
     }
 }
 
@@ -101,8 +112,17 @@ pub async fn create(
 /// The org and the caller's role in it.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}", tag = "orgs", security(("bearer" = [])),
     params(("org_id" = uuid::Uuid, Path)), responses((status = 200, body = OrgWithRole)))]
-pub async fn show(OrgTx { org_id, role, mut tx, .. }: OrgTx) -> ApiResult<Json<OrgWithRole>> {
-    let org = db::orgs::get(&mut tx, org_id).await?.ok_or(ApiError::NotFound)?;
+pub async fn show(
+    OrgTx {
+        org_id,
+        role,
+        mut tx,
+        ..
+    }: OrgTx,
+) -> ApiResult<Json<OrgWithRole>> {
+    let org = db::orgs::get(&mut tx, org_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     tx.commit().await?;
     Ok(Json(OrgWithRole { org, role }))
 }

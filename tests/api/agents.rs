@@ -78,7 +78,11 @@ async fn create_accepts_every_field_and_the_goal_alias() {
         "max_tokens": 32000,
         "settings": {"tone": "friendly", "nested": {"a": [1, 2]}},
     });
-    let a = app.post(&agents_path(org), owner, body).await.expect(201).body;
+    let a = app
+        .post(&agents_path(org), owner, body)
+        .await
+        .expect(201)
+        .body;
     assert_eq!(a["instructions"], "Book demos.");
     assert_eq!(a["connection_id"], connection.to_string());
     assert_eq!(a["status"], "active");
@@ -170,7 +174,11 @@ async fn connection_of_another_org_is_refused() {
 
     let agent = app.create_agent(org, admin, "Alpha").await;
     let r = app
-        .patch(&agent_path(org, &agent), admin, json!({"connection_id": foreign}))
+        .patch(
+            &agent_path(org, &agent),
+            admin,
+            json!({"connection_id": foreign}),
+        )
         .await
         .expect_problem(422, "validation_failed");
     assert_eq!(r.error_fields(), vec!["connection_id"]);
@@ -185,7 +193,11 @@ async fn patch_changes_only_present_fields_and_null_clears() {
     body["schedule"] = "always".into();
     body["connection_id"] = json!(connection);
     body["instructions"] = "Original".into();
-    let agent = app.post(&agents_path(org), admin, body).await.expect(201).body;
+    let agent = app
+        .post(&agents_path(org), admin, body)
+        .await
+        .expect(201)
+        .body;
     let path = agent_path(org, &agent);
 
     let r = app
@@ -200,7 +212,11 @@ async fn patch_changes_only_present_fields_and_null_clears() {
     assert!(r.body["updated_at"].as_str() >= agent["updated_at"].as_str());
 
     let r = app
-        .patch(&path, admin, json!({"schedule": null, "connection_id": null, "goal": "New goal"}))
+        .patch(
+            &path,
+            admin,
+            json!({"schedule": null, "connection_id": null, "goal": "New goal"}),
+        )
         .await
         .expect(200);
     assert_eq!(r.body["schedule"], Value::Null);
@@ -230,10 +246,15 @@ async fn patch_changes_only_present_fields_and_null_clears() {
 #[tokio::test]
 async fn status_endpoint_sets_status() {
     let app = TestApp::spawn().await;
-    let OrgUsers { org, admin, member, .. } = app.org_with_roles().await;
+    let OrgUsers {
+        org, admin, member, ..
+    } = app.org_with_roles().await;
     let agent = app.create_agent(org, admin, "Alpha").await;
     let path = format!("{}/status", agent_path(org, &agent));
-    let r = app.post(&path, admin, json!({"status": "active"})).await.expect(200);
+    let r = app
+        .post(&path, admin, json!({"status": "active"}))
+        .await
+        .expect(200);
     assert_eq!(r.body["status"], "active");
     app.post(&path, admin, json!({"status": "running"}))
         .await
@@ -255,19 +276,27 @@ async fn status_endpoint_sets_status() {
 #[tokio::test]
 async fn delete_removes_the_agent() {
     let app = TestApp::spawn().await;
-    let OrgUsers { org, admin, member, .. } = app.org_with_roles().await;
+    let OrgUsers {
+        org, admin, member, ..
+    } = app.org_with_roles().await;
     let agent = app.create_agent(org, admin, "Alpha").await;
     let path = agent_path(org, &agent);
-    app.delete(&path, member).await.expect_problem(403, "forbidden");
+    app.delete(&path, member)
+        .await
+        .expect_problem(403, "forbidden");
     app.delete(&path, admin).await.expect(204);
     app.get(&path, admin).await.expect_problem(404, "not_found");
-    app.delete(&path, admin).await.expect_problem(404, "not_found");
+    app.delete(&path, admin)
+        .await
+        .expect_problem(404, "not_found");
 }
 
 #[tokio::test]
 async fn list_filters_paginates_and_counts() {
     let app = TestApp::spawn().await;
-    let OrgUsers { org, admin, member, .. } = app.org_with_roles().await;
+    let OrgUsers {
+        org, admin, member, ..
+    } = app.org_with_roles().await;
     for i in 0..7 {
         let mut body = json!({"name": format!("Sales Bot {i}"), "model": "m"});
         if i % 2 == 0 {
@@ -275,12 +304,20 @@ async fn list_filters_paginates_and_counts() {
         }
         app.post(&agents_path(org), admin, body).await.expect(201);
     }
-    app.post(&agents_path(org), admin, json!({"name": "100% closer", "model": "m"}))
-        .await
-        .expect(201);
-    app.post(&agents_path(org), admin, json!({"name": "Support_desk", "model": "m"}))
-        .await
-        .expect(201);
+    app.post(
+        &agents_path(org),
+        admin,
+        json!({"name": "100% closer", "model": "m"}),
+    )
+    .await
+    .expect(201);
+    app.post(
+        &agents_path(org),
+        admin,
+        json!({"name": "Support_desk", "model": "m"}),
+    )
+    .await
+    .expect(201);
 
     // Walk every page as a member (reading needs no more).
     let mut names = Vec::new();
@@ -313,10 +350,19 @@ async fn list_filters_paginates_and_counts() {
         .await
         .expect(200);
     assert_eq!(r.body["total"], 4);
-    assert!(r.body["data"].as_array().unwrap().iter().all(|a| a["status"] == "active"));
+    assert!(
+        r.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["status"] == "active")
+    );
 
     let r = app
-        .get(&format!("{}?search=sALES%20bot&status=draft", agents_path(org)), member)
+        .get(
+            &format!("{}?search=sALES%20bot&status=draft", agents_path(org)),
+            member,
+        )
         .await
         .expect(200);
     assert_eq!(r.body["total"], 3);
@@ -366,7 +412,9 @@ async fn list_shows_only_the_orgs_own_agents() {
 #[tokio::test]
 async fn members_may_read_but_not_write() {
     let app = TestApp::spawn().await;
-    let OrgUsers { org, admin, member, .. } = app.org_with_roles().await;
+    let OrgUsers {
+        org, admin, member, ..
+    } = app.org_with_roles().await;
     let agent = app.create_agent(org, admin, "Alpha").await;
     app.get(&agents_path(org), member).await.expect(200);
     app.get(&agent_path(org, &agent), member).await.expect(200);
@@ -397,7 +445,11 @@ fn org_routes(org: Uuid, agent: Uuid) -> Vec<(Method, String, Option<Value>)> {
         (Method::GET, base.clone(), None),
         (Method::POST, base.clone(), Some(valid_agent())),
         (Method::GET, format!("{base}/{agent}"), None),
-        (Method::PATCH, format!("{base}/{agent}"), Some(json!({"name": "Mine"}))),
+        (
+            Method::PATCH,
+            format!("{base}/{agent}"),
+            Some(json!({"name": "Mine"})),
+        ),
         (
             Method::POST,
             format!("{base}/{agent}/status"),

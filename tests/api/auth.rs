@@ -37,7 +37,9 @@ async fn valid_token_is_accepted() {
 #[tokio::test]
 async fn missing_token_is_401_with_www_authenticate() {
     let app = TestApp::spawn().await;
-    let r = me_with(&app, None).await.expect_problem(401, "unauthorized");
+    let r = me_with(&app, None)
+        .await
+        .expect_problem(401, "unauthorized");
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
 
     // A non-bearer scheme is no token at all.
@@ -81,7 +83,10 @@ async fn refused_tokens_are_401() {
     let cases: Vec<(&str, String)> = vec![
         ("garbage", "not.a.jwt".into()),
         ("alg none", unsigned),
-        ("expired", with(json!({"exp": now - 3600, "iat": now - 7200}))),
+        (
+            "expired",
+            with(json!({"exp": now - 3600, "iat": now - 7200})),
+        ),
         ("not yet valid", with(json!({"nbf": now + 3600}))),
         ("no exp", with(json!({"exp": null}))),
         ("wrong audience", with(json!({"aud": "someone-else"}))),
@@ -93,7 +98,10 @@ async fn refused_tokens_are_401() {
             sign_hs256(&claims_for(user), "another-secret-another-secret-another"),
         ),
         ("other HMAC algorithm", hs512),
-        ("RS256 without a JWKS", sign_rs256(&claims_for(user), "rsa-1")),
+        (
+            "RS256 without a JWKS",
+            sign_rs256(&claims_for(user), "rsa-1"),
+        ),
     ];
     for (case, token) in cases {
         let r = me_with(&app, Some(&token)).await;
@@ -140,23 +148,13 @@ async fn audience_check_can_be_disabled() {
 fn sign_rs256(claims: &Value, kid: &str) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(kid.into());
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &EncodingKey::from_rsa_der(RS256_DER),
-    )
-    .unwrap()
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_der(RS256_DER)).unwrap()
 }
 
 fn sign_es256(claims: &Value, kid: &str) -> String {
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(kid.into());
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &EncodingKey::from_ec_der(ES256_DER),
-    )
-    .unwrap()
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(ES256_DER)).unwrap()
 }
 
 /// A JWKS endpoint whose key set the test can change, counting how often it is fetched.
@@ -264,9 +262,8 @@ async fn unknown_kid_is_found_after_rotation() {
         },
         |state| {
             // No back-off, so the rotation is picked up at once.
-            state.jwt = Arc::new(
-                JwtVerifier::with_min_refetch(&state.config, Duration::ZERO).unwrap(),
-            );
+            state.jwt =
+                Arc::new(JwtVerifier::with_min_refetch(&state.config, Duration::ZERO).unwrap());
         },
     )
     .await;

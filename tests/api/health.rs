@@ -5,7 +5,14 @@ use crate::helpers::{TestApp, into_response};
 #[tokio::test]
 async fn live_answers_ok() {
     let app = TestApp::spawn().await;
-    let r = into_response(app.client.get(app.url("/health/live")).send().await.unwrap()).await;
+    let r = into_response(
+        app.client
+            .get(app.url("/health/live"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["status"], "ok");
 }
@@ -30,7 +37,14 @@ async fn ready_fails_when_redis_is_unreachable() {
         env.insert("REDIS_URL".into(), "redis://127.0.0.1:1".into());
     })
     .await;
-    let r = into_response(app.client.get(app.url("/health/ready")).send().await.unwrap()).await;
+    let r = into_response(
+        app.client
+            .get(app.url("/health/ready"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.body["status"], "fail");
     assert_eq!(r.body["checks"]["postgres"]["status"], "ok");
@@ -46,7 +60,14 @@ async fn ready_fails_when_postgres_is_unreachable() {
         );
     })
     .await;
-    let r = into_response(app.client.get(app.url("/health/ready")).send().await.unwrap()).await;
+    let r = into_response(
+        app.client
+            .get(app.url("/health/ready"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.body["checks"]["postgres"]["status"], "fail");
     assert_eq!(r.body["checks"]["redis"]["status"], "ok");
@@ -56,10 +77,24 @@ async fn ready_fails_when_postgres_is_unreachable() {
 async fn ready_answers_503_while_draining() {
     let app = TestApp::spawn().await;
     app.state.lifecycle.start_draining();
-    let r = into_response(app.client.get(app.url("/health/ready")).send().await.unwrap()).await;
+    let r = into_response(
+        app.client
+            .get(app.url("/health/ready"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(r.status, 503);
     assert_eq!(r.body["draining"], Value::Bool(true));
     // Liveness is unaffected: the process is still healthy, only leaving.
-    let r = into_response(app.client.get(app.url("/health/live")).send().await.unwrap()).await;
+    let r = into_response(
+        app.client
+            .get(app.url("/health/live"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(r.status, 200);
 }

@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection};
 use tokio::sync::{OnceCell, oneshot};
 use uuid::Uuid;
 
@@ -73,16 +73,27 @@ async fn template() -> String {
                     .expect("query pg_database");
             if !exists {
                 let building = format!("{name}_building");
-                exec(&mut admin, &format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")).await;
+                exec(
+                    &mut admin,
+                    &format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"),
+                )
+                .await;
                 exec(&mut admin, &format!("CREATE DATABASE {building}")).await;
                 let pool = PgPoolOptions::new()
                     .max_connections(1)
                     .connect(&admin_url_for(&building))
                     .await
                     .expect("connect to the new template");
-                agents_api::db::MIGRATOR.run(&pool).await.expect("migrate the template");
+                agents_api::db::MIGRATOR
+                    .run(&pool)
+                    .await
+                    .expect("migrate the template");
                 pool.close().await;
-                exec(&mut admin, &format!("ALTER DATABASE {building} RENAME TO {name}")).await;
+                exec(
+                    &mut admin,
+                    &format!("ALTER DATABASE {building} RENAME TO {name}"),
+                )
+                .await;
             }
             exec(
                 &mut admin,
@@ -108,11 +119,12 @@ async fn template() -> String {
 /// Test databases are named with their creation time; those of runs over an hour ago
 /// are dropped so repeated local runs do not pile up.
 async fn drop_stale_databases(admin: &mut PgConnection) {
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE 'agents_api_t\\_%'")
-            .fetch_all(&mut *admin)
-            .await
-            .unwrap_or_default();
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE datname LIKE 'agents_api_t\\_%'",
+    )
+    .fetch_all(&mut *admin)
+    .await
+    .unwrap_or_default();
     let cutoff = now_secs().saturating_sub(3600);
     for name in names {
         let created: u64 = name
@@ -150,7 +162,11 @@ pub async fn fresh_database() -> String {
     let template = template().await;
     let name = format!("agents_api_t_{}_{}", now_secs(), Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&admin_url()).await.expect("admin");
-    exec(&mut admin, &format!("CREATE DATABASE {name} TEMPLATE {template}")).await;
+    exec(
+        &mut admin,
+        &format!("CREATE DATABASE {name} TEMPLATE {template}"),
+    )
+    .await;
     name
 }
 
@@ -203,7 +219,12 @@ impl Response {
     /// Asserts the status, printing the body when it is not the expected one.
     #[track_caller]
     pub fn expect(self, status: u16) -> Response {
-        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
         self
     }
 
@@ -262,7 +283,9 @@ impl TestApp {
         let prefix = format!("test:{}:", Uuid::new_v4().simple());
         let mut state = agents_api::build_state(config, &prefix).expect("state");
         adjust(&mut state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let router = agents_api::http::router(state.clone());
         let (tx, rx) = oneshot::channel::<()>();
@@ -305,7 +328,8 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, user: Uuid) -> Response {
-        self.send(Method::GET, path, Some(&self.token(user)), None).await
+        self.send(Method::GET, path, Some(&self.token(user)), None)
+            .await
     }
 
     pub async fn post(&self, path: &str, user: Uuid, body: Value) -> Response {
@@ -380,15 +404,6 @@ impl TestApp {
         PgConnection::connect(&admin_url_for(&self.db_name))
             .await
             .expect("admin connection")
-    }
-
-    /// A pool of the unprivileged runtime role on this test's database.
-    pub async fn runtime_pool(&self) -> PgPool {
-        PgPoolOptions::new()
-            .max_connections(2)
-            .connect(&runtime_url_for(&self.db_name))
-            .await
-            .expect("runtime connection")
     }
 }
 

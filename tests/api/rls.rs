@@ -96,7 +96,10 @@ async fn database_refuses_other_orgs_rows() {
     .bind(bob)
     .execute(&mut conn)
     .await;
-    assert!(joined.is_err(), "self-invitation into another org must fail");
+    assert!(
+        joined.is_err(),
+        "self-invitation into another org must fail"
+    );
     sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
 }
 
@@ -131,7 +134,11 @@ async fn members_cannot_write_at_the_database_either() {
         .execute(&mut conn)
         .await
         .unwrap();
-    assert_eq!(updated.rows_affected(), 0, "a member's update must match no row");
+    assert_eq!(
+        updated.rows_affected(),
+        0,
+        "a member's update must match no row"
+    );
     sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
 }
 
