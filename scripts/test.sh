@@ -30,8 +30,8 @@ REDIS_URL="$TEST_REDIS_URL" ensure_services
 step="cargo fmt"
 cargo fmt --all -- --check
 step="cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --all-features --locked -- -D warnings
 step="cargo test"
-cargo test --locked -- "$@"
+cargo test --locked --features test-jobs -- "$@"
 
 echo "test.sh: OK (fmt, clippy, tests) in $((SECONDS - started))s"

@@ -25,6 +25,7 @@ pub const KEYS: &[&str] = &[
     "DATABASE_MIGRATION_URL",
     "DATABASE_MAX_CONNECTIONS",
     "REDIS_URL",
+    "REDIS_KEY_PREFIX",
     "JWT_SECRET",
     "JWT_JWKS_URL",
     "JWT_AUDIENCE",
@@ -47,6 +48,8 @@ pub const KEYS: &[&str] = &[
     "SHUTDOWN_GRACE_SECS",
     "SHUTDOWN_DRAIN_DELAY_SECS",
     "JOB_CONCURRENCY",
+    "JOB_HEARTBEAT_SECS",
+    "JOB_RETRY_BASE_MS",
     "SENTRY_DSN",
     "SENTRY_ENVIRONMENT",
     "SENTRY_TRACES_SAMPLE_RATE",
@@ -127,6 +130,8 @@ pub struct Config {
     pub database_migration_url: SecretString,
     pub database_max_connections: u32,
     pub redis_url: SecretString,
+    /// Prepended to every Redis key, so deployments sharing one Redis stay apart.
+    pub redis_key_prefix: String,
     pub jwt_secret: Option<SecretString>,
     pub jwt_jwks_url: Option<Url>,
     pub jwt_audience: Option<String>,
@@ -149,6 +154,11 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub shutdown_drain_delay: Duration,
     pub job_concurrency: usize,
+    /// How often a worker proves it is alive; a worker silent for 3 beats is presumed
+    /// dead and its job is taken over.
+    pub job_heartbeat: Duration,
+    /// The first retry delay; each further attempt doubles it (with jitter).
+    pub job_retry_base: Duration,
     pub sentry_dsn: Option<SecretString>,
     pub sentry_environment: Option<String>,
     pub sentry_traces_sample_rate: f32,
@@ -231,6 +241,7 @@ impl Config {
             database_max_connections: p
                 .required("DATABASE_MAX_CONNECTIONS", |s| parse_range(s, 1, 1000)),
             redis_url: p.required("REDIS_URL", parse_redis_url),
+            redis_key_prefix: p.required("REDIS_KEY_PREFIX", parse_key_prefix),
             jwt_secret: p.optional("JWT_SECRET", |s| Ok(SecretString::from(s.to_string()))),
             jwt_jwks_url: p.optional("JWT_JWKS_URL", parse_http_url),
             jwt_audience: p.optional("JWT_AUDIENCE", |s| Ok(s.to_string())),
@@ -268,6 +279,10 @@ impl Config {
             shutdown_drain_delay: p
                 .required("SHUTDOWN_DRAIN_DELAY_SECS", |s| parse_secs(s, 0, 3600)),
             job_concurrency: p.required("JOB_CONCURRENCY", |s| parse_range(s, 1, 256)),
+            job_heartbeat: p.required("JOB_HEARTBEAT_SECS", |s| parse_secs(s, 1, 600)),
+            job_retry_base: p.required("JOB_RETRY_BASE_MS", |s| {
+                parse_range(s, 1u64, 3_600_000).map(Duration::from_millis)
+            }),
             sentry_dsn: p.optional("SENTRY_DSN", |s| {
                 parse_http_url(s).map(|_| SecretString::from(s.to_string()))
             }),
@@ -531,6 +546,17 @@ fn parse_redis_url(s: &str) -> Result<SecretString, String> {
             Ok(SecretString::from(s.to_string()))
         }
         _ => Err("must be a redis:// or rediss:// URL".into()),
+    }
+}
+
+fn parse_key_prefix(s: &str) -> Result<String, String> {
+    let ok = s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'-' | b'_' | b'.'));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("must be at most 64 of A-Z a-z 0-9 : - _ .".into())
     }
 }
 

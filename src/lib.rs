@@ -6,6 +6,7 @@
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod jobs;
 pub mod openapi;
 pub mod redis_conn;
 pub mod routes;
@@ -17,22 +18,23 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::auth::JwtVerifier;
+use crate::jobs::{JobContext, JobQueue, JobSettings};
 use crate::redis_conn::RedisConn;
 use crate::state::{AppState, Lifecycle};
 
-/// The Redis key prefix of a production deployment.
-pub const REDIS_PREFIX: &str = "agents-api:";
-
 /// Connects (lazily) to PostgreSQL and Redis and builds what handlers share.
-pub fn build_state(config: Config, redis_prefix: &str) -> anyhow::Result<AppState> {
+pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     let pool = db::connect(&config)?;
+    let redis = RedisConn::new(&config)?;
     Ok(AppState {
         db: Db::new(pool, config.request_timeout),
-        redis: RedisConn::new(&config, redis_prefix)?,
+        jobs: JobQueue::new(&redis, config.job_heartbeat),
+        redis,
         jwt: Arc::new(JwtVerifier::from_config(&config)?),
         lifecycle: Lifecycle::default(),
         config: Arc::new(config),
@@ -42,7 +44,7 @@ pub fn build_state(config: Config, redis_prefix: &str) -> anyhow::Result<AppStat
 /// `agents-api serve`: refuses a privileged database role, serves until SIGTERM or
 /// SIGINT, then drains.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let state = build_state(config, REDIS_PREFIX)?;
+    let state = build_state(config)?;
     db::check_runtime_role(state.db.pool(), &state.config)
         .await
         .context("checking the database role of DATABASE_URL")?;
@@ -52,11 +54,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP_ADDR {}", config.http_addr))?;
     tracing::info!(addr = %config.http_addr, env = config.app_env.as_str(), "agents-api listening");
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let stop = CancellationToken::new();
     let router = http::router(state.clone());
-    let server = tokio::spawn(http::serve(listener, router, async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    }));
+    let server = tokio::spawn(http::serve(
+        listener,
+        router,
+        stop.clone().cancelled_owned(),
+    ));
+    let workers = tokio::spawn(jobs::run_workers(
+        job_context(&state),
+        stop.clone().cancelled_owned(),
+    ));
+    tokio::spawn(scheduler(&state).run(stop.clone()));
 
     shutdown_signal().await;
     tracing::info!("shutdown signal received; draining");
@@ -67,18 +76,54 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         std::process::exit(1);
     });
     tokio::time::sleep(config.shutdown_drain_delay).await;
-    let _ = stop_tx.send(true);
-    match tokio::time::timeout(config.shutdown_grace, server).await {
-        Ok(Ok(Ok(()))) => tracing::info!("drained; bye"),
-        Ok(Ok(Err(e))) => return Err(e).context("HTTP server"),
-        Ok(Err(e)) => return Err(e).context("HTTP server task"),
+    // The listener closes and the workers take no new job; both get the grace period
+    // for what they are still doing.
+    stop.cancel();
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        let (http, jobs) = tokio::join!(server, workers);
+        (http, jobs)
+    })
+    .await;
+    match drained {
+        Ok((http, jobs)) => {
+            if let Ok(Err(e)) = http {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+            if let Ok(Err(e)) = jobs {
+                tracing::error!(error = %e, "job workers failed");
+            }
+            tracing::info!("drained; bye");
+        }
         Err(_) => tracing::warn!(
             grace_secs = config.shutdown_grace.as_secs(),
-            "requests still running after SHUTDOWN_GRACE_SECS; exiting anyway"
+            "still busy after SHUTDOWN_GRACE_SECS; exiting anyway (unfinished jobs are taken over once their lease lapses)"
         ),
     }
     state.db.pool().close().await;
     Ok(())
+}
+
+pub fn job_context(state: &AppState) -> JobContext {
+    JobContext {
+        db: state.db.clone(),
+        redis: state.redis.clone(),
+        config: state.config.clone(),
+        queue: state.jobs.clone(),
+        settings: JobSettings::from_config(&state.config),
+    }
+}
+
+/// One scheduler per process; Redis locks make each tick run on one replica only.
+pub fn scheduler(state: &AppState) -> jobs::scheduler::Scheduler {
+    let settings = JobSettings::from_config(&state.config);
+    jobs::scheduler::Scheduler {
+        db: state.db.clone(),
+        redis: state.redis.clone(),
+        queue: state.jobs.clone(),
+        period: settings.heartbeat,
+        grace: settings.lease,
+        replica: jobs::worker_name(),
+    }
 }
 
 async fn shutdown_signal() {

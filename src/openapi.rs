@@ -27,6 +27,11 @@ use crate::state::AppState;
         routes::agents::update,
         routes::agents::set_status,
         routes::agents::remove,
+        routes::jobs::list,
+        routes::jobs::create,
+        routes::jobs::show,
+        routes::jobs::cancel,
+        routes::jobs::retry,
     ),
     components(schemas(crate::http::error::Problem)),
     modifiers(&BearerAuth)

@@ -17,7 +17,7 @@ pub struct RedisConn {
 }
 
 impl RedisConn {
-    pub fn new(config: &Config, prefix: impl Into<String>) -> anyhow::Result<RedisConn> {
+    pub fn new(config: &Config) -> anyhow::Result<RedisConn> {
         let client = redis::Client::open(config.redis_url.expose_secret())?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
@@ -27,7 +27,7 @@ impl RedisConn {
         let manager = ConnectionManager::new_lazy_with_config(client, manager_config)?;
         Ok(RedisConn {
             manager,
-            prefix: prefix.into(),
+            prefix: config.redis_key_prefix.clone(),
         })
     }
 

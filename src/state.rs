@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::auth::JwtVerifier;
+use crate::jobs::JobQueue;
 use crate::redis_conn::RedisConn;
 
 #[derive(Clone)]
@@ -15,6 +16,7 @@ pub struct AppState {
     pub db: Db,
     pub redis: RedisConn,
     pub jwt: Arc<JwtVerifier>,
+    pub jobs: JobQueue,
     pub lifecycle: Lifecycle,
 }
 

@@ -64,6 +64,22 @@ impl Db {
     }
 }
 
+impl Db {
+    /// A transaction as `api_worker` scoped to no org: it sees no rows, and may only call
+    /// the SECURITY DEFINER helpers of the scheduler.
+    pub async fn begin_system(&self) -> Result<Tx, ApiError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "SELECT set_config('role', 'api_worker', true),
+                    set_config('statement_timeout', $1, true)",
+        )
+        .bind(&self.statement_timeout)
+        .execute(&mut *tx)
+        .await?;
+        Ok(Tx(tx))
+    }
+}
+
 impl Tx {
     pub async fn commit(self) -> Result<(), ApiError> {
         self.0.commit().await?;

@@ -72,6 +72,11 @@ pub fn body_rejection(rejection: BytesRejection) -> ApiError {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}").into()))?;
+    parse_json_value(value)
+}
+
+/// Deserializes a JSON object already parsed, with 422 naming the field on mismatch.
+pub fn parse_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::validation("", "the body must be a JSON object"));
     }

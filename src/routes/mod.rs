@@ -2,6 +2,7 @@
 
 pub mod agents;
 pub mod health;
+pub mod jobs;
 pub mod me;
 pub mod members;
 pub mod orgs;

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
-use tokio::sync::{OnceCell, oneshot};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256-0123456789";
@@ -195,16 +196,15 @@ pub fn config_from(env: &HashMap<String, String>) -> Config {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub db_name: String,
+    pub env: HashMap<String, String>,
     pub state: AppState,
     pub client: reqwest::Client,
-    shutdown: Option<oneshot::Sender<()>>,
+    stop: CancellationToken,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        self.stop.cancel();
     }
 }
 
@@ -278,26 +278,67 @@ impl TestApp {
     ) -> TestApp {
         let db_name = fresh_database().await;
         let mut env = base_env(&db_name);
+        env.insert(
+            "REDIS_KEY_PREFIX".into(),
+            format!("test:{}:", Uuid::new_v4().simple()),
+        );
         customize(&mut env);
+        TestApp::start(db_name, env, adjust, false).await
+    }
+
+    /// An app whose job workers and scheduler run too, with short job timings.
+    pub async fn spawn_with_jobs(customize: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+        let db_name = fresh_database().await;
+        let mut env = base_env(&db_name);
+        env.insert(
+            "REDIS_KEY_PREFIX".into(),
+            format!("test:{}:", Uuid::new_v4().simple()),
+        );
+        env.insert("JOB_HEARTBEAT_SECS".into(), "1".into());
+        env.insert("JOB_RETRY_BASE_MS".into(), "100".into());
+        customize(&mut env);
+        TestApp::start(db_name, env, |_| {}, true).await
+    }
+
+    /// Another replica: same database, same Redis prefix, its own process state.
+    pub async fn replica(&self, with_jobs: bool) -> TestApp {
+        TestApp::start(self.db_name.clone(), self.env.clone(), |_| {}, with_jobs).await
+    }
+
+    async fn start(
+        db_name: String,
+        env: HashMap<String, String>,
+        adjust: impl FnOnce(&mut AppState),
+        with_jobs: bool,
+    ) -> TestApp {
         let config = config_from(&env);
-        let prefix = format!("test:{}:", Uuid::new_v4().simple());
-        let mut state = agents_api::build_state(config, &prefix).expect("state");
+        let mut state = agents_api::build_state(config).expect("state");
         adjust(&mut state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let router = agents_api::http::router(state.clone());
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(agents_api::http::serve(listener, router, async move {
-            let _ = rx.await;
-        }));
+        let stop = CancellationToken::new();
+        tokio::spawn(agents_api::http::serve(
+            listener,
+            router,
+            stop.clone().cancelled_owned(),
+        ));
+        if with_jobs {
+            tokio::spawn(agents_api::jobs::run_workers(
+                agents_api::job_context(&state),
+                stop.clone().cancelled_owned(),
+            ));
+            tokio::spawn(agents_api::scheduler(&state).run(stop.clone()));
+        }
         TestApp {
             addr,
             db_name,
+            env,
             state,
             client: reqwest::Client::new(),
-            shutdown: Some(tx),
+            stop,
         }
     }
 

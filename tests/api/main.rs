@@ -1,12 +1,17 @@
 //! The integration tests: one binary, the real app against real PostgreSQL and Redis.
 
 mod helpers;
+mod process;
 
 mod agents;
 mod auth;
 mod cli;
 mod errors;
 mod health;
+#[cfg(feature = "test-jobs")]
+mod job_processes;
+#[cfg(feature = "test-jobs")]
+mod jobs;
 mod members;
 mod orgs;
 mod rls;

@@ -1,0 +1,293 @@
+//! Queries on `jobs`, the table that mirrors every queued job for the API. Users read and
+//! create rows under their claims; the runner claims and finishes them as `api_worker`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::http::pagination::Page;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Job {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub status: JobStatus,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When a job waiting for its next attempt becomes due.
+    pub run_after: Option<DateTime<Utc>>,
+}
+
+macro_rules! columns {
+    () => {
+        "id, org_id, type AS job_type, status, payload, result, error, attempts, max_attempts, \
+         created_at, started_at, finished_at, run_after"
+    };
+}
+
+#[derive(Debug, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub job_type: Option<String>,
+}
+
+pub async fn list(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    filter: &JobFilter,
+    page: Page,
+) -> sqlx::Result<Vec<Job>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM jobs
+         WHERE org_id = $1
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::text IS NULL OR type = $3)
+           AND ($4::uuid IS NULL OR id < $4)
+         ORDER BY id DESC LIMIT $5"
+    ))
+    .bind(org_id)
+    .bind(filter.status)
+    .bind(filter.job_type.as_deref())
+    .bind(page.after)
+    .bind(page.fetch_limit())
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn get(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Result<Option<Job>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM jobs WHERE org_id = $1 AND id = $2"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    job_type: &str,
+    payload: &serde_json::Value,
+    max_attempts: i32,
+    created_by: Option<Uuid>,
+) -> sqlx::Result<Job> {
+    sqlx::query_as(concat!(
+        "INSERT INTO jobs (id, org_id, type, payload, max_attempts, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+        columns!()
+    ))
+    .bind(Uuid::now_v7())
+    .bind(org_id)
+    .bind(job_type)
+    .bind(payload)
+    .bind(max_attempts)
+    .bind(created_by)
+    .fetch_one(conn)
+    .await
+}
+
+/// Records that the job reached the queue (the scheduler re-pushes rows that never did).
+pub async fn mark_enqueued(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE jobs SET enqueued_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// queued → cancelled; `None` when the job is in any other state (or absent).
+pub async fn cancel(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Result<Option<Job>> {
+    sqlx::query_as(concat!(
+        "UPDATE jobs SET status = 'cancelled', finished_at = now(), run_after = NULL,
+                updated_at = now()
+         WHERE org_id = $1 AND id = $2 AND status = 'queued' RETURNING ",
+        columns!()
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// failed → queued, with a fresh set of attempts; `None` in any other state.
+pub async fn retry(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Result<Option<Job>> {
+    sqlx::query_as(concat!(
+        "UPDATE jobs SET status = 'queued', attempts = 0, error = NULL, result = NULL,
+                started_at = NULL, finished_at = NULL, run_after = NULL, enqueued_at = NULL,
+                lease_expires_at = NULL, worker = NULL, updated_at = now()
+         WHERE org_id = $1 AND id = $2 AND status = 'failed' RETURNING ",
+        columns!()
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// What a worker needs to run a job it claimed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedJob {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub job_type: String,
+    pub payload: serde_json::Value,
+    pub attempts: i32,
+    pub max_attempts: i32,
+}
+
+/// Takes the job for `worker` until `lease_secs` from now: a queued job, or a running one
+/// whose worker stopped renewing its lease (it crashed). Anything else — cancelled,
+/// finished, or running under a live lease — is not claimed, so a job never runs twice
+/// at the same time.
+pub async fn claim(
+    conn: &mut PgConnection,
+    id: Uuid,
+    worker: &str,
+    lease_secs: f64,
+) -> sqlx::Result<Option<ClaimedJob>> {
+    sqlx::query_as(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = $2,
+                started_at = now(), run_after = NULL, updated_at = now(),
+                lease_expires_at = now() + make_interval(secs => $3)
+         WHERE id = $1
+           AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
+         RETURNING id, org_id, type AS job_type, payload, attempts, max_attempts",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(lease_secs)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Extends the lease while the job runs; false when the job is no longer ours.
+pub async fn renew_lease(
+    conn: &mut PgConnection,
+    id: Uuid,
+    worker: &str,
+    lease_secs: f64,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
+         WHERE id = $1 AND worker = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(lease_secs)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn succeed(
+    conn: &mut PgConnection,
+    id: Uuid,
+    worker: &str,
+    result: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'succeeded', result = $3, error = NULL, finished_at = now(),
+                lease_expires_at = NULL, updated_at = now()
+         WHERE id = $1 AND worker = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(result)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn fail(
+    conn: &mut PgConnection,
+    id: Uuid,
+    worker: &str,
+    error: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'failed', error = $3, finished_at = now(),
+                lease_expires_at = NULL, updated_at = now()
+         WHERE id = $1 AND worker = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Back to the queue after a failed attempt, due again at `run_after`.
+pub async fn requeue(
+    conn: &mut PgConnection,
+    id: Uuid,
+    worker: &str,
+    error: &str,
+    run_after: DateTime<Utc>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', error = $3, run_after = $4,
+                lease_expires_at = NULL, worker = NULL, updated_at = now()
+         WHERE id = $1 AND worker = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .bind(error)
+    .bind(run_after)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `(id, org_id)` of jobs in every org that the queue may have lost (scheduler only; see
+/// `auth.jobs_needing_enqueue`).
+pub async fn needing_enqueue(
+    conn: &mut PgConnection,
+    grace_secs: f64,
+    stale_secs: f64,
+) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+    sqlx::query_as(
+        "SELECT id, org_id FROM auth.jobs_needing_enqueue(
+             make_interval(secs => $1), make_interval(secs => $2))",
+    )
+    .bind(grace_secs)
+    .bind(stale_secs)
+    .fetch_all(conn)
+    .await
+}
+
+/// Housekeeping across orgs: expired OAuth states, and webhook digests older than 24 h.
+pub async fn housekeeping(conn: &mut PgConnection) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as("SELECT expired_oauth_states, released_webhook_digests FROM auth.housekeeping()")
+        .fetch_one(conn)
+        .await
+}

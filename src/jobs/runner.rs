@@ -1,0 +1,152 @@
+//! Runs one delivered job: claims its row (so it never runs twice at once), keeps the
+//! claim alive while the handler works, and records the outcome — success, a retry after
+//! an exponential, jittered delay, or a visible failure.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng;
+use uuid::Uuid;
+
+use crate::db;
+use crate::db::jobs::ClaimedJob;
+use crate::http::error::ApiError;
+use crate::jobs::{JobContext, JobError, JobMessage, handlers};
+
+/// Delay before attempt `attempt + 1`: `base · 2^(attempt-1)`, capped, with jitter drawn
+/// from [½, 1] of that, so retries of many jobs that failed together spread out.
+pub fn backoff(base: Duration, attempt: i32, cap: Duration) -> Duration {
+    let exp = attempt.clamp(1, 30) - 1;
+    let full = base.saturating_mul(1u32 << exp).min(cap);
+    let factor = rand::rng().random_range(0.5..=1.0);
+    full.mul_f64(factor)
+}
+
+const BACKOFF_CAP: Duration = Duration::from_secs(15 * 60);
+
+/// Outcome for the transport: `Err` only when the database could not be reached, so
+/// the delivery is retried (the row itself is the truth and stays consistent).
+pub async fn execute(ctx: &JobContext, worker: &str, msg: JobMessage) -> Result<(), ApiError> {
+    let lease = ctx.settings.lease;
+    let claimed = {
+        let mut tx = ctx.db.begin_worker(msg.org_id).await?;
+        let claimed = db::jobs::claim(&mut tx, msg.job_id, worker, lease.as_secs_f64()).await?;
+        tx.commit().await?;
+        claimed
+    };
+    let Some(job) = claimed else {
+        // Cancelled, finished, or running elsewhere under a live lease.
+        tracing::debug!(job_id = %msg.job_id, "job not claimable; skipped");
+        return Ok(());
+    };
+    tracing::info!(job_id = %job.id, org_id = %job.org_id, job_type = %job.job_type,
+        attempt = job.attempts, "job started");
+
+    let renewal = tokio::spawn(renew_lease(
+        ctx.clone(),
+        job.id,
+        job.org_id,
+        worker.to_string(),
+        lease,
+    ));
+    // The handler runs in a task of its own so that a panic is caught as a failure.
+    let handler = tokio::spawn({
+        let ctx = ctx.clone();
+        let job = job.clone();
+        async move { handlers::run(&ctx, &job).await }
+    });
+    let outcome = match handler.await {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_panic() => Err(JobError::Permanent(format!(
+            "the job's handler panicked: {}",
+            panic_message(e.into_panic())
+        ))),
+        Err(e) => Err(JobError::retry(format!(
+            "the job's handler was cancelled: {e}"
+        ))),
+    };
+    renewal.abort();
+    record(ctx, worker, &job, outcome).await
+}
+
+async fn record(
+    ctx: &JobContext,
+    worker: &str,
+    job: &ClaimedJob,
+    outcome: Result<serde_json::Value, JobError>,
+) -> Result<(), ApiError> {
+    let mut tx = ctx.db.begin_worker(job.org_id).await?;
+    match outcome {
+        Ok(result) => {
+            db::jobs::succeed(&mut tx, job.id, worker, &result).await?;
+            tx.commit().await?;
+            tracing::info!(job_id = %job.id, job_type = %job.job_type, "job succeeded");
+        }
+        Err(JobError::Retry { message, after }) if job.attempts < job.max_attempts => {
+            let delay = backoff(ctx.settings.retry_base, job.attempts, BACKOFF_CAP)
+                .max(after.unwrap_or_default());
+            let due = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            db::jobs::requeue(&mut tx, job.id, worker, &message, due).await?;
+            tx.commit().await?;
+            tracing::warn!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts,
+                delay_ms = delay.as_millis() as u64, error = %message, "job failed; retrying");
+            ctx.queue
+                .enqueue_later(&ctx.db, job.id, job.org_id, delay)
+                .await;
+        }
+        Err(JobError::Retry { message, .. }) | Err(JobError::Permanent(message)) => {
+            db::jobs::fail(&mut tx, job.id, worker, &message).await?;
+            tx.commit().await?;
+            tracing::error!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts,
+                error = %message, "job failed");
+        }
+    }
+    Ok(())
+}
+
+/// Extends the row's lease every third of its length while the handler runs.
+async fn renew_lease(ctx: JobContext, job_id: Uuid, org_id: Uuid, worker: String, lease: Duration) {
+    let mut interval = tokio::time::interval(lease / 3);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let renewed = async {
+            let mut tx = ctx.db.begin_worker(org_id).await?;
+            let ok = db::jobs::renew_lease(&mut tx, job_id, &worker, lease.as_secs_f64()).await?;
+            tx.commit().await?;
+            Ok::<_, ApiError>(ok)
+        };
+        match renewed.await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => tracing::warn!(%job_id, error = %e, "could not renew the job's lease"),
+        }
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(10);
+        for attempt in 1..=5 {
+            let full = base * (1 << (attempt - 1));
+            for _ in 0..50 {
+                let d = backoff(base, attempt, cap);
+                assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
+            }
+        }
+        assert!(backoff(base, 30, cap) <= cap);
+    }
+}

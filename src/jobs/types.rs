@@ -1,0 +1,145 @@
+//! The job types a client may enqueue, their payloads and their validation.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::db::{self, Tx};
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::parse_json_value;
+
+pub const PROCESS_ASSET: &str = "process-asset";
+pub const EXTRACT_KNOWLEDGE_GRAPH: &str = "extract-knowledge-graph";
+pub const SYNC_PIPELINES: &str = "crm:sync-pipelines";
+pub const SYNC_CONTACTS: &str = "crm:sync-contacts";
+
+/// Types that exist only to exercise the runner in tests; compiled in only with the
+/// `test-jobs` feature, so the production binary neither accepts nor runs them.
+#[cfg(feature = "test-jobs")]
+pub const TEST_TYPES: &[&str] = &["test:sleep", "test:fail", "test:panic"];
+#[cfg(not(feature = "test-jobs"))]
+pub const TEST_TYPES: &[&str] = &[];
+
+pub const CLIENT_TYPES: &[&str] = &[
+    PROCESS_ASSET,
+    EXTRACT_KNOWLEDGE_GRAPH,
+    SYNC_PIPELINES,
+    SYNC_CONTACTS,
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessAsset {
+    pub asset_id: Uuid,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractKnowledgeGraph {
+    pub asset_id: Option<Uuid>,
+    pub article_id: Option<Uuid>,
+    pub agent_id: Option<Uuid>,
+    pub chunk_ids: Option<Vec<Uuid>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionSync {
+    pub connection_id: Uuid,
+}
+
+#[cfg(feature = "test-jobs")]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSleep {
+    pub millis: u64,
+}
+
+#[cfg(feature = "test-jobs")]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestFail {
+    /// Fail this many attempts, then succeed (absent: always fail).
+    pub failures: Option<i32>,
+    #[serde(default)]
+    pub permanent: bool,
+}
+
+/// A validated request for new work: its type and the payload to store.
+pub struct NewJob {
+    pub job_type: String,
+    pub payload: Value,
+}
+
+/// Checks `{type, …}` from a client: a known type, the fields of that type and nothing
+/// else, and ids that belong to the caller's org.
+pub async fn validate(body: Value, tx: &mut Tx, org_id: Uuid) -> ApiResult<NewJob> {
+    let Value::Object(mut fields) = body else {
+        return Err(ApiError::validation("", "the body must be a JSON object"));
+    };
+    let job_type = match fields.remove("type") {
+        Some(Value::String(t)) => t,
+        Some(_) => return Err(ApiError::validation("type", "must be a string")),
+        None => return Err(ApiError::validation("type", "is required")),
+    };
+    let payload = Value::Object(fields.clone());
+    match job_type.as_str() {
+        PROCESS_ASSET => {
+            parse::<ProcessAsset>(fields)?;
+        }
+        EXTRACT_KNOWLEDGE_GRAPH => {
+            let job: ExtractKnowledgeGraph = parse(fields)?;
+            if job.asset_id.is_none()
+                && job.article_id.is_none()
+                && job.agent_id.is_none()
+                && job.chunk_ids.as_ref().is_none_or(Vec::is_empty)
+            {
+                return Err(ApiError::validation(
+                    "asset_id",
+                    "one of asset_id, article_id, agent_id or chunk_ids is required",
+                ));
+            }
+            if let Some(agent_id) = job.agent_id
+                && db::agents::get(tx, org_id, agent_id).await?.is_none()
+            {
+                return Err(ApiError::validation(
+                    "agent_id",
+                    "must be an agent of this organization",
+                ));
+            }
+        }
+        SYNC_PIPELINES | SYNC_CONTACTS => {
+            let job: ConnectionSync = parse(fields)?;
+            if !db::agents::connection_exists(tx, org_id, job.connection_id).await? {
+                return Err(ApiError::validation(
+                    "connection_id",
+                    "must be a CRM connection of this organization",
+                ));
+            }
+        }
+        #[cfg(feature = "test-jobs")]
+        "test:sleep" => {
+            parse::<TestSleep>(fields)?;
+        }
+        #[cfg(feature = "test-jobs")]
+        "test:fail" => {
+            parse::<TestFail>(fields)?;
+        }
+        #[cfg(feature = "test-jobs")]
+        "test:panic" => {
+            parse::<Map<String, Value>>(fields)?;
+        }
+        _ => {
+            return Err(ApiError::validation(
+                "type",
+                format!("must be one of {}", CLIENT_TYPES.join(", ")),
+            ));
+        }
+    }
+    Ok(NewJob { job_type, payload })
+}
+
+fn parse<T: DeserializeOwned>(fields: Map<String, Value>) -> ApiResult<T> {
+    parse_json_value(Value::Object(fields))
+}
