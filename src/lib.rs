@@ -4,9 +4,11 @@
 //! router and the server so that tests run exactly what production runs.
 
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod http;
 pub mod jobs;
+pub mod kommo;
 pub mod openapi;
 pub mod redis_conn;
 pub mod routes;
@@ -24,6 +26,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::http::auth::JwtVerifier;
 use crate::jobs::{JobContext, JobQueue, JobSettings};
+use crate::kommo::Kommo;
 use crate::redis_conn::RedisConn;
 use crate::state::{AppState, Lifecycle};
 
@@ -31,13 +34,15 @@ use crate::state::{AppState, Lifecycle};
 pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     let pool = db::connect(&config)?;
     let redis = RedisConn::new(&config)?;
+    let config = Arc::new(config);
     Ok(AppState {
         db: Db::new(pool, config.request_timeout),
-        jobs: JobQueue::new(&redis, config.job_heartbeat),
+        jobs: JobQueue::new(&redis, &JobSettings::from_config(&config)),
+        kommo: Kommo::new(config.clone(), redis.clone())?,
         redis,
         jwt: Arc::new(JwtVerifier::from_config(&config)?),
         lifecycle: Lifecycle::default(),
-        config: Arc::new(config),
+        config,
     })
 }
 
@@ -109,6 +114,7 @@ pub fn job_context(state: &AppState) -> JobContext {
         redis: state.redis.clone(),
         config: state.config.clone(),
         queue: state.jobs.clone(),
+        kommo: state.kommo.clone(),
         settings: JobSettings::from_config(&state.config),
     }
 }

@@ -39,6 +39,9 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = agents_api::parse_ttl)]
         ttl: std::time::Duration,
     },
+    /// Re-encrypt every stored secret with the active (first) key of ENCRYPTION_KEYS,
+    /// connecting with DATABASE_MIGRATION_URL (the owner of the tables).
+    RotateKeys,
     /// Print the OpenAPI 3.1 document.
     Openapi,
 }
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         }
         Command::Migrate => run_async(config, false, true),
         Command::Serve { migrate } => run_async(config, true, migrate),
+        Command::RotateKeys => rotate_keys(config),
         Command::Openapi => ExitCode::SUCCESS,
     }
 }
@@ -116,6 +120,23 @@ fn run_async(config: Config, serve: bool, migrate: bool) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+fn rotate_keys(config: Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(agents_api::crypto::rotate_all(&config)) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("rotate-keys: {e:#}")),
     }
 }
 

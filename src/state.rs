@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::http::auth::JwtVerifier;
 use crate::jobs::JobQueue;
+use crate::kommo::Kommo;
 use crate::redis_conn::RedisConn;
 
 #[derive(Clone)]
@@ -17,6 +18,7 @@ pub struct AppState {
     pub redis: RedisConn,
     pub jwt: Arc<JwtVerifier>,
     pub jobs: JobQueue,
+    pub kommo: Kommo,
     pub lifecycle: Lifecycle,
 }
 

@@ -179,12 +179,24 @@ pub async fn claim(
                 started_at = now(), run_after = NULL, updated_at = now(),
                 lease_expires_at = now() + make_interval(secs => $3)
          WHERE id = $1
-           AND (status = 'queued' OR (status = 'running' AND lease_expires_at < now()))
+           AND ((status = 'queued' AND (run_after IS NULL OR run_after <= now()))
+                OR (status = 'running' AND lease_expires_at < now()))
          RETURNING id, org_id, type AS job_type, payload, attempts, max_attempts",
     )
     .bind(id)
     .bind(worker)
     .bind(lease_secs)
+    .fetch_optional(conn)
+    .await
+}
+
+/// How long until a queued job's next attempt is due, when it is not due yet.
+pub async fn not_due_for(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<f64>> {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM run_after - now())::float8 FROM jobs
+         WHERE id = $1 AND status = 'queued' AND run_after > now()",
+    )
+    .bind(id)
     .fetch_optional(conn)
     .await
 }

@@ -35,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::members::router())
         .merge(routes::agents::router())
         .merge(routes::jobs::router())
+        .merge(routes::crm::router())
+        .merge(routes::kommo::router())
         .merge(crate::openapi::router())
         .fallback(|| async { ApiError::NotFound.into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })

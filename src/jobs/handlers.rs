@@ -4,20 +4,23 @@
 use serde_json::{Value, json};
 
 use crate::db::jobs::ClaimedJob;
-use crate::jobs::types::{EXTRACT_KNOWLEDGE_GRAPH, PROCESS_ASSET, SYNC_CONTACTS, SYNC_PIPELINES};
-use crate::jobs::{JobContext, JobError};
+use crate::jobs::types::{
+    EXTRACT_KNOWLEDGE_GRAPH, PROCESS_ASSET, SEND_MESSAGE, SYNC_CONTACTS, SYNC_PIPELINES,
+    TOKEN_REFRESH,
+};
+use crate::jobs::{JobContext, JobError, kommo};
 
-pub async fn run(_ctx: &JobContext, job: &ClaimedJob) -> Result<Value, JobError> {
+pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Value, JobError> {
     match job.job_type.as_str() {
         // The knowledge-base pipeline (chunking, embeddings, entity extraction) has no
         // executor yet; its jobs are recorded and fail at once.
         PROCESS_ASSET | EXTRACT_KNOWLEDGE_GRAPH => {
             Err(JobError::Permanent("executor not configured".into()))
         }
-        // The Kommo client lands with the CRM issue; until then these fail visibly too.
-        SYNC_PIPELINES | SYNC_CONTACTS => Err(JobError::Permanent(
-            "executor not configured: the Kommo client is not available yet".into(),
-        )),
+        SYNC_PIPELINES => kommo::sync_pipelines(ctx, job).await,
+        SYNC_CONTACTS => kommo::sync_contacts(ctx, job).await,
+        SEND_MESSAGE => kommo::send_message(ctx, job).await,
+        TOKEN_REFRESH => kommo::token_refresh(ctx, job).await,
         #[cfg(feature = "test-jobs")]
         t if crate::jobs::types::TEST_TYPES.contains(&t) => test_jobs::run(job).await,
         other => Err(JobError::Permanent(format!(

@@ -4,6 +4,7 @@
 //! every delivery idempotent and a job never run twice at the same time.
 
 pub mod handlers;
+pub mod kommo;
 pub mod runner;
 pub mod scheduler;
 pub mod types;
@@ -86,6 +87,7 @@ pub struct JobContext {
     pub redis: RedisConn,
     pub config: Arc<Config>,
     pub queue: JobQueue,
+    pub kommo: crate::kommo::Kommo,
     pub settings: JobSettings,
 }
 
@@ -98,11 +100,13 @@ pub struct JobQueue {
 impl JobQueue {
     /// The queue is named explicitly (`<prefix>jobs`), so deployments and tests sharing
     /// one Redis never take each other's jobs.
-    pub fn new(redis: &RedisConn, heartbeat: Duration) -> JobQueue {
+    pub fn new(redis: &RedisConn, settings: &JobSettings) -> JobQueue {
+        // A worker fetches no more than it runs at once, so idle replicas get work too.
         let config = QueueConfig::default()
             .queue(redis.key("jobs"))
-            .heartbeat_interval(heartbeat)
-            .missed_heartbeats(MISSED_HEARTBEATS as usize);
+            .heartbeat_interval(settings.heartbeat)
+            .missed_heartbeats(MISSED_HEARTBEATS as usize)
+            .batch_size(settings.concurrency.max(1));
         JobQueue {
             storage: RedisStorage::new(redis.connection()).with_config(config),
         }
@@ -114,7 +118,9 @@ impl JobQueue {
         let mut task =
             TaskBuilder::new(msg).task_id(TaskId::from_string(Uuid::new_v4().to_string()));
         if let Some(delay) = delay {
-            task = task.run_after(delay);
+            // apalis schedules in whole seconds; rounding up keeps a retry from coming
+            // early (the claim refuses an early one anyway, see runner::execute).
+            task = task.run_after(Duration::from_secs(delay.as_secs_f64().ceil() as u64));
         }
         let mut storage = self.storage.clone();
         storage.push_task(task.build()).await?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db;
@@ -28,13 +29,29 @@ const BACKOFF_CAP: Duration = Duration::from_secs(15 * 60);
 /// the delivery is retried (the row itself is the truth and stays consistent).
 pub async fn execute(ctx: &JobContext, worker: &str, msg: JobMessage) -> Result<(), ApiError> {
     let lease = ctx.settings.lease;
-    let claimed = {
+    let (claimed, early) = {
         let mut tx = ctx.db.begin_worker(msg.org_id).await?;
         let claimed = db::jobs::claim(&mut tx, msg.job_id, worker, lease.as_secs_f64()).await?;
+        let early = match claimed {
+            Some(_) => None,
+            None => db::jobs::not_due_for(&mut tx, msg.job_id).await?,
+        };
         tx.commit().await?;
-        claimed
+        (claimed, early)
     };
     let Some(job) = claimed else {
+        if let Some(secs) = early {
+            // Delivered before its retry is due (the queue's clock has whole seconds).
+            ctx.queue
+                .enqueue_later(
+                    &ctx.db,
+                    msg.job_id,
+                    msg.org_id,
+                    Duration::from_secs_f64(secs),
+                )
+                .await;
+            return Ok(());
+        }
         // Cancelled, finished, or running elsewhere under a live lease.
         tracing::debug!(job_id = %msg.job_id, "job not claimable; skipped");
         return Ok(());
@@ -42,12 +59,14 @@ pub async fn execute(ctx: &JobContext, worker: &str, msg: JobMessage) -> Result<
     tracing::info!(job_id = %job.id, org_id = %job.org_id, job_type = %job.job_type,
         attempt = job.attempts, "job started");
 
+    let stop_renewal = CancellationToken::new();
     let renewal = tokio::spawn(renew_lease(
         ctx.clone(),
         job.id,
         job.org_id,
         worker.to_string(),
         lease,
+        stop_renewal.clone(),
     ));
     // The handler runs in a task of its own so that a panic is caught as a failure.
     let handler = tokio::spawn({
@@ -65,7 +84,10 @@ pub async fn execute(ctx: &JobContext, worker: &str, msg: JobMessage) -> Result<
             "the job's handler was cancelled: {e}"
         ))),
     };
-    renewal.abort();
+    // Stopped between renewals, never in the middle of one: aborting a task inside a
+    // transaction would hand the pool a connection with the transaction still open.
+    stop_renewal.cancel();
+    let _ = renewal.await;
     record(ctx, worker, &job, outcome).await
 }
 
@@ -105,11 +127,21 @@ async fn record(
 }
 
 /// Extends the row's lease every third of its length while the handler runs.
-async fn renew_lease(ctx: JobContext, job_id: Uuid, org_id: Uuid, worker: String, lease: Duration) {
+async fn renew_lease(
+    ctx: JobContext,
+    job_id: Uuid,
+    org_id: Uuid,
+    worker: String,
+    lease: Duration,
+    stop: CancellationToken,
+) {
     let mut interval = tokio::time::interval(lease / 3);
     interval.tick().await;
     loop {
-        interval.tick().await;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
         let renewed = async {
             let mut tx = ctx.db.begin_worker(org_id).await?;
             let ok = db::jobs::renew_lease(&mut tx, job_id, &worker, lease.as_secs_f64()).await?;

@@ -75,6 +75,7 @@ impl Scheduler {
             Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
         }
         self.queue.enqueue_stragglers(&self.db, self.grace).await;
+        crate::jobs::kommo::schedule_token_refreshes(&self.db, &self.queue).await;
     }
 }
 

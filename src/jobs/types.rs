@@ -13,6 +13,9 @@ pub const PROCESS_ASSET: &str = "process-asset";
 pub const EXTRACT_KNOWLEDGE_GRAPH: &str = "extract-knowledge-graph";
 pub const SYNC_PIPELINES: &str = "crm:sync-pipelines";
 pub const SYNC_CONTACTS: &str = "crm:sync-contacts";
+/// Queued by the service itself (messages endpoint, scheduler), not by `POST …/jobs`.
+pub const SEND_MESSAGE: &str = "kommo:send-message";
+pub const TOKEN_REFRESH: &str = "kommo:token-refresh";
 
 /// Types that exist only to exercise the runner in tests; compiled in only with the
 /// `test-jobs` feature, so the production binary neither accepts nor runs them.

@@ -1,8 +1,10 @@
 //! One module per resource, each exposing `router()`.
 
 pub mod agents;
+pub mod crm;
 pub mod health;
 pub mod jobs;
+pub mod kommo;
 pub mod me;
 pub mod members;
 pub mod orgs;

@@ -7,10 +7,7 @@
 //! the test sets) in a temporary working directory, so no `.env` file is read.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -20,11 +17,7 @@ use uuid::Uuid;
 use crate::helpers::{
     JWT_SECRET, admin_url, admin_url_for, base_env, exec, fresh_database, runtime_url_for,
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_agents-api");
-const CONFIG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
-/// The longest any poll waits (a process to exit, a listener to answer).
-const PATIENCE: Duration = Duration::from_secs(20);
+use crate::process::{Process, free_port, run, serve_env};
 
 /// The twelve tables of spec §4.
 const TABLES: &[&str] = &[
@@ -43,202 +36,8 @@ const TABLES: &[&str] = &[
 ];
 
 // ---------------------------------------------------------------------------------------
-// Running the binary
+// Environments (running the binary: see `crate::process`)
 // ---------------------------------------------------------------------------------------
-
-/// A scratch working directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let path = std::env::temp_dir().join(format!("agents-api-cli-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path).expect("create a temporary directory");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The binary with `args`, an empty environment plus `env`, run in `dir`.
-fn command(dir: &Path, env: &HashMap<String, String>, args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).current_dir(dir).env_clear();
-    if let Some(path) = std::env::var_os("PATH") {
-        cmd.env("PATH", path);
-    }
-    cmd.env("APP_CONFIG_DIR", CONFIG_DIR);
-    cmd.envs(env);
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-/// What a finished run printed.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn success(&self) -> bool {
-        self.status.success()
-    }
-
-    /// Both streams, for assertion messages and leak checks.
-    fn output(&self) -> String {
-        format!(
-            "--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs the binary to completion (every command but `serve` exits on its own).
-fn run(env: &HashMap<String, String>, args: &[&str]) -> Run {
-    let dir = TempDir::new();
-    let output = command(dir.path(), env, args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"));
-    Run {
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-/// A running process whose output goes to files (a pipe nobody reads could fill up and
-/// block it). It is killed when dropped, so a failing test leaves nothing behind.
-struct Process {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    _dir: TempDir,
-}
-
-impl Process {
-    fn spawn(env: &HashMap<String, String>, args: &[&str]) -> Process {
-        let dir = TempDir::new();
-        let stdout = dir.path().join("stdout.log");
-        let stderr = dir.path().join("stderr.log");
-        let child = command(dir.path(), env, args)
-            .stdout(File::create(&stdout).expect("create stdout.log"))
-            .stderr(File::create(&stderr).expect("create stderr.log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
-        Process {
-            child,
-            stdout,
-            stderr,
-            _dir: dir,
-        }
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.stdout(),
-            self.stderr()
-        )
-    }
-
-    fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().expect("poll the child process")
-    }
-
-    /// Waits (up to `PATIENCE`) for the process to exit on its own.
-    async fn wait_exit(&mut self) -> ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.try_wait() {
-                return status;
-            }
-            if started.elapsed() > PATIENCE {
-                panic!(
-                    "the process did not exit within {PATIENCE:?}\n{}",
-                    self.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Sends SIGTERM (through kill(1), no extra crate needed).
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    /// Polls `url` until it answers 200; panics with the process's output if the
-    /// process exits first or nothing answers within `PATIENCE`.
-    async fn wait_for_200(&mut self, url: &str) -> Value {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("client");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.try_wait() {
-                panic!(
-                    "the server exited ({status}) before {url} answered 200\n{}",
-                    self.output()
-                );
-            }
-            let last = match client.get(url).send().await {
-                Ok(response) if response.status() == 200 => {
-                    return response.json().await.unwrap_or(Value::Null);
-                }
-                Ok(response) => format!(
-                    "{}: {}",
-                    response.status(),
-                    response.text().await.unwrap_or_default()
-                ),
-                Err(e) => e.to_string(),
-            };
-            if started.elapsed() > PATIENCE {
-                panic!(
-                    "{url} did not answer 200 within {PATIENCE:?} (last: {last})\n{}",
-                    self.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nothing listens on (bound once by the OS, then released).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -696,16 +495,6 @@ async fn concurrent_migrations_apply_each_version_once() {
 // ---------------------------------------------------------------------------------------
 // serve
 // ---------------------------------------------------------------------------------------
-
-fn serve_env(db: &str, database_url: String, port: u16) -> HashMap<String, String> {
-    let mut env = base_env(db);
-    env.insert("DATABASE_URL".into(), database_url);
-    env.insert("HTTP_ADDR".into(), format!("127.0.0.1:{port}"));
-    env.insert("METRICS_ADDR".into(), String::new());
-    env.insert("SHUTDOWN_GRACE_SECS".into(), "5".into());
-    env.insert("SHUTDOWN_DRAIN_DELAY_SECS".into(), "0".into());
-    env
-}
 
 #[tokio::test]
 async fn serve_refuses_a_superuser_role() {

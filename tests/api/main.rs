@@ -6,7 +6,9 @@ mod process;
 mod agents;
 mod auth;
 mod cli;
+mod crypto;
 mod errors;
+mod fake_kommo;
 mod health;
 #[cfg(feature = "test-jobs")]
 mod job_processes;

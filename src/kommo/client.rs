@@ -1,0 +1,389 @@
+//! The HTTP client for one Kommo account at a time. Every call goes to the origin built
+//! from a validated `base_domain`, waits for its rate-limit slot, has connect and total
+//! timeouts, and waits out 429s as Kommo asks.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::kommo::is_valid_base_domain;
+use crate::kommo::rate_limit::AccountRateLimiter;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const TOTAL_TIMEOUT: Duration = Duration::from_secs(20);
+/// 429s waited out per call before giving up (the job then retries later).
+const MAX_RATE_LIMITED_RETRIES: usize = 3;
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+pub const CONTACTS_PAGE_SIZE: usize = 250;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KommoError {
+    #[error("Kommo refused the access token")]
+    Unauthorized,
+    #[error("Kommo refused the grant: {0}")]
+    InvalidGrant(String),
+    #[error("Kommo is rate limiting this account")]
+    RateLimited(Duration),
+    #[error("Kommo answered {status}: {detail}")]
+    Status { status: u16, detail: String },
+    #[error("Kommo could not be reached: {0}")]
+    Transport(String),
+    #[error("Kommo's answer could not be read: {0}")]
+    Decode(String),
+    #[error("`{0}` is not a Kommo account domain")]
+    InvalidDomain(String),
+}
+
+impl KommoError {
+    /// Errors that another attempt cannot fix (spec: 4xx other than 401/429, invalid_grant).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            KommoError::InvalidGrant(_) | KommoError::InvalidDomain(_) => true,
+            KommoError::Status { status, .. } => (400..500).contains(status),
+            _ => false,
+        }
+    }
+}
+
+/// Kommo's token answer. The tokens are secrets: `Debug` never shows them.
+#[derive(Deserialize)]
+pub struct TokenSet {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: i64,
+}
+
+impl std::fmt::Debug for TokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenSet {{ expires_in: {}, .. }}", self.expires_in)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Account {
+    pub id: i64,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Pipeline {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub sort: i32,
+    #[serde(default)]
+    pub is_main: bool,
+    #[serde(default)]
+    pub is_archive: bool,
+    #[serde(rename = "_embedded", default)]
+    pub embedded: PipelineEmbedded,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct PipelineEmbedded {
+    #[serde(default)]
+    pub statuses: Vec<Stage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Stage {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub sort: i32,
+    pub color: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<i32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Contact {
+    pub id: i64,
+    pub name: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub responsible_user_id: Option<i64>,
+    pub created_at: Option<i64>,
+    pub updated_at: Option<i64>,
+    pub custom_fields_values: Option<Value>,
+}
+
+pub struct ContactsPage {
+    pub contacts: Vec<Contact>,
+    pub has_next: bool,
+}
+
+#[derive(Clone)]
+pub struct KommoClient {
+    http: reqwest::Client,
+    base_url_template: String,
+    limiter: AccountRateLimiter,
+}
+
+impl KommoClient {
+    pub fn new(
+        base_url_template: String,
+        limiter: AccountRateLimiter,
+    ) -> anyhow::Result<KommoClient> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(TOTAL_TIMEOUT)
+            // Kommo never needs a redirect; following one could leave the allowed hosts.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("agents-api/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(KommoClient {
+            http,
+            base_url_template,
+            limiter,
+        })
+    }
+
+    fn url(&self, base_domain: &str, path: &str) -> Result<String, KommoError> {
+        if !is_valid_base_domain(base_domain) {
+            return Err(KommoError::InvalidDomain(base_domain.to_string()));
+        }
+        Ok(format!(
+            "{}{}",
+            self.base_url_template.replace("{base_domain}", base_domain),
+            path
+        ))
+    }
+
+    /// One call: rate-limit slot, send, and 429s waited out.
+    async fn send(
+        &self,
+        base_domain: &str,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, axum::body::Bytes), KommoError> {
+        let url = self.url(base_domain, path)?;
+        let endpoint = path.split('?').next().unwrap_or(path);
+        let mut rate_limited = 0;
+        loop {
+            self.limiter.acquire(base_domain).await;
+            let mut request = self.http.request(method.clone(), &url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request.send().await.map_err(|e| {
+                tracing::warn!(endpoint, outcome = "transport_error", "kommo call");
+                KommoError::Transport(e.without_url().to_string())
+            })?;
+            let status = response.status();
+            tracing::debug!(endpoint, status = status.as_u16(), "kommo call");
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let wait = retry_after(response.headers()).min(MAX_RETRY_AFTER);
+                if rate_limited < MAX_RATE_LIMITED_RETRIES {
+                    rate_limited += 1;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                return Err(KommoError::RateLimited(wait));
+            }
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| KommoError::Transport(e.without_url().to_string()))?;
+            return Ok((status, bytes));
+        }
+    }
+
+    async fn api<T: DeserializeOwned>(
+        &self,
+        base_domain: &str,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<T>, KommoError> {
+        let (status, bytes) = self
+            .send(base_domain, method, path, Some(token), body)
+            .await?;
+        match status {
+            StatusCode::NO_CONTENT => Ok(None),
+            StatusCode::UNAUTHORIZED => Err(KommoError::Unauthorized),
+            s if s.is_success() => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| KommoError::Decode(e.to_string())),
+            s => Err(KommoError::Status {
+                status: s.as_u16(),
+                detail: problem_detail(&bytes),
+            }),
+        }
+    }
+
+    async fn token(&self, base_domain: &str, body: Value) -> Result<TokenSet, KommoError> {
+        let (status, bytes) = self
+            .send(
+                base_domain,
+                Method::POST,
+                "/oauth2/access_token",
+                None,
+                Some(&body),
+            )
+            .await?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| KommoError::Decode(e.to_string()));
+        }
+        if matches!(status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED) {
+            return Err(KommoError::InvalidGrant(problem_detail(&bytes)));
+        }
+        Err(KommoError::Status {
+            status: status.as_u16(),
+            detail: problem_detail(&bytes),
+        })
+    }
+
+    pub async fn exchange_code(
+        &self,
+        base_domain: &str,
+        client_id: &str,
+        client_secret: &str,
+        code: &str,
+        redirect_uri: &str,
+    ) -> Result<TokenSet, KommoError> {
+        self.token(
+            base_domain,
+            serde_json::json!({
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect_uri,
+            }),
+        )
+        .await
+    }
+
+    pub async fn refresh(
+        &self,
+        base_domain: &str,
+        client_id: &str,
+        client_secret: &str,
+        refresh_token: &str,
+        redirect_uri: &str,
+    ) -> Result<TokenSet, KommoError> {
+        self.token(
+            base_domain,
+            serde_json::json!({
+                "client_id": client_id,
+                "client_secret": client_secret,
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token,
+                "redirect_uri": redirect_uri,
+            }),
+        )
+        .await
+    }
+
+    pub async fn account(&self, base_domain: &str, token: &str) -> Result<Account, KommoError> {
+        self.api(base_domain, Method::GET, "/api/v4/account", token, None)
+            .await?
+            .ok_or_else(|| KommoError::Decode("empty account answer".into()))
+    }
+
+    pub async fn pipelines(
+        &self,
+        base_domain: &str,
+        token: &str,
+    ) -> Result<Vec<Pipeline>, KommoError> {
+        #[derive(Deserialize)]
+        struct Embedded {
+            #[serde(default)]
+            pipelines: Vec<Pipeline>,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "_embedded")]
+            embedded: Embedded,
+        }
+        let answer: Option<Answer> = self
+            .api(
+                base_domain,
+                Method::GET,
+                "/api/v4/leads/pipelines",
+                token,
+                None,
+            )
+            .await?;
+        Ok(answer.map(|a| a.embedded.pipelines).unwrap_or_default())
+    }
+
+    /// One page of contacts (1-based); `None` once Kommo answers 204 past the last page.
+    pub async fn contacts_page(
+        &self,
+        base_domain: &str,
+        token: &str,
+        page: u32,
+    ) -> Result<Option<ContactsPage>, KommoError> {
+        #[derive(Deserialize)]
+        struct Embedded {
+            #[serde(default)]
+            contacts: Vec<Contact>,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "_embedded")]
+            embedded: Embedded,
+            #[serde(rename = "_links", default)]
+            links: Value,
+        }
+        let path = format!("/api/v4/contacts?limit={CONTACTS_PAGE_SIZE}&page={page}");
+        let answer: Option<Answer> = self
+            .api(base_domain, Method::GET, &path, token, None)
+            .await?;
+        Ok(answer.map(|a| ContactsPage {
+            has_next: a.links.get("next").is_some_and(|n| !n.is_null()),
+            contacts: a.embedded.contacts,
+        }))
+    }
+
+    /// Adds a note to a lead (deal); returns the note id.
+    pub async fn add_note(
+        &self,
+        base_domain: &str,
+        token: &str,
+        lead_id: i64,
+        note: Value,
+    ) -> Result<Option<i64>, KommoError> {
+        let answer: Option<Value> = self
+            .api(
+                base_domain,
+                Method::POST,
+                &format!("/api/v4/leads/{lead_id}/notes"),
+                token,
+                Some(&Value::Array(vec![note])),
+            )
+            .await?;
+        Ok(answer.and_then(|a| a["_embedded"]["notes"][0]["id"].as_i64()))
+    }
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// A short, readable reason from Kommo's problem JSON (never the whole body).
+fn problem_detail(bytes: &[u8]) -> String {
+    let value: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    let text = ["hint", "detail", "title"]
+        .iter()
+        .find_map(|k| value.get(*k).and_then(Value::as_str))
+        .unwrap_or("no details");
+    text.chars().take(200).collect()
+}

@@ -1,0 +1,102 @@
+//! Kommo (amoCRM): the HTTP client, its per-account rate limit, token handling and the
+//! shapes of Kommo's answers.
+
+pub mod client;
+pub mod rate_limit;
+pub mod tokens;
+
+pub use client::{KommoClient, KommoError, TokenSet};
+
+/// Kommo accounts live on `<subdomain>.kommo.com` or `<subdomain>.amocrm.ru`; the service
+/// calls no other host, so a user-supplied domain cannot point it anywhere else (SSRF).
+pub fn is_valid_base_domain(domain: &str) -> bool {
+    let Some((sub, parent)) = domain.split_once('.') else {
+        return false;
+    };
+    let sub_ok = (1..=63).contains(&sub.len())
+        && sub.as_bytes()[0].is_ascii_alphanumeric()
+        && sub
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    sub_ok && matches!(parent, "kommo.com" | "amocrm.ru")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_valid_base_domain;
+
+    #[test]
+    fn only_kommo_and_amocrm_subdomains_pass() {
+        for ok in ["acme.kommo.com", "a.amocrm.ru", "acme-2.kommo.com"] {
+            assert!(is_valid_base_domain(ok), "{ok}");
+        }
+        for bad in [
+            "kommo.com",
+            "evil.com",
+            "acme.kommo.com.evil.com",
+            "a.b.kommo.com",
+            "-acme.kommo.com",
+            "ACME.kommo.com",
+            "127.0.0.1",
+            "acme.kommo.com:8080",
+            "acme.kommo.com/path",
+            "",
+        ] {
+            assert!(!is_valid_base_domain(bad), "{bad}");
+        }
+    }
+}
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::crypto::{CryptoError, KeyRing};
+use crate::redis_conn::RedisConn;
+
+/// Everything that talks to Kommo: the client, the keys that open stored secrets, and
+/// the configuration (redirect URI, authorize URL).
+#[derive(Clone)]
+pub struct Kommo {
+    pub client: KommoClient,
+    keys: Option<Arc<KeyRing>>,
+    pub config: Arc<Config>,
+}
+
+impl Kommo {
+    pub fn new(config: Arc<Config>, redis: RedisConn) -> anyhow::Result<Kommo> {
+        let limiter = rate_limit::AccountRateLimiter::new(redis);
+        Ok(Kommo {
+            client: KommoClient::new(config.kommo_base_url.clone(), limiter)?,
+            // Without ENCRYPTION_KEYS the service runs, but refuses to store secrets.
+            keys: KeyRing::from_config(&config).ok().map(Arc::new),
+            config,
+        })
+    }
+
+    pub fn keys(&self) -> Result<&KeyRing, CryptoError> {
+        self.keys.as_deref().ok_or(CryptoError::NoKey)
+    }
+}
+
+/// A new webhook secret: 256 random bits for the URL, and the SHA-256 digest that is all
+/// the database keeps.
+pub fn new_webhook_token() -> (String, Vec<u8>) {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    use sha2::Digest as _;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let hash = sha2::Sha256::digest(token.as_bytes()).to_vec();
+    (token, hash)
+}
+
+/// Where Kommo must send the connection's webhooks (shown to the user once).
+pub fn webhook_url(config: &Config, connection_id: uuid::Uuid, token: &str) -> String {
+    let base = config
+        .public_base_url
+        .as_ref()
+        .map(|u| u.as_str().trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("http://{}", config.http_addr));
+    format!("{base}/v1/kommo/webhooks/{connection_id}/{token}")
+}

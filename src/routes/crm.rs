@@ -1,0 +1,632 @@
+//! CRM credentials, connections, their sync, synced data, token refresh and webhook
+//! secrets. Secrets are write-only: no response ever carries one.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Json;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::crypto;
+use crate::db;
+use crate::db::crm::{Connection, ContactView, PipelineView, StoredTokens};
+use crate::db::jobs::Job;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, Write};
+use crate::http::pagination::{Page, Paginated};
+use crate::jobs::DEFAULT_MAX_ATTEMPTS;
+use crate::jobs::types::{SYNC_CONTACTS, SYNC_PIPELINES};
+use crate::kommo::tokens::{RefreshReason, TokenError};
+use crate::kommo::{KommoError, is_valid_base_domain, new_webhook_token, webhook_url};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    let base = "/v1/orgs/{org_id}/crm";
+    Router::new()
+        .route(
+            &format!("{base}/credentials/{{provider}}"),
+            get(show_credentials)
+                .put(put_credentials)
+                .delete(delete_credentials),
+        )
+        .route(&format!("{base}/status"), get(status))
+        .route(
+            &format!("{base}/connections"),
+            get(list_connections).post(create_connection),
+        )
+        .route(
+            &format!("{base}/connections/{{connection_id}}"),
+            get(show_connection).delete(delete_connection),
+        )
+        .route(
+            &format!("{base}/connections/{{connection_id}}/sync"),
+            post(sync),
+        )
+        .route(
+            &format!("{base}/connections/{{connection_id}}/pipelines"),
+            get(pipelines),
+        )
+        .route(
+            &format!("{base}/connections/{{connection_id}}/contacts"),
+            get(contacts),
+        )
+        .route(
+            &format!("{base}/connections/{{connection_id}}/webhook-secret"),
+            post(rotate_webhook_secret),
+        )
+        .route(
+            &format!("{base}/connections/{{connection_id}}/token/refresh"),
+            post(refresh_token),
+        )
+}
+
+/// Only Kommo is supported; any other provider is a resource that does not exist.
+fn provider(name: &str) -> ApiResult<&'static str> {
+    match name {
+        "kommo" => Ok("kommo"),
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> ApiError {
+        match e {
+            TokenError::NotFound => ApiError::NotFound,
+            TokenError::NotConnected(why) => {
+                ApiError::conflict(format!("The connection cannot call Kommo: {why}."))
+            }
+            TokenError::InvalidGrant(_) => ApiError::conflict(
+                "Kommo refused the refresh token; the connection is now in error. Reconnect the account.",
+            ),
+            TokenError::Kommo(k) => kommo_unavailable(k),
+            TokenError::Crypto(crypto::CryptoError::NoKey) => ApiError::Unavailable(
+                "Secrets cannot be stored: ENCRYPTION_KEYS is not configured.".into(),
+            ),
+            TokenError::Crypto(c) => ApiError::internal(c),
+            TokenError::Db(d) => d,
+        }
+    }
+}
+
+pub fn kommo_unavailable(e: KommoError) -> ApiError {
+    tracing::warn!(error = %e, "Kommo call failed");
+    ApiError::Unavailable(
+        "Kommo could not be reached or refused the request; try again later.".into(),
+    )
+}
+
+impl From<crypto::CryptoError> for ApiError {
+    fn from(e: crypto::CryptoError) -> ApiError {
+        TokenError::Crypto(e).into()
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CredentialsView {
+    pub provider: String,
+    pub client_id: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub configured: bool,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+fn credentials_view(creds: Option<db::crm::Credentials>) -> CredentialsView {
+    CredentialsView {
+        provider: "kommo".into(),
+        configured: creds.is_some(),
+        client_id: creds.as_ref().map(|c| c.client_id.clone()),
+        redirect_uri: creds.as_ref().and_then(|c| c.redirect_uri.clone()),
+        updated_at: creds.map(|c| c.updated_at),
+    }
+}
+
+fn validate_http_url(url: &str) -> Result<(), validator::ValidationError> {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
+        _ => {
+            Err(validator::ValidationError::new("url")
+                .with_message("must be an http(s) URL".into()))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutCredentials {
+    #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
+    pub client_id: String,
+    /// Write-only: stored encrypted, never returned.
+    #[validate(length(min = 1, max = 1000, message = "must be 1 to 1000 characters"))]
+    pub client_secret: String,
+    #[validate(custom(function = "validate_http_url"))]
+    pub redirect_uri: Option<String>,
+}
+
+/// The org's integration credentials (never the secret).
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/crm/credentials/{provider}", tag = "crm",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("provider" = String, Path)),
+    responses((status = 200, body = CredentialsView)))]
+pub async fn show_credentials(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiPath((_, name)): ApiPath<(Uuid, String)>,
+) -> ApiResult<Json<CredentialsView>> {
+    let provider = provider(&name)?;
+    let creds = db::crm::credentials(&mut tx, org_id, provider).await?;
+    tx.commit().await?;
+    Ok(Json(credentials_view(creds)))
+}
+
+/// Sets the integration's client id, secret and redirect URI.
+#[utoipa::path(put, path = "/v1/orgs/{org_id}/crm/credentials/{provider}", tag = "crm",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("provider" = String, Path)),
+    request_body = PutCredentials, responses((status = 200, body = CredentialsView)))]
+pub async fn put_credentials(
+    State(state): State<AppState>,
+    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    ApiPath((_, name)): ApiPath<(Uuid, String)>,
+    ApiJson(body): ApiJson<PutCredentials>,
+) -> ApiResult<Json<CredentialsView>> {
+    let provider = provider(&name)?;
+    let id = db::crm::lock_credentials_id(&mut tx, org_id, provider).await?;
+    let secret =
+        state
+            .kommo
+            .keys()?
+            .encrypt(body.client_secret.as_bytes(), id, crypto::CLIENT_SECRET)?;
+    let creds = db::crm::update_credentials(
+        &mut tx,
+        id,
+        &body.client_id,
+        &secret,
+        body.redirect_uri.as_deref(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(credentials_view(Some(creds))))
+}
+
+/// Removes the integration's credentials.
+#[utoipa::path(delete, path = "/v1/orgs/{org_id}/crm/credentials/{provider}", tag = "crm",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("provider" = String, Path)),
+    responses((status = 204)))]
+pub async fn delete_credentials(
+    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    ApiPath((_, name)): ApiPath<(Uuid, String)>,
+) -> ApiResult<StatusCode> {
+    let provider = provider(&name)?;
+    if !db::crm::delete_credentials(&mut tx, org_id, provider).await? {
+        return Err(ApiError::NotFound);
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderQuery {
+    pub provider: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CrmStatus {
+    pub provider: String,
+    pub credentials_configured: bool,
+    pub connection_configured: bool,
+    pub connection: Option<Connection>,
+    pub credentials: CredentialsView,
+    #[schema(value_type = Object)]
+    pub sync: Value,
+}
+
+/// Whether the org's CRM integration is set up, and how its sync is doing.
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/crm/status", tag = "crm",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ProviderQuery),
+    responses((status = 200, body = CrmStatus)))]
+pub async fn status(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiQuery(query): ApiQuery<ProviderQuery>,
+) -> ApiResult<Json<CrmStatus>> {
+    let provider = provider(query.provider.as_deref().unwrap_or("kommo"))?;
+    let creds = db::crm::credentials(&mut tx, org_id, provider).await?;
+    let connection = db::crm::latest_connection(&mut tx, org_id, provider).await?;
+    tx.commit().await?;
+    Ok(Json(CrmStatus {
+        provider: provider.into(),
+        credentials_configured: creds.is_some(),
+        connection_configured: connection.as_ref().is_some_and(|c| c.status == "connected"),
+        sync: connection
+            .as_ref()
+            .map(|c| c.sync.clone())
+            .unwrap_or_else(|| json!({})),
+        connection,
+        credentials: credentials_view(creds),
+    }))
+}
+
+/// The org's connections, newest first; never their tokens.
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/crm/connections", tag = "crm",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ProviderQuery),
+    responses((status = 200, body = inline(Paginated<Connection>))))]
+pub async fn list_connections(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiQuery(query): ApiQuery<ProviderQuery>,
+) -> ApiResult<Json<Paginated<Connection>>> {
+    let page = Page::new(query.limit, query.cursor.as_deref())?;
+    let provider = query.provider.as_deref().map(provider).transpose()?;
+    let rows = db::crm::connections(&mut tx, org_id, provider, page).await?;
+    tx.commit().await?;
+    Ok(Json(Paginated::from_rows(rows, page, |c| c.id)))
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnection {
+    /// Only `kommo`.
+    pub provider: Option<String>,
+    /// The account's host, e.g. `acme.kommo.com` (a subdomain of kommo.com or amocrm.ru).
+    pub base_domain: String,
+    /// A Kommo long-lived token, or an access token (write-only).
+    #[validate(length(min = 1, max = 4000, message = "must be 1 to 4000 characters"))]
+    pub access_token: String,
+    /// With an access token from OAuth: its refresh token (write-only).
+    #[validate(length(min = 1, max = 4000, message = "must be 1 to 4000 characters"))]
+    pub refresh_token: Option<String>,
+    /// Seconds until the access token expires (absent: does not expire).
+    #[validate(range(min = 1, message = "must be positive"))]
+    pub expires_in: Option<i64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ConnectionCreated {
+    #[serde(flatten)]
+    pub connection: Connection,
+    /// The webhook address to configure in Kommo; shown only now.
+    pub webhook_url: String,
+    pub jobs: Vec<Job>,
+}
+
+/// Stores a connection from a token the user pasted, after Kommo accepted it.
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/crm/connections", tag = "crm",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path)), request_body = CreateConnection,
+    responses((status = 201, body = ConnectionCreated)))]
+pub async fn create_connection(
+    State(state): State<AppState>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        ..
+    }: OrgTx<Write>,
+    ApiJson(body): ApiJson<CreateConnection>,
+) -> ApiResult<(StatusCode, Json<ConnectionCreated>)> {
+    let provider = match body.provider.as_deref().unwrap_or("kommo") {
+        "kommo" => "kommo",
+        _ => return Err(ApiError::validation("provider", "must be kommo")),
+    };
+    if !is_valid_base_domain(&body.base_domain) {
+        return Err(ApiError::validation(
+            "base_domain",
+            "must be a subdomain of kommo.com or amocrm.ru, like acme.kommo.com",
+        ));
+    }
+    let keys = state.kommo.keys()?.clone();
+    let account = match state
+        .kommo
+        .client
+        .account(&body.base_domain, &body.access_token)
+        .await
+    {
+        Ok(account) => account,
+        Err(KommoError::Unauthorized) => {
+            return Err(ApiError::validation(
+                "access_token",
+                "Kommo refused this token",
+            ));
+        }
+        Err(KommoError::Status { status: 404, .. }) => {
+            return Err(ApiError::validation(
+                "base_domain",
+                "Kommo has no such account",
+            ));
+        }
+        Err(e) => return Err(kommo_unavailable(e)),
+    };
+    let (id, _) =
+        db::crm::lock_connection_id(&mut tx, org_id, provider, &body.base_domain, user.id).await?;
+    let access = keys.encrypt(body.access_token.as_bytes(), id, crypto::ACCESS_TOKEN)?;
+    let refresh = body
+        .refresh_token
+        .as_deref()
+        .map(|t| keys.encrypt(t.as_bytes(), id, crypto::REFRESH_TOKEN))
+        .transpose()?;
+    let tokens = StoredTokens {
+        access_token_enc: &access,
+        refresh_token_enc: refresh.as_deref(),
+        expires_at: body
+            .expires_in
+            .map(|s| Utc::now() + chrono::Duration::seconds(s)),
+    };
+    db::crm::store_tokens(&mut tx, id, &tokens, Some(account.id)).await?;
+    let (token, hash) = new_webhook_token();
+    db::crm::set_webhook_token_hash(&mut tx, org_id, id, &hash).await?;
+    let jobs = queue_syncs(&mut tx, org_id, id, &[SYNC_PIPELINES], Some(user.id)).await?;
+    let connection = db::crm::connection(&mut tx, org_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    push_jobs(&state, &jobs).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(ConnectionCreated {
+            webhook_url: webhook_url(&state.config, id, &token),
+            connection,
+            jobs,
+        }),
+    ))
+}
+
+/// Records sync jobs (and the queued state on the connection) in `tx`.
+pub async fn queue_syncs(
+    tx: &mut db::Tx,
+    org_id: Uuid,
+    connection_id: Uuid,
+    types: &[&str],
+    created_by: Option<Uuid>,
+) -> ApiResult<Vec<Job>> {
+    let mut jobs = Vec::new();
+    for job_type in types {
+        let job = db::jobs::insert(
+            tx,
+            org_id,
+            job_type,
+            &json!({ "connection_id": connection_id }),
+            DEFAULT_MAX_ATTEMPTS,
+            created_by,
+        )
+        .await?;
+        let part = if *job_type == SYNC_PIPELINES {
+            "pipelines"
+        } else {
+            "contacts"
+        };
+        db::crm::set_sync_state(
+            tx,
+            connection_id,
+            part,
+            &json!({"status": "queued", "queued_at": job.created_at, "job_id": job.id}),
+        )
+        .await?;
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
+
+/// Pushes jobs whose rows were just committed.
+pub async fn push_jobs(state: &AppState, jobs: &[Job]) {
+    for job in jobs {
+        state
+            .jobs
+            .enqueue_committed(&state.db, job.id, job.org_id)
+            .await;
+    }
+}
+
+/// One connection: status, account, token expiry, sync state, last error.
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}", tag = "crm",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path)),
+    responses((status = 200, body = Connection)))]
+pub async fn show_connection(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<Json<Connection>> {
+    let connection = db::crm::connection(&mut tx, org_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(connection))
+}
+
+/// Deletes the connection and everything synced from it.
+#[utoipa::path(delete, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}", tag = "crm",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path)),
+    responses((status = 204)))]
+pub async fn delete_connection(
+    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<StatusCode> {
+    if !db::crm::delete_connection(&mut tx, org_id, id).await? {
+        return Err(ApiError::NotFound);
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncScope {
+    Pipelines,
+    Contacts,
+    All,
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    pub scope: SyncScope,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct QueuedJobs {
+    pub jobs: Vec<Job>,
+}
+
+/// Queues a sync of pipelines, contacts or both; 202 with the jobs.
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}/sync", tag = "crm",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path)),
+    request_body = SyncRequest, responses((status = 202, body = QueuedJobs)))]
+pub async fn sync(
+    State(state): State<AppState>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        ..
+    }: OrgTx<Write>,
+    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+    ApiJson(body): ApiJson<SyncRequest>,
+) -> ApiResult<(StatusCode, Json<QueuedJobs>)> {
+    db::crm::connection(&mut tx, org_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let types: &[&str] = match body.scope {
+        SyncScope::Pipelines => &[SYNC_PIPELINES],
+        SyncScope::Contacts => &[SYNC_CONTACTS],
+        SyncScope::All => &[SYNC_PIPELINES, SYNC_CONTACTS],
+    };
+    let jobs = queue_syncs(&mut tx, org_id, id, types, Some(user.id)).await?;
+    tx.commit().await?;
+    push_jobs(&state, &jobs).await;
+    Ok((StatusCode::ACCEPTED, Json(QueuedJobs { jobs })))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PipelineList {
+    pub data: Vec<PipelineView>,
+}
+
+/// The connection's synced pipelines with their stages.
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}/pipelines", tag = "crm",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path)),
+    responses((status = 200, body = PipelineList)))]
+pub async fn pipelines(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<Json<PipelineList>> {
+    db::crm::connection(&mut tx, org_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let data = db::crm::pipelines(&mut tx, org_id, id).await?;
+    tx.commit().await?;
+    Ok(Json(PipelineList { data }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// The connection's synced contacts, paginated.
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}/contacts", tag = "crm",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path), PageQuery),
+    responses((status = 200, body = inline(Paginated<ContactView>))))]
+pub async fn contacts(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Paginated<ContactView>>> {
+    let page = Page::new(query.limit, query.cursor.as_deref())?;
+    db::crm::connection(&mut tx, org_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let rows = db::crm::contacts(&mut tx, org_id, id, page).await?;
+    tx.commit().await?;
+    Ok(Json(Paginated::from_rows(rows, page, |c| c.id)))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WebhookSecret {
+    /// The new webhook address; the previous one stops working now.
+    pub webhook_url: String,
+}
+
+/// Replaces the connection's webhook secret; returns the new URL once.
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}/webhook-secret", tag = "crm",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path)),
+    responses((status = 200, body = WebhookSecret)))]
+pub async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<Json<WebhookSecret>> {
+    let (token, hash) = new_webhook_token();
+    if !db::crm::set_webhook_token_hash(&mut tx, org_id, id, &hash).await? {
+        return Err(ApiError::NotFound);
+    }
+    tx.commit().await?;
+    Ok(Json(WebhookSecret {
+        webhook_url: webhook_url(&state.config, id, &token),
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RefreshedToken {
+    pub token_expires_at: Option<DateTime<Utc>>,
+}
+
+/// Refreshes the connection's tokens now (concurrent requests share one refresh).
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}/token/refresh", tag = "crm",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path)),
+    responses((status = 200, body = RefreshedToken)))]
+pub async fn refresh_token(
+    State(state): State<AppState>,
+    OrgTx { org_id, tx, .. }: OrgTx<Write>,
+    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<Json<RefreshedToken>> {
+    let requested_at = Utc::now();
+    // Permission is checked; the refresh itself runs in its own (locked) transaction.
+    tx.commit().await?;
+    let token_expires_at = state
+        .kommo
+        .refresh(
+            &state.db,
+            org_id,
+            id,
+            RefreshReason::RequestedAt(requested_at),
+        )
+        .await?;
+    Ok(Json(RefreshedToken { token_expires_at }))
+}
+
+/// Used by the OAuth callback: stores the tokens of a freshly connected account and
+/// queues its first syncs. Returns the connection, its webhook URL and the jobs.
+pub async fn complete_oauth(
+    state: &AppState,
+    org_id: Uuid,
+    user_id: Uuid,
+    base_domain: &str,
+    tokens: &crate::kommo::TokenSet,
+    account_id: i64,
+) -> Result<(Connection, String), TokenError> {
+    let mut tx = state.db.begin_worker(org_id).await?;
+    let (id, _) =
+        db::crm::lock_connection_id(&mut tx, org_id, "kommo", base_domain, user_id).await?;
+    state
+        .kommo
+        .store(&mut tx, id, tokens, Some(account_id))
+        .await?;
+    let (token, hash) = new_webhook_token();
+    db::crm::set_webhook_token_hash(&mut tx, org_id, id, &hash).await?;
+    let jobs = queue_syncs(
+        &mut tx,
+        org_id,
+        id,
+        &[SYNC_PIPELINES, SYNC_CONTACTS],
+        Some(user_id),
+    )
+    .await?;
+    let connection = db::crm::connection(&mut tx, org_id, id)
+        .await?
+        .ok_or(TokenError::NotFound)?;
+    tx.commit().await?;
+    push_jobs(state, &jobs).await;
+    Ok((connection, webhook_url(&state.config, id, &token)))
+}

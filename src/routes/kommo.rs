@@ -1,0 +1,476 @@
+//! Kommo OAuth (start, and the two callbacks: from the frontend's server and from the
+//! browser) and sending a message to a deal.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::LOCATION;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::post;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use rand::RngCore as _;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::Digest as _;
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::db;
+use crate::db::crm::Connection;
+use crate::db::jobs::Job;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{ApiJson, ApiQuery, OrgTx, UserTx, Write};
+use crate::jobs::DEFAULT_MAX_ATTEMPTS;
+use crate::jobs::types::SEND_MESSAGE;
+use crate::kommo::tokens::TokenError;
+use crate::kommo::{KommoError, is_valid_base_domain};
+use crate::routes::crm::{complete_oauth, kommo_unavailable};
+use crate::state::AppState;
+
+const STATE_TTL_MINUTES: i64 = 15;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/orgs/{org_id}/kommo/oauth/start", post(start))
+        .route(
+            "/v1/kommo/oauth/callback",
+            post(callback).get(browser_callback),
+        )
+        .route("/v1/orgs/{org_id}/kommo/messages", post(send_message))
+}
+
+fn state_hash(state: &str) -> Vec<u8> {
+    sha2::Sha256::digest(state.as_bytes()).to_vec()
+}
+
+fn validate_http_url(url: &str) -> Result<(), validator::ValidationError> {
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
+        _ => {
+            Err(validator::ValidationError::new("url")
+                .with_message("must be an http(s) URL".into()))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartOauth {
+    /// Default: the credentials' redirect URI, else `OAUTH_REDIRECT_URL`.
+    #[validate(custom(function = "validate_http_url"))]
+    pub redirect_uri: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OauthStarted {
+    pub auth_url: String,
+    pub state: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Starts connecting a Kommo account: where to send the user, and the one-time state.
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/kommo/oauth/start", tag = "kommo",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path)), request_body = StartOauth,
+    responses((status = 200, body = OauthStarted)))]
+pub async fn start(
+    State(app): State<AppState>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        ..
+    }: OrgTx<Write>,
+    ApiJson(body): ApiJson<StartOauth>,
+) -> ApiResult<Json<OauthStarted>> {
+    let creds = db::crm::credentials(&mut tx, org_id, "kommo")
+        .await?
+        .ok_or_else(|| ApiError::conflict("Set the Kommo client credentials first."))?;
+    let redirect_uri = body
+        .redirect_uri
+        .or(creds.redirect_uri)
+        .or_else(|| {
+            app.config
+                .oauth_redirect_url
+                .as_ref()
+                .map(|u| u.to_string())
+        })
+        .ok_or_else(|| {
+            ApiError::validation("redirect_uri", "is required (no default is configured)")
+        })?;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let state = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let expires_at = Utc::now() + chrono::Duration::minutes(STATE_TTL_MINUTES);
+    sqlx::query(
+        "INSERT INTO oauth_states (id, org_id, user_id, provider, state_hash, redirect_uri, expires_at)
+         VALUES ($1, $2, $3, 'kommo', $4, $5, $6)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org_id)
+    .bind(user.id)
+    .bind(state_hash(&state))
+    .bind(&redirect_uri)
+    .bind(expires_at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut auth_url = app.config.kommo_authorize_url.clone();
+    auth_url
+        .query_pairs_mut()
+        .append_pair("client_id", &creds.client_id)
+        .append_pair("state", &state)
+        .append_pair("mode", "post_message");
+    Ok(Json(OauthStarted {
+        auth_url: auth_url.to_string(),
+        state,
+        expires_at,
+    }))
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OauthCallback {
+    #[validate(length(min = 1, max = 2000))]
+    pub code: String,
+    #[validate(length(min = 1, max = 200))]
+    pub state: String,
+    /// The account's host as Kommo reports it, e.g. `acme.kommo.com`.
+    pub referer: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OauthConnected {
+    pub connection: Connection,
+    /// The webhook address to configure in Kommo; shown only now.
+    pub webhook_url: String,
+}
+
+/// A consumed state: whose it was and where Kommo redirected.
+struct ConsumedState {
+    org_id: Uuid,
+    user_id: Uuid,
+    redirect_uri: String,
+}
+
+/// Why a callback failed, as the browser redirect reports it (`reason=`).
+#[derive(Debug)]
+enum CallbackError {
+    State,
+    Referer,
+    Denied,
+    Code,
+    Other(ApiError),
+}
+
+impl CallbackError {
+    fn reason(&self) -> &'static str {
+        match self {
+            CallbackError::State => "invalid_state",
+            CallbackError::Referer => "invalid_referer",
+            CallbackError::Denied => "access_denied",
+            CallbackError::Code => "invalid_code",
+            CallbackError::Other(_) => "server_error",
+        }
+    }
+}
+
+impl From<CallbackError> for ApiError {
+    fn from(e: CallbackError) -> ApiError {
+        match e {
+            CallbackError::State => ApiError::BadRequest(
+                "The OAuth state is unknown, expired, already used or not yours.".into(),
+            ),
+            CallbackError::Referer => {
+                ApiError::validation("referer", "must be a subdomain of kommo.com or amocrm.ru")
+            }
+            CallbackError::Denied => ApiError::BadRequest("The user denied access.".into()),
+            CallbackError::Code => {
+                ApiError::BadRequest("Kommo refused the authorization code.".into())
+            }
+            CallbackError::Other(e) => e,
+        }
+    }
+}
+
+impl From<TokenError> for CallbackError {
+    fn from(e: TokenError) -> CallbackError {
+        CallbackError::Other(e.into())
+    }
+}
+
+/// Exchanges the code for tokens and stores the connection.
+async fn finish(
+    app: &AppState,
+    consumed: ConsumedState,
+    code: &str,
+    referer: &str,
+) -> Result<OauthConnected, CallbackError> {
+    if !is_valid_base_domain(referer) {
+        return Err(CallbackError::Referer);
+    }
+    let (client_id, client_secret, _) = {
+        let mut tx = app
+            .db
+            .begin_worker(consumed.org_id)
+            .await
+            .map_err(CallbackError::Other)?;
+        let creds = app.kommo.credentials(&mut tx, consumed.org_id).await?;
+        tx.commit().await.map_err(CallbackError::Other)?;
+        creds
+    };
+    let tokens = app
+        .kommo
+        .client
+        .exchange_code(
+            referer,
+            &client_id,
+            client_secret.expose_secret(),
+            code,
+            &consumed.redirect_uri,
+        )
+        .await
+        .map_err(|e| match e {
+            KommoError::InvalidGrant(_) => CallbackError::Code,
+            other => CallbackError::Other(kommo_unavailable(other)),
+        })?;
+    let account = app
+        .kommo
+        .client
+        .account(referer, &tokens.access_token)
+        .await
+        .map_err(|e| CallbackError::Other(kommo_unavailable(e)))?;
+    let (connection, webhook_url) = complete_oauth(
+        app,
+        consumed.org_id,
+        consumed.user_id,
+        referer,
+        &tokens,
+        account.id,
+    )
+    .await?;
+    tracing::info!(connection_id = %connection.id, org_id = %consumed.org_id, "Kommo account connected");
+    Ok(OauthConnected {
+        connection,
+        webhook_url,
+    })
+}
+
+/// Completes OAuth for the user who started it (the frontend's server calls this with
+/// that user's token); a state of another user is refused like an unknown one.
+#[utoipa::path(post, path = "/v1/kommo/oauth/callback", tag = "kommo",
+    security(("bearer" = [])), request_body = OauthCallback,
+    responses((status = 200, body = OauthConnected)))]
+pub async fn callback(
+    State(app): State<AppState>,
+    UserTx { user, mut tx }: UserTx,
+    ApiJson(body): ApiJson<OauthCallback>,
+) -> ApiResult<Json<OauthConnected>> {
+    // Consumed under the user's claims: the policy shows only their own states.
+    let row: Option<(Uuid, String, bool)> = sqlx::query_as(
+        "DELETE FROM oauth_states WHERE state_hash = $1 AND user_id = $2
+         RETURNING org_id, redirect_uri, expires_at < now()",
+    )
+    .bind(state_hash(&body.state))
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let Some((org_id, redirect_uri, expired)) = row else {
+        return Err(CallbackError::State.into());
+    };
+    if expired {
+        return Err(CallbackError::State.into());
+    }
+    let consumed = ConsumedState {
+        org_id,
+        user_id: user.id,
+        redirect_uri,
+    };
+    Ok(Json(
+        finish(&app, consumed, &body.code, &body.referer).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct BrowserCallback {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub referer: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Kommo sends the browser here; it is sent on to `FRONTEND_URL` with
+/// `status=connected&connection_id=…` or `status=error&reason=…`.
+#[utoipa::path(get, path = "/v1/kommo/oauth/callback", tag = "kommo",
+    params(BrowserCallback), responses((status = 302, description = "to FRONTEND_URL")))]
+pub async fn browser_callback(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<BrowserCallback>,
+) -> Response {
+    let outcome = browser_flow(&app, query).await;
+    if let Err(CallbackError::Other(e)) = &outcome {
+        tracing::warn!(error = %e, "OAuth browser callback failed");
+    }
+    let Some(frontend) = app.config.frontend_url.clone() else {
+        return match outcome {
+            Ok(done) => Json(json!({"status": "connected", "connection_id": done.connection.id}))
+                .into_response(),
+            Err(e) => ApiError::from(e).into_response(),
+        };
+    };
+    let mut target = frontend;
+    match &outcome {
+        Ok(done) => {
+            target
+                .query_pairs_mut()
+                .append_pair("status", "connected")
+                .append_pair("connection_id", &done.connection.id.to_string());
+        }
+        Err(e) => {
+            target
+                .query_pairs_mut()
+                .append_pair("status", "error")
+                .append_pair("reason", e.reason());
+        }
+    }
+    (StatusCode::FOUND, [(LOCATION, target.to_string())]).into_response()
+}
+
+async fn browser_flow(
+    app: &AppState,
+    query: BrowserCallback,
+) -> Result<OauthConnected, CallbackError> {
+    let state = query
+        .state
+        .filter(|s| !s.is_empty() && s.len() <= 200)
+        .ok_or(CallbackError::State)?;
+    // Consumed even when the user denied access, so the state cannot be used later.
+    let consumed = {
+        let mut tx = app.db.begin_system().await.map_err(CallbackError::Other)?;
+        let row: Option<(Uuid, Uuid, String, bool)> = sqlx::query_as(
+            "SELECT org_id, user_id, redirect_uri, expired FROM auth.consume_oauth_state($1)",
+        )
+        .bind(state_hash(&state))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| CallbackError::Other(e.into()))?;
+        tx.commit().await.map_err(CallbackError::Other)?;
+        row
+    };
+    let Some((org_id, user_id, redirect_uri, expired)) = consumed else {
+        return Err(CallbackError::State);
+    };
+    if expired {
+        return Err(CallbackError::State);
+    }
+    if query.error.is_some() {
+        return Err(CallbackError::Denied);
+    }
+    let code = query
+        .code
+        .filter(|c| !c.is_empty())
+        .ok_or(CallbackError::Code)?;
+    let referer = query.referer.unwrap_or_default();
+    let consumed = ConsumedState {
+        org_id,
+        user_id,
+        redirect_uri,
+    };
+    finish(app, consumed, &code, &referer).await
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Chat,
+    Email,
+}
+
+#[derive(Debug, Deserialize, Serialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    #[validate(custom(function = "validate_http_url"))]
+    pub url: String,
+    #[validate(length(min = 1, max = 255))]
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, Serialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessageContent {
+    #[validate(length(min = 1, max = 255))]
+    pub subject: Option<String>,
+    #[validate(length(min = 1, max = 20000, message = "must be 1 to 20000 characters"))]
+    pub body: String,
+    #[validate(nested, length(max = 20))]
+    pub attachments: Option<Vec<Attachment>>,
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    /// Default: the org's connected Kommo account.
+    pub connection_id: Option<Uuid>,
+    #[validate(range(min = 1, message = "must be a Kommo deal (lead) id"))]
+    pub deal_id: i64,
+    pub channel: Channel,
+    #[validate(nested)]
+    pub message: MessageContent,
+}
+
+/// Queues a message to a deal: a note in Kommo (`common` for chat, `outgoing_email`).
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/kommo/messages", tag = "kommo",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path)), request_body = SendMessage,
+    responses((status = 202, body = Job)))]
+pub async fn send_message(
+    State(app): State<AppState>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        ..
+    }: OrgTx<Write>,
+    ApiJson(body): ApiJson<SendMessage>,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    if matches!(body.channel, Channel::Email) && body.message.subject.is_none() {
+        return Err(ApiError::validation(
+            "message.subject",
+            "is required for email",
+        ));
+    }
+    let connection = match body.connection_id {
+        Some(id) => db::crm::connection(&mut tx, org_id, id)
+            .await?
+            .ok_or_else(|| {
+                ApiError::validation(
+                    "connection_id",
+                    "must be a CRM connection of this organization",
+                )
+            })?,
+        None => db::crm::latest_connection(&mut tx, org_id, "kommo")
+            .await?
+            .ok_or_else(|| {
+                ApiError::validation("connection_id", "the organization has no Kommo connection")
+            })?,
+    };
+    let payload = json!({
+        "connection_id": connection.id,
+        "deal_id": body.deal_id,
+        "channel": body.channel,
+        "message": body.message,
+    });
+    let job = db::jobs::insert(
+        &mut tx,
+        org_id,
+        SEND_MESSAGE,
+        &payload,
+        DEFAULT_MAX_ATTEMPTS,
+        Some(user.id),
+    )
+    .await?;
+    tx.commit().await?;
+    app.jobs.enqueue_committed(&app.db, job.id, org_id).await;
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}

@@ -1,0 +1,1084 @@
+//! A fake Kommo CRM: the OAuth token endpoint and the few `/api/v4` routes the service
+//! calls, behaving like Kommo (rotating refresh tokens, `invalid_grant` problems, 401 for a
+//! stale access token, 429 with `Retry-After`, contacts in pages ending with 204, notes).
+//! It serves on 127.0.0.1 and every route is prefixed by the account's host, so the app's
+//! `KOMMO_BASE_URL` is `FakeKommo::base_url_template`
+//! (`http://127.0.0.1:PORT/{base_domain}`). Every request is recorded.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Latency of a refresh at the token endpoint, so that concurrent refreshes overlap.
+const REFRESH_LATENCY: Duration = Duration::from_millis(30);
+const FIRST_CONTACT_ID: i64 = 5_000_001;
+const FIRST_NOTE_ID: i64 = 7_000_001;
+const RESPONSIBLE_USER_ID: i64 = 6_000_001;
+const OAUTH_PROBLEM_TYPE: &str = "https://developers.kommo.com/v3/errors/OAuthProblemJson";
+
+/// One request as it reached the fake (the token endpoint included).
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub at: Instant,
+    /// The host prefix of the path, e.g. `acme.kommo.com` (recorded for unknown hosts too).
+    pub base_domain: String,
+    pub method: String,
+    /// The path without the host prefix, e.g. `/api/v4/contacts`.
+    pub path: String,
+    /// The raw query string, empty when there is none.
+    pub query: String,
+    pub authorization: Option<String>,
+    pub body: String,
+}
+
+/// One `grant_type=refresh_token` request at the token endpoint (after authenticating the
+/// client).
+#[derive(Debug, Clone)]
+pub struct RefreshAttempt {
+    pub base_domain: String,
+    pub refresh_token: String,
+    pub accepted: bool,
+    /// The token presented had been valid for this account and was already rotated away.
+    pub stale: bool,
+}
+
+struct Client {
+    secret: String,
+    redirect_uri: String,
+}
+
+struct Account {
+    account_id: i64,
+    access_token: Option<String>,
+    refresh_token: Option<String>,
+    access_expired: bool,
+    /// Refresh tokens that were once current for this account and have been replaced.
+    rotated_refresh_tokens: HashSet<String>,
+    pipelines: Value,
+    contact_count: usize,
+    fail_429: usize,
+    retry_after_secs: u64,
+    notes: Vec<Value>,
+}
+
+struct State {
+    origin: String,
+    clients: HashMap<String, Client>,
+    accounts: HashMap<String, Account>,
+    /// One-time authorization codes → the host they were issued for.
+    codes: HashMap<String, String>,
+    requests: Vec<RecordedRequest>,
+    refresh_attempts: Vec<RefreshAttempt>,
+    next_note_id: i64,
+}
+
+impl State {
+    fn account(&mut self, base_domain: &str) -> &mut Account {
+        self.accounts
+            .get_mut(base_domain)
+            .unwrap_or_else(|| panic!("fake Kommo: no account {base_domain} (add_account first)"))
+    }
+
+    /// Replaces the account's tokens with a fresh pair; the old refresh token becomes stale
+    /// and the old access token stops working.
+    fn rotate(&mut self, base_domain: &str) -> (String, String) {
+        let access = random_token("fk_at");
+        let refresh = random_token("fk_rt");
+        let account = self.account(base_domain);
+        if let Some(old) = account.refresh_token.take() {
+            account.rotated_refresh_tokens.insert(old);
+        }
+        account.access_token = Some(access.clone());
+        account.refresh_token = Some(refresh.clone());
+        account.access_expired = false;
+        (access, refresh)
+    }
+}
+
+/// Aborts the server task when the last handle goes away.
+struct ServerGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[derive(Clone)]
+pub struct FakeKommo {
+    /// `http://127.0.0.1:PORT/{base_domain}`: the value for the app's `KOMMO_BASE_URL`.
+    pub base_url_template: String,
+    state: Arc<Mutex<State>>,
+    _server: Arc<ServerGuard>,
+}
+
+impl FakeKommo {
+    pub async fn start() -> FakeKommo {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the fake Kommo");
+        let addr: SocketAddr = listener.local_addr().expect("fake Kommo address");
+        let origin = format!("http://{addr}");
+        let state = Arc::new(Mutex::new(State {
+            origin: origin.clone(),
+            clients: HashMap::new(),
+            accounts: HashMap::new(),
+            codes: HashMap::new(),
+            requests: Vec::new(),
+            refresh_attempts: Vec::new(),
+            next_note_id: FIRST_NOTE_ID,
+        }));
+        let shared = state.clone();
+        let app = Router::new().fallback(move |req: Request| handle(shared.clone(), req));
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("fake Kommo serves");
+        });
+        FakeKommo {
+            base_url_template: format!("{origin}/{{base_domain}}"),
+            state,
+            _server: Arc::new(ServerGuard(server)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fake's origin (`http://127.0.0.1:PORT`).
+    pub fn origin(&self) -> String {
+        self.lock().origin.clone()
+    }
+
+    /// `base_url_template` with `base_domain` substituted.
+    pub fn base_url(&self, base_domain: &str) -> String {
+        self.base_url_template.replace("{base_domain}", base_domain)
+    }
+
+    /// Registers the integration (client_id/secret) accepted by the token endpoint.
+    pub fn register_client(&self, client_id: &str, client_secret: &str, redirect_uri: &str) {
+        self.lock().clients.insert(
+            client_id.to_owned(),
+            Client {
+                secret: client_secret.to_owned(),
+                redirect_uri: redirect_uri.to_owned(),
+            },
+        );
+    }
+
+    /// An account at base_domain (e.g. "acme.kommo.com") with Kommo account id.
+    pub fn add_account(&self, base_domain: &str, account_id: i64) {
+        self.lock().accounts.insert(
+            base_domain.to_owned(),
+            Account {
+                account_id,
+                access_token: None,
+                refresh_token: None,
+                access_expired: false,
+                rotated_refresh_tokens: HashSet::new(),
+                pipelines: default_pipelines(account_id),
+                contact_count: 0,
+                fail_429: 0,
+                retry_after_secs: 0,
+                notes: Vec::new(),
+            },
+        );
+    }
+
+    /// A one-time authorization code for that account (what Kommo gives the browser).
+    pub fn issue_code(&self, base_domain: &str) -> String {
+        let mut state = self.lock();
+        state.account(base_domain);
+        let code = random_token("fk_code");
+        state.codes.insert(code.clone(), base_domain.to_owned());
+        code
+    }
+
+    /// Valid tokens for the account without OAuth: returns (access_token, refresh_token).
+    /// They replace the account's current pair (one pair per account, as with one
+    /// integration installed in one account).
+    pub fn issue_tokens(&self, base_domain: &str) -> (String, String) {
+        self.lock().rotate(base_domain)
+    }
+
+    /// Either an array of Kommo pipelines (wrapped in `_total_items`/`_embedded`), or a whole
+    /// Kommo answer (an object), returned as is.
+    pub fn set_pipelines(&self, base_domain: &str, pipelines: Value) {
+        self.lock().account(base_domain).pipelines = pipelines;
+    }
+
+    pub fn set_contact_count(&self, base_domain: &str, n: usize) {
+        self.lock().account(base_domain).contact_count = n;
+    }
+
+    /// The next `n` `/api/v4` requests to that account answer 429 with `Retry-After`.
+    pub fn fail_next_with_429(&self, base_domain: &str, n: usize, retry_after_secs: u64) {
+        let mut state = self.lock();
+        let account = state.account(base_domain);
+        account.fail_429 = n;
+        account.retry_after_secs = retry_after_secs;
+    }
+
+    /// The current access token now answers 401 (the refresh token stays valid).
+    pub fn expire_access_token(&self, base_domain: &str) {
+        self.lock().account(base_domain).access_expired = true;
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// Requests to one account whose path (without the host prefix) starts with `prefix`.
+    pub fn requests_to(&self, base_domain: &str, prefix: &str) -> Vec<RecordedRequest> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.base_domain == base_domain && r.path.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Every note posted to that account: the posted object plus `id` and `entity_id`.
+    pub fn notes(&self, base_domain: &str) -> Vec<Value> {
+        self.lock().account(base_domain).notes.clone()
+    }
+
+    pub fn refresh_attempts(&self) -> Vec<RefreshAttempt> {
+        self.lock().refresh_attempts.clone()
+    }
+
+    /// Refresh requests that presented an already-rotated refresh token.
+    pub fn stale_refresh_tokens_seen(&self) -> usize {
+        self.lock()
+            .refresh_attempts
+            .iter()
+            .filter(|a| a.stale)
+            .count()
+    }
+
+    /// (access_token, refresh_token); panics when the account has no tokens yet.
+    pub fn current_tokens(&self, base_domain: &str) -> (String, String) {
+        let mut state = self.lock();
+        let account = state.account(base_domain);
+        match (&account.access_token, &account.refresh_token) {
+            (Some(a), Some(r)) => (a.clone(), r.clone()),
+            _ => panic!("fake Kommo: {base_domain} has no tokens yet"),
+        }
+    }
+
+    /// Peak number of `/api/v4` requests to that account within any 1 s sliding window
+    /// (token endpoint requests are not counted; 401 and 429 answers are).
+    pub fn max_requests_in_any_second(&self, base_domain: &str) -> usize {
+        let mut times: Vec<Instant> = self
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.base_domain == base_domain && r.path.starts_with("/api/"))
+            .map(|r| r.at)
+            .collect();
+        times.sort();
+        let mut peak = 0;
+        let mut start = 0;
+        for end in 0..times.len() {
+            while times[end].duration_since(times[start]) >= Duration::from_secs(1) {
+                start += 1;
+            }
+            peak = peak.max(end - start + 1);
+        }
+        peak
+    }
+}
+
+fn random_token(prefix: &str) -> String {
+    format!("{prefix}_{}", hex::encode(rand::random::<[u8; 24]>()))
+}
+
+fn default_pipelines(account_id: i64) -> Value {
+    // Like a real account: every pipeline ends with the system statuses 142 (won) and
+    // 143 (lost), whose ids are the same in every pipeline.
+    let status = |id: i64, name: &str, sort: i64, color: &str, pipeline_id: i64| {
+        json!({
+            "id": id, "name": name, "sort": sort, "is_editable": id != 142 && id != 143,
+            "pipeline_id": pipeline_id, "color": color, "type": 0, "account_id": account_id,
+        })
+    };
+    json!([
+        {
+            "id": 1001, "name": "Sales", "sort": 1, "is_main": true, "is_unsorted_on": true,
+            "is_archive": false, "account_id": account_id,
+            "_embedded": {"statuses": [
+                status(1, "New", 10, "#99ccff", 1001),
+                status(142, "Closed - won", 10000, "#CCFF66", 1001),
+                status(143, "Closed - lost", 11000, "#D5D8DB", 1001),
+            ]},
+        },
+        {
+            "id": 1002, "name": "Partners", "sort": 2, "is_main": false, "is_unsorted_on": false,
+            "is_archive": false, "account_id": account_id,
+            "_embedded": {"statuses": [
+                status(2, "Contacted", 10, "#fffeb2", 1002),
+                status(142, "Closed - won", 10000, "#CCFF66", 1002),
+                status(143, "Closed - lost", 11000, "#D5D8DB", 1002),
+            ]},
+        },
+    ])
+}
+
+fn contact(index: usize, account_id: i64, self_href: &str) -> Value {
+    let n = index as i64 + 1;
+    let id = FIRST_CONTACT_ID + index as i64;
+    let created_at = 1_700_000_000 + index as i64 * 60;
+    let custom_fields = if index.is_multiple_of(2) {
+        Value::Null
+    } else {
+        json!([
+            {"field_id": 264_911, "field_name": "Phone", "field_code": "PHONE",
+             "field_type": "multitext",
+             "values": [{"value": format!("+1555{n:07}"), "enum_id": 101, "enum_code": "WORK"}]},
+            {"field_id": 264_913, "field_name": "Email", "field_code": "EMAIL",
+             "field_type": "multitext",
+             "values": [{"value": format!("contact{n}@example.com"), "enum_id": 111,
+                         "enum_code": "WORK"}]},
+        ])
+    };
+    json!({
+        "id": id,
+        "name": format!("Contact {n}"),
+        "first_name": "Contact",
+        "last_name": n.to_string(),
+        "responsible_user_id": RESPONSIBLE_USER_ID,
+        "group_id": 0,
+        "created_by": RESPONSIBLE_USER_ID,
+        "updated_by": RESPONSIBLE_USER_ID,
+        "created_at": created_at,
+        "updated_at": created_at + 3600,
+        "closest_task_at": null,
+        "is_deleted": false,
+        "is_unsorted": false,
+        "custom_fields_values": custom_fields,
+        "account_id": account_id,
+        "_links": {"self": {"href": format!("{self_href}/{id}")}},
+        "_embedded": {"tags": [], "companies": []},
+    })
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn hal(body: Value) -> Response {
+    respond(StatusCode::OK, "application/hal+json", body)
+}
+
+fn problem(status: StatusCode, body: Value) -> Response {
+    respond(status, "application/problem+json", body)
+}
+
+fn oauth_problem(status: u16, error: &str, title: &str, hint: &str, detail: &str) -> Response {
+    problem(
+        StatusCode::from_u16(status).expect("status"),
+        json!({
+            "hint": hint, "title": title, "type": OAUTH_PROBLEM_TYPE, "status": status,
+            "detail": detail, "error": error,
+        }),
+    )
+}
+
+fn invalid_request(hint: &str) -> Response {
+    oauth_problem(
+        400,
+        "invalid_request",
+        "Invalid request",
+        hint,
+        "The request is missing a required parameter, includes an invalid parameter value, \
+         includes a parameter more than once, or is otherwise malformed.",
+    )
+}
+
+fn stale_refresh_token() -> Response {
+    oauth_problem(
+        400,
+        "invalid_grant",
+        "Invalid grant",
+        "Token has been revoked",
+        "The refresh token is invalid.",
+    )
+}
+
+fn invalid_code(hint: &str) -> Response {
+    oauth_problem(
+        400,
+        "invalid_grant",
+        "Invalid grant",
+        hint,
+        "The provided authorization grant (e.g., authorization code, resource owner \
+         credentials) or refresh token is invalid, expired, revoked, does not match the \
+         redirection URI used in the authorization request, or was issued to another client.",
+    )
+}
+
+fn not_found() -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        json!({"title": "Not Found", "type": "https://httpstatus.es/404", "status": 404}),
+    )
+}
+
+async fn handle(state: Arc<Mutex<State>>, req: Request) -> Response {
+    let at = Instant::now();
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, 16 * 1024 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+    };
+    let full_path = parts.uri.path().to_owned();
+    let (base_domain, path) = match full_path.trim_start_matches('/').split_once('/') {
+        Some((host, rest)) => (host.to_owned(), format!("/{rest}")),
+        None => (full_path.trim_start_matches('/').to_owned(), String::new()),
+    };
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let method = parts.method.clone();
+    {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.requests.push(RecordedRequest {
+            at,
+            base_domain: base_domain.clone(),
+            method: method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            authorization: authorization.clone(),
+            body: body.clone(),
+        });
+        if !s.accounts.contains_key(&base_domain) {
+            return not_found();
+        }
+    }
+
+    if path == "/oauth2/access_token" {
+        if method != Method::POST {
+            return StatusCode::METHOD_NOT_ALLOWED.into_response();
+        }
+        return token_endpoint(&state, &base_domain, &body).await;
+    }
+    if path.starts_with("/api/") {
+        return api(
+            &state,
+            &base_domain,
+            &method,
+            &path,
+            &query,
+            authorization,
+            &body,
+        );
+    }
+    not_found()
+}
+
+/// The token request's fields, from JSON (what the service sends) or a form.
+fn token_fields(body: &str) -> Option<HashMap<String, String>> {
+    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(body) {
+        return Some(
+            map.into_iter()
+                .filter_map(|(k, v)| match v {
+                    Value::String(s) => Some((k, s)),
+                    Value::Null => None,
+                    other => Some((k, other.to_string())),
+                })
+                .collect(),
+        );
+    }
+    if body.contains('=') {
+        return Some(
+            url::form_urlencoded::parse(body.as_bytes())
+                .into_owned()
+                .collect(),
+        );
+    }
+    None
+}
+
+async fn token_endpoint(state: &Arc<Mutex<State>>, base_domain: &str, body: &str) -> Response {
+    let Some(fields) = token_fields(body) else {
+        return invalid_request("Request body must be JSON");
+    };
+    let field = |name: &str| {
+        fields
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let (Some(client_id), Some(grant_type)) = (field("client_id"), field("grant_type")) else {
+        return invalid_request("Check the `client_id` and `grant_type` parameters");
+    };
+    {
+        let s = state.lock().unwrap_or_else(|e| e.into_inner());
+        let client = s.clients.get(client_id);
+        let authenticated =
+            client.is_some_and(|c| Some(c.secret.as_str()) == field("client_secret"));
+        if !authenticated {
+            return oauth_problem(
+                401,
+                "invalid_client",
+                "Invalid client",
+                "Client authentication failed",
+                "Client authentication failed",
+            );
+        }
+        let registered_uri = client.map(|c| c.redirect_uri.as_str());
+        match (grant_type, field("redirect_uri")) {
+            ("authorization_code", None) => {
+                return invalid_request("Check the `redirect_uri` parameter");
+            }
+            (_, Some(uri)) if Some(uri) != registered_uri => {
+                return invalid_code("Redirect URI does not match the integration's");
+            }
+            _ => {}
+        }
+    }
+    match grant_type {
+        "authorization_code" => {
+            let Some(code) = field("code") else {
+                return invalid_request("Check the `code` parameter");
+            };
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            match s.codes.get(code) {
+                Some(host) if host == base_domain => {
+                    s.codes.remove(code);
+                }
+                Some(_) => {
+                    return invalid_code("Authorization code was issued for another account");
+                }
+                None => return invalid_code("Cannot decrypt the authorization code"),
+            }
+            let (access, refresh) = s.rotate(base_domain);
+            token_answer(access, refresh)
+        }
+        "refresh_token" => {
+            let Some(presented) = field("refresh_token").map(str::to_owned) else {
+                return invalid_request("Check the `refresh_token` parameter");
+            };
+            // Check and rotate after the latency, atomically, so that of two overlapping
+            // refreshes with the same token exactly one wins and the other is stale.
+            tokio::time::sleep(REFRESH_LATENCY).await;
+            let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+            let account = s.account(base_domain);
+            let accepted = account.refresh_token.as_deref() == Some(presented.as_str());
+            let stale = !accepted && account.rotated_refresh_tokens.contains(&presented);
+            s.refresh_attempts.push(RefreshAttempt {
+                base_domain: base_domain.to_owned(),
+                refresh_token: presented,
+                accepted,
+                stale,
+            });
+            if !accepted {
+                return stale_refresh_token();
+            }
+            let (access, refresh) = s.rotate(base_domain);
+            token_answer(access, refresh)
+        }
+        _ => oauth_problem(
+            400,
+            "unsupported_grant_type",
+            "Unsupported grant type",
+            "Check the `grant_type` parameter",
+            "The authorization grant type is not supported by the authorization server.",
+        ),
+    }
+}
+
+fn token_answer(access: String, refresh: String) -> Response {
+    respond(
+        StatusCode::OK,
+        "application/json",
+        json!({
+            "token_type": "Bearer", "expires_in": 86400,
+            "access_token": access, "refresh_token": refresh,
+        }),
+    )
+}
+
+fn api(
+    state: &Arc<Mutex<State>>,
+    base_domain: &str,
+    method: &Method,
+    path: &str,
+    query: &str,
+    authorization: Option<String>,
+    body: &str,
+) -> Response {
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    let origin = s.origin.clone();
+    let next_note_id = s.next_note_id;
+    let account = s.account(base_domain);
+    if account.fail_429 > 0 {
+        account.fail_429 -= 1;
+        let retry_after = account.retry_after_secs.to_string();
+        let mut response = problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"title": "Too Many Requests", "status": 429}),
+        );
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_str(&retry_after).expect("header"),
+        );
+        return response;
+    }
+    let authorized = !account.access_expired
+        && account
+            .access_token
+            .as_ref()
+            .is_some_and(|t| authorization.as_deref() == Some(format!("Bearer {t}").as_str()));
+    if !authorized {
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            json!({"title": "Unauthorized", "type": "https://httpstatus.es/401", "status": 401,
+                   "detail": "Invalid access token"}),
+        );
+    }
+    let base = format!("{origin}/{base_domain}");
+    let account_id = account.account_id;
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["api", "v4", "account"]) => {
+            let subdomain = base_domain.split('.').next().unwrap_or(base_domain);
+            let mut name = subdomain.to_owned();
+            if let Some(first) = name.get_mut(0..1) {
+                first.make_ascii_uppercase();
+            }
+            hal(json!({
+                "id": account_id, "name": name, "subdomain": subdomain,
+                "created_at": 1_600_000_000, "created_by": 0,
+                "updated_at": 1_600_000_000, "updated_by": 0,
+                "current_user_id": RESPONSIBLE_USER_ID, "country": "US", "currency": "USD",
+                "currency_symbol": "$", "customers_mode": "disabled", "is_unsorted_on": true,
+                "mobile_feature_version": 0, "is_loss_reason_enabled": true,
+                "is_helpbot_enabled": false, "is_technical_account": false,
+                "contact_name_display_order": 1,
+                "_links": {"self": {"href": format!("{base}/api/v4/account")}},
+            }))
+        }
+        (Method::GET, ["api", "v4", "leads", "pipelines"]) => match &account.pipelines {
+            Value::Array(pipelines) => hal(json!({
+                "_total_items": pipelines.len(),
+                "_links": {"self": {"href": format!("{base}/api/v4/leads/pipelines")}},
+                "_embedded": {"pipelines": pipelines},
+            })),
+            whole => hal(whole.clone()),
+        },
+        (Method::GET, ["api", "v4", "contacts"]) => {
+            let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+            let limit = match params.get("limit").map(|v| v.parse::<usize>()) {
+                None => 50,
+                Some(Ok(l)) if (1..=250).contains(&l) => l,
+                Some(_) => {
+                    return problem(
+                        StatusCode::BAD_REQUEST,
+                        json!({"title": "Bad Request", "status": 400,
+                               "detail": "limit must be between 1 and 250"}),
+                    );
+                }
+            };
+            let page = match params.get("page").map(|v| v.parse::<usize>()) {
+                None => 1,
+                Some(Ok(p)) if p >= 1 => p,
+                Some(_) => {
+                    return problem(
+                        StatusCode::BAD_REQUEST,
+                        json!({"title": "Bad Request", "status": 400,
+                               "detail": "page must be a positive integer"}),
+                    );
+                }
+            };
+            let start = (page - 1) * limit;
+            if start >= account.contact_count {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            let end = (start + limit).min(account.contact_count);
+            let href = format!("{base}/api/v4/contacts");
+            let contacts: Vec<Value> = (start..end)
+                .map(|i| contact(i, account_id, &href))
+                .collect();
+            let mut links = json!({"self": {"href": format!("{href}?limit={limit}&page={page}")}});
+            if end < account.contact_count {
+                links["next"] = json!({"href": format!("{href}?limit={limit}&page={}", page + 1)});
+            }
+            if page > 1 {
+                links["prev"] = json!({"href": format!("{href}?limit={limit}&page={}", page - 1)});
+            }
+            hal(json!({"_page": page, "_links": links, "_embedded": {"contacts": contacts}}))
+        }
+        (Method::POST, ["api", "v4", "leads", lead_id, "notes"]) => {
+            let Ok(lead_id) = lead_id.parse::<i64>() else {
+                return not_found();
+            };
+            let posted = match serde_json::from_str::<Value>(body) {
+                Ok(Value::Array(items))
+                    if !items.is_empty()
+                        && items
+                            .iter()
+                            .all(|n| n.get("note_type").is_some_and(Value::is_string)) =>
+                {
+                    items
+                }
+                _ => {
+                    return problem(
+                        StatusCode::BAD_REQUEST,
+                        json!({"title": "Bad Request", "type": "https://httpstatus.es/400",
+                               "status": 400, "detail": "Request validation failed",
+                               "validation-errors": [{"request_id": "0", "errors": [
+                                   {"code": "NotSupportedChoice", "path": "note_type",
+                                    "detail": "The value you selected is not a valid choice."}]}]}),
+                    );
+                }
+            };
+            let mut answered = Vec::new();
+            for (i, mut note) in posted.into_iter().enumerate() {
+                let id = next_note_id + i as i64;
+                let request_id = note
+                    .get("request_id")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| i.to_string(), str::to_owned);
+                note["id"] = json!(id);
+                note["entity_id"] = json!(lead_id);
+                account.notes.push(note);
+                answered.push(json!({
+                    "id": id, "entity_id": lead_id, "request_id": request_id,
+                    "_links": {"self": {"href": format!("{base}/api/v4/leads/notes/{id}")}},
+                }));
+            }
+            s.next_note_id += answered.len() as i64;
+            hal(json!({
+                "_links": {"self": {"href": format!("{base}/api/v4/leads/{lead_id}/notes")}},
+                "_embedded": {"notes": answered},
+            }))
+        }
+        _ => not_found(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: &str = "acme.kommo.com";
+    const CLIENT_ID: &str = "client-1";
+    const SECRET: &str = "secret-1";
+    const REDIRECT: &str = "https://app.example.com/kommo/callback";
+
+    async fn fake() -> FakeKommo {
+        let fake = FakeKommo::start().await;
+        fake.register_client(CLIENT_ID, SECRET, REDIRECT);
+        fake.add_account(HOST, 31_000_001);
+        fake
+    }
+
+    async fn token_call(fake: &FakeKommo, host: &str, body: Value) -> (u16, Value) {
+        let res = reqwest::Client::new()
+            .post(format!("{}/oauth2/access_token", fake.base_url(host)))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn refresh(fake: &FakeKommo, refresh_token: &str) -> (u16, Value) {
+        token_call(
+            fake,
+            HOST,
+            json!({"client_id": CLIENT_ID, "client_secret": SECRET, "grant_type": "refresh_token",
+                   "refresh_token": refresh_token, "redirect_uri": REDIRECT}),
+        )
+        .await
+    }
+
+    async fn get(fake: &FakeKommo, path: &str, token: &str) -> reqwest::Response {
+        reqwest::Client::new()
+            .get(format!("{}{path}", fake.base_url(HOST)))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn code_exchange_is_one_time_and_checks_the_client() {
+        let fake = fake().await;
+        let code = fake.issue_code(HOST);
+        let body = json!({"client_id": CLIENT_ID, "client_secret": SECRET,
+                          "grant_type": "authorization_code", "code": code,
+                          "redirect_uri": REDIRECT});
+        let mut bad = body.clone();
+        bad["client_secret"] = json!("wrong");
+        let (status, problem) = token_call(&fake, HOST, bad).await;
+        assert_eq!(status, 401);
+        assert_eq!(problem["error"], "invalid_client");
+
+        fake.add_account("other.kommo.com", 2);
+        let (status, problem) = token_call(&fake, "other.kommo.com", body.clone()).await;
+        assert_eq!(
+            (status, problem["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+
+        let (status, tokens) = token_call(&fake, HOST, body.clone()).await;
+        assert_eq!(status, 200);
+        assert_eq!(tokens["token_type"], "Bearer");
+        assert_eq!(tokens["expires_in"], 86400);
+        let current = fake.current_tokens(HOST);
+        assert_eq!(tokens["access_token"], current.0);
+        assert_eq!(tokens["refresh_token"], current.1);
+
+        let (status, problem) = token_call(&fake, HOST, body).await;
+        assert_eq!(
+            (status, problem["error"].as_str()),
+            (400, Some("invalid_grant"))
+        );
+
+        let (status, _) = token_call(&fake, "nowhere.kommo.com", json!({})).await;
+        assert_eq!(status, 404);
+    }
+
+    #[tokio::test]
+    async fn refresh_rotates_and_rejects_stale_tokens() {
+        let fake = fake().await;
+        let (access0, refresh0) = fake.issue_tokens(HOST);
+        assert_eq!(get(&fake, "/api/v4/account", &access0).await.status(), 200);
+
+        let (status, tokens) = refresh(&fake, &refresh0).await;
+        assert_eq!(status, 200);
+        let access1 = tokens["access_token"].as_str().unwrap().to_owned();
+        let refresh1 = tokens["refresh_token"].as_str().unwrap().to_owned();
+        assert_ne!(access1, access0);
+        assert_ne!(refresh1, refresh0);
+        assert_eq!(
+            fake.current_tokens(HOST),
+            (access1.clone(), refresh1.clone())
+        );
+
+        // The old access token is dead, the new one works.
+        assert_eq!(get(&fake, "/api/v4/account", &access0).await.status(), 401);
+        let account: Value = get(&fake, "/api/v4/account", &access1)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(account["id"], 31_000_001);
+        assert_eq!(account["subdomain"], "acme");
+        assert_eq!(account["name"], "Acme");
+
+        // The rotated refresh token is refused with Kommo's problem and counted as stale.
+        let (status, problem) = refresh(&fake, &refresh0).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            problem,
+            json!({"hint":"Token has been revoked","title":"Invalid grant",
+                   "type":"https://developers.kommo.com/v3/errors/OAuthProblemJson",
+                   "status":400,"detail":"The refresh token is invalid.",
+                   "error":"invalid_grant"})
+        );
+        assert_eq!(fake.stale_refresh_tokens_seen(), 1);
+        // An unknown token is refused too but is not "stale".
+        assert_eq!(refresh(&fake, "never-issued").await.0, 400);
+        assert_eq!(fake.stale_refresh_tokens_seen(), 1);
+        let attempts = fake.refresh_attempts();
+        assert_eq!(
+            attempts
+                .iter()
+                .map(|a| (a.accepted, a.stale))
+                .collect::<Vec<_>>(),
+            vec![(true, false), (false, true), (false, false)]
+        );
+
+        // Two overlapping refreshes with the same token: one wins, one is stale.
+        let (a, b) = tokio::join!(refresh(&fake, &refresh1), refresh(&fake, &refresh1));
+        let mut statuses = [a.0, b.0];
+        statuses.sort();
+        assert_eq!(statuses, [200, 400]);
+        assert_eq!(fake.stale_refresh_tokens_seen(), 2);
+    }
+
+    #[tokio::test]
+    async fn expired_access_token_answers_401_until_refreshed() {
+        let fake = fake().await;
+        let (access, refresh_token) = fake.issue_tokens(HOST);
+        fake.expire_access_token(HOST);
+        let res = get(&fake, "/api/v4/account", &access).await;
+        assert_eq!(res.status(), 401);
+        assert_eq!(res.json::<Value>().await.unwrap()["status"], 401);
+        assert_eq!(get(&fake, "/api/v4/account", "nope").await.status(), 401);
+        let (status, tokens) = refresh(&fake, &refresh_token).await;
+        assert_eq!(status, 200);
+        let access = tokens["access_token"].as_str().unwrap();
+        assert_eq!(get(&fake, "/api/v4/account", access).await.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn answers_429_with_retry_after() {
+        let fake = fake().await;
+        let (access, _) = fake.issue_tokens(HOST);
+        fake.fail_next_with_429(HOST, 2, 3);
+        for _ in 0..2 {
+            let res = get(&fake, "/api/v4/leads/pipelines", &access).await;
+            assert_eq!(res.status(), 429);
+            assert_eq!(res.headers()["retry-after"], "3");
+        }
+        let res = get(&fake, "/api/v4/leads/pipelines", &access).await;
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["_total_items"], 2);
+        let pipelines = body["_embedded"]["pipelines"].as_array().unwrap();
+        assert_eq!(pipelines[0]["id"], 1001);
+        assert_eq!(
+            pipelines[0]["_embedded"]["statuses"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            pipelines[1]["_embedded"]["statuses"][0]["pipeline_id"],
+            1002
+        );
+    }
+
+    #[tokio::test]
+    async fn contacts_come_in_pages_of_250_then_204() {
+        let fake = fake().await;
+        let (access, _) = fake.issue_tokens(HOST);
+        fake.set_contact_count(HOST, 510);
+        let mut sizes = Vec::new();
+        let mut ids = Vec::new();
+        for page in 1..=3 {
+            let res = get(
+                &fake,
+                &format!("/api/v4/contacts?limit=250&page={page}"),
+                &access,
+            )
+            .await;
+            assert_eq!(res.status(), 200);
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["_page"], page);
+            assert_eq!(body["_links"]["next"].is_object(), page < 3, "page {page}");
+            let contacts = body["_embedded"]["contacts"].as_array().unwrap();
+            sizes.push(contacts.len());
+            ids.extend(contacts.iter().map(|c| c["id"].as_i64().unwrap()));
+        }
+        assert_eq!(sizes, [250, 250, 10]);
+        assert_eq!(ids.first(), Some(&5_000_001));
+        assert_eq!(ids.last(), Some(&5_000_510));
+        let res = get(&fake, "/api/v4/contacts?limit=250&page=4", &access).await;
+        assert_eq!(res.status(), 204);
+        assert!(res.text().await.unwrap().is_empty());
+
+        // The next link points back at the fake and can be followed as is.
+        let body: Value = get(&fake, "/api/v4/contacts?limit=250&page=1", &access)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let next = body["_links"]["next"]["href"].as_str().unwrap();
+        let res = reqwest::Client::new()
+            .get(next)
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["_page"], 2);
+        assert_eq!(
+            get(&fake, "/api/v4/contacts?limit=251", &access)
+                .await
+                .status(),
+            400
+        );
+    }
+
+    #[tokio::test]
+    async fn notes_are_recorded() {
+        let fake = fake().await;
+        let (access, _) = fake.issue_tokens(HOST);
+        let res = reqwest::Client::new()
+            .post(format!("{}/api/v4/leads/4242/notes", fake.base_url(HOST)))
+            .bearer_auth(&access)
+            .json(&json!([{"note_type": "common", "params": {"text": "hello"}}]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        let answered = &body["_embedded"]["notes"][0];
+        assert_eq!(answered["entity_id"], 4242);
+        assert_eq!(answered["request_id"], "0");
+        let notes = fake.notes(HOST);
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0]["note_type"], "common");
+        assert_eq!(notes[0]["params"]["text"], "hello");
+        assert_eq!(notes[0]["entity_id"], 4242);
+        assert_eq!(notes[0]["id"], answered["id"]);
+
+        let recorded = fake.requests_to(HOST, "/api/v4/leads/4242/notes");
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].method, "POST");
+        assert_eq!(recorded[0].authorization, Some(format!("Bearer {access}")));
+        assert!(recorded[0].body.contains("hello"));
+    }
+
+    #[tokio::test]
+    async fn measures_the_peak_rate() {
+        let fake = fake().await;
+        fake.add_account("slow.kommo.com", 2);
+        let (access, _) = fake.issue_tokens(HOST);
+        let url = format!("{}/api/v4/account", fake.base_url(HOST));
+        let burst: Vec<_> = (0..10)
+            .map(|_| {
+                let (url, access) = (url.clone(), access.clone());
+                tokio::spawn(async move {
+                    let res = reqwest::Client::new()
+                        .get(url)
+                        .bearer_auth(access)
+                        .send()
+                        .await;
+                    res.unwrap().status()
+                })
+            })
+            .collect();
+        for handle in burst {
+            assert_eq!(handle.await.unwrap(), 200);
+        }
+        assert_eq!(fake.max_requests_in_any_second(HOST), 10);
+
+        let (slow, _) = fake.issue_tokens("slow.kommo.com");
+        let client = reqwest::Client::new();
+        let url = format!("{}/api/v4/account", fake.base_url("slow.kommo.com"));
+        for i in 0..6 {
+            if i == 3 {
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+            }
+            client.get(&url).bearer_auth(&slow).send().await.unwrap();
+        }
+        assert_eq!(fake.max_requests_in_any_second("slow.kommo.com"), 3);
+        assert_eq!(fake.max_requests_in_any_second(HOST), 10);
+    }
+}
