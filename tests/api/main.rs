@@ -1,6 +1,8 @@
 //! The integration tests: one binary, the real app against real PostgreSQL and Redis.
 
 mod helpers;
+#[allow(dead_code)]
+mod kommo_support;
 mod process;
 
 mod agents;
@@ -10,6 +12,8 @@ mod crypto;
 mod errors;
 mod fake_kommo;
 mod health;
+mod kommo_oauth;
+mod kommo_sync;
 #[cfg(feature = "test-jobs")]
 mod job_processes;
 #[cfg(feature = "test-jobs")]
