@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::auth::JwtVerifier;
+use crate::http::rate_limit::RateLimiter;
 use crate::jobs::{JobContext, JobQueue, JobSettings};
 use crate::kommo::Kommo;
 use crate::redis_conn::RedisConn;
@@ -39,6 +40,12 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         db: Db::new(pool, config.request_timeout),
         jobs: JobQueue::new(&redis, &JobSettings::from_config(&config)),
         kommo: Kommo::new(config.clone(), redis.clone())?,
+        limiter: RateLimiter::new(
+            redis.clone(),
+            config.rate_limit_anon_per_min,
+            config.rate_limit_user_per_min,
+            config.rate_limit_webhook_per_min,
+        ),
         redis,
         jwt: Arc::new(JwtVerifier::from_config(&config)?),
         lifecycle: Lifecycle::default(),

@@ -49,6 +49,8 @@ use crate::state::AppState;
         routes::kommo::callback,
         routes::kommo::browser_callback,
         routes::kommo::send_message,
+        routes::webhooks::receive,
+        routes::webhooks::list,
     ),
     components(schemas(crate::http::error::Problem)),
     modifiers(&BearerAuth)

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::auth::JwtVerifier;
+use crate::http::rate_limit::RateLimiter;
 use crate::jobs::JobQueue;
 use crate::kommo::Kommo;
 use crate::redis_conn::RedisConn;
@@ -19,6 +20,7 @@ pub struct AppState {
     pub jwt: Arc<JwtVerifier>,
     pub jobs: JobQueue,
     pub kommo: Kommo,
+    pub limiter: RateLimiter,
     pub lifecycle: Lifecycle,
 }
 

@@ -101,8 +101,8 @@ pub async fn insert(
     created_by: Option<Uuid>,
 ) -> sqlx::Result<Job> {
     sqlx::query_as(concat!(
-        "INSERT INTO jobs (id, org_id, type, payload, max_attempts, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+        "INSERT INTO jobs (id, org_id, type, payload, max_attempts, created_by, enqueued_at)
+         VALUES ($1, $2, $3, $4, $5, $6, now()) RETURNING ",
         columns!()
     ))
     .bind(Uuid::now_v7())
@@ -115,10 +115,14 @@ pub async fn insert(
     .await
 }
 
-/// Records that the job reached the queue (the scheduler re-pushes rows that never did).
-pub async fn mark_enqueued(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE jobs SET enqueued_at = now() WHERE id = $1")
+/// Rows are written as pushed (`enqueued_at = now()`) and pushed right after the commit,
+/// which saves a round trip per job. When the push fails this takes it back, so the
+/// scheduler pushes the job after a short grace; a crash in between is caught later, once
+/// the push is stale.
+pub async fn set_enqueued(conn: &mut PgConnection, id: Uuid, pushed: bool) -> sqlx::Result<()> {
+    sqlx::query("UPDATE jobs SET enqueued_at = CASE WHEN $2 THEN now() END WHERE id = $1")
         .bind(id)
+        .bind(pushed)
         .execute(conn)
         .await?;
     Ok(())
@@ -142,7 +146,7 @@ pub async fn cancel(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Re
 pub async fn retry(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Result<Option<Job>> {
     sqlx::query_as(concat!(
         "UPDATE jobs SET status = 'queued', attempts = 0, error = NULL, result = NULL,
-                started_at = NULL, finished_at = NULL, run_after = NULL, enqueued_at = NULL,
+                started_at = NULL, finished_at = NULL, run_after = NULL, enqueued_at = now(),
                 lease_expires_at = NULL, worker = NULL, updated_at = now()
          WHERE org_id = $1 AND id = $2 AND status = 'failed' RETURNING ",
         columns!()
@@ -267,7 +271,7 @@ pub async fn requeue(
     run_after: DateTime<Utc>,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE jobs SET status = 'queued', error = $3, run_after = $4,
+        "UPDATE jobs SET status = 'queued', error = $3, run_after = $4, enqueued_at = now(),
                 lease_expires_at = NULL, worker = NULL, updated_at = now()
          WHERE id = $1 AND worker = $2 AND status = 'running'",
     )

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod members;
 pub mod orgs;
 mod rls;
+pub mod webhooks;
 
 use std::time::Duration;
 

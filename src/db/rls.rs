@@ -81,6 +81,16 @@ impl Db {
 }
 
 impl Tx {
+    /// Scopes an `api_worker` transaction (from `begin_system`) to one org, once the org
+    /// is known (a webhook learns it from its connection).
+    pub async fn set_org(&mut self, org_id: Uuid) -> Result<(), ApiError> {
+        sqlx::query("SELECT set_config('app.org_id', $1, true)")
+            .bind(org_id.to_string())
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<(), ApiError> {
         self.0.commit().await?;
         Ok(())

@@ -1,10 +1,12 @@
 //! The HTTP side: router assembly, middleware, extractors and the error type.
 
 pub mod auth;
+pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod pagination;
+pub mod rate_limit;
 pub mod request_id;
 
 use std::future::Future;
@@ -37,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::jobs::router())
         .merge(routes::crm::router())
         .merge(routes::kommo::router())
+        .merge(routes::webhooks::router())
         .merge(crate::openapi::router())
         .fallback(|| async { ApiError::NotFound.into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })

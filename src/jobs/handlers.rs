@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::db::jobs::ClaimedJob;
 use crate::jobs::types::{
     EXTRACT_KNOWLEDGE_GRAPH, PROCESS_ASSET, SEND_MESSAGE, SYNC_CONTACTS, SYNC_PIPELINES,
-    TOKEN_REFRESH,
+    TOKEN_REFRESH, WEBHOOK,
 };
 use crate::jobs::{JobContext, JobError, kommo};
 
@@ -21,6 +21,7 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Value, JobError> 
         SYNC_CONTACTS => kommo::sync_contacts(ctx, job).await,
         SEND_MESSAGE => kommo::send_message(ctx, job).await,
         TOKEN_REFRESH => kommo::token_refresh(ctx, job).await,
+        WEBHOOK => kommo::webhook(ctx, job).await,
         #[cfg(feature = "test-jobs")]
         t if crate::jobs::types::TEST_TYPES.contains(&t) => test_jobs::run(job).await,
         other => Err(JobError::Permanent(format!(

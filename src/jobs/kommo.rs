@@ -312,3 +312,58 @@ pub async fn schedule_token_refreshes(db: &crate::db::Db, queue: &crate::jobs::J
         }
     }
 }
+
+#[derive(Deserialize)]
+struct WebhookPayload {
+    delivery_id: Uuid,
+}
+
+/// Parses a stored webhook delivery into events. A body that does not parse is marked
+/// failed with its error (and kept), and the job fails permanently: retrying cannot help.
+pub async fn webhook(ctx: &JobContext, job: &ClaimedJob) -> Result<Value, JobError> {
+    use crate::kommo::webhook;
+    let p: WebhookPayload = payload(job)?;
+    let db_error = |e: sqlx::Error| JobError::retry(e.to_string());
+    let mut tx = ctx
+        .db
+        .begin_worker(job.org_id)
+        .await
+        .map_err(|e| JobError::retry(e.to_string()))?;
+    let delivery = db::webhooks::delivery(&mut tx, p.delivery_id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| JobError::Permanent("the webhook delivery no longer exists".into()))?;
+    let content_type = delivery.content_type.clone().unwrap_or_default();
+    let body = delivery.raw_body.clone().unwrap_or_default();
+    match webhook::to_document(&content_type, body.as_bytes()) {
+        Ok(document) => {
+            let events = webhook::events(&document);
+            let rows: Vec<db::webhooks::NewEvent<'_>> = events
+                .iter()
+                .map(|e| db::webhooks::NewEvent {
+                    kind: &e.kind,
+                    subtype: &e.subtype,
+                    entity_id: e.entity_id,
+                    payload: &e.fields,
+                })
+                .collect();
+            db::webhooks::store_events(&mut tx, &delivery, &rows)
+                .await
+                .map_err(db_error)?;
+            tx.commit()
+                .await
+                .map_err(|e| JobError::retry(e.to_string()))?;
+            Ok(json!({ "events": rows.len() }))
+        }
+        Err(e) => {
+            let message = e.to_string();
+            db::webhooks::finish_delivery(&mut tx, delivery.id, Some(&message))
+                .await
+                .map_err(db_error)?;
+            tx.commit()
+                .await
+                .map_err(|e| JobError::retry(e.to_string()))?;
+            Err(JobError::Permanent(message))
+        }
+    }
+}

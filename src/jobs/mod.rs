@@ -127,28 +127,42 @@ impl JobQueue {
         Ok(())
     }
 
-    /// Pushes a job whose row is committed, and records that it reached the queue. A
-    /// failure is only logged: the row stays queued and the scheduler pushes it later.
+    /// Pushes a job whose row is committed (and written as pushed). A failed push is
+    /// only logged and marked on the row: the scheduler pushes the job later.
     pub async fn enqueue_committed(&self, db: &Db, job_id: Uuid, org_id: Uuid) {
-        self.enqueue(db, job_id, org_id, None).await
+        self.enqueue(db, job_id, org_id, None, false).await
     }
 
     pub async fn enqueue_later(&self, db: &Db, job_id: Uuid, org_id: Uuid, delay: Duration) {
-        self.enqueue(db, job_id, org_id, Some(delay)).await
+        self.enqueue(db, job_id, org_id, Some(delay), false).await
     }
 
-    async fn enqueue(&self, db: &Db, job_id: Uuid, org_id: Uuid, delay: Option<Duration>) {
-        if let Err(e) = self.push(JobMessage { job_id, org_id }, delay).await {
-            tracing::warn!(%job_id, error = %e, "could not push the job; the scheduler will retry");
+    /// `touch`: record the push on the row (for pushes the row does not know about).
+    async fn enqueue(
+        &self,
+        db: &Db,
+        job_id: Uuid,
+        org_id: Uuid,
+        delay: Option<Duration>,
+        touch: bool,
+    ) {
+        let pushed = match self.push(JobMessage { job_id, org_id }, delay).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%job_id, error = %e, "could not push the job; the scheduler will retry");
+                false
+            }
+        };
+        if pushed && !touch {
             return;
         }
         let marked = async {
             let mut tx = db.begin_worker(org_id).await?;
-            db::jobs::mark_enqueued(&mut tx, job_id).await?;
+            db::jobs::set_enqueued(&mut tx, job_id, pushed).await?;
             tx.commit().await
         };
         if let Err(e) = marked.await {
-            tracing::warn!(%job_id, error = %e, "could not record that the job was queued");
+            tracing::warn!(%job_id, error = %e, "could not record the job's push");
         }
     }
 
@@ -166,7 +180,7 @@ impl JobQueue {
             Ok(rows) => {
                 for (job_id, org_id) in rows {
                     tracing::info!(%job_id, "pushing a job the queue may have lost");
-                    self.enqueue(db, job_id, org_id, None).await;
+                    self.enqueue(db, job_id, org_id, None, true).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not look for lost jobs"),

@@ -16,6 +16,7 @@ pub const SYNC_CONTACTS: &str = "crm:sync-contacts";
 /// Queued by the service itself (messages endpoint, scheduler), not by `POST …/jobs`.
 pub const SEND_MESSAGE: &str = "kommo:send-message";
 pub const TOKEN_REFRESH: &str = "kommo:token-refresh";
+pub const WEBHOOK: &str = "kommo:webhook";
 
 /// Types that exist only to exercise the runner in tests; compiled in only with the
 /// `test-jobs` feature, so the production binary neither accepts nor runs them.

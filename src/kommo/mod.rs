@@ -4,6 +4,7 @@
 pub mod client;
 pub mod rate_limit;
 pub mod tokens;
+pub mod webhook;
 
 pub use client::{KommoClient, KommoError, TokenSet};
 

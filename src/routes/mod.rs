@@ -8,3 +8,4 @@ pub mod kommo;
 pub mod me;
 pub mod members;
 pub mod orgs;
+pub mod webhooks;

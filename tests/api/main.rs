@@ -12,12 +12,13 @@ mod crypto;
 mod errors;
 mod fake_kommo;
 mod health;
-mod kommo_oauth;
-mod kommo_sync;
 #[cfg(feature = "test-jobs")]
 mod job_processes;
 #[cfg(feature = "test-jobs")]
 mod jobs;
+mod kommo_oauth;
+mod kommo_sync;
 mod members;
 mod orgs;
 mod rls;
+mod webhooks;

@@ -1,0 +1,175 @@
+//! Queries on `webhook_events`: raw deliveries and the events parsed out of them.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::http::pagination::Page;
+
+/// The connection a webhook URL names, with its token digest (see the migration).
+pub async fn connection(
+    conn: &mut PgConnection,
+    connection_id: Uuid,
+) -> sqlx::Result<Option<(Uuid, Vec<u8>, Option<i64>)>> {
+    sqlx::query_as("SELECT org_id, webhook_token_hash, account_id FROM auth.webhook_connection($1)")
+        .bind(connection_id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Stores a delivery unless the same body was accepted for this connection within the
+/// last 24 h (the unique digest index decides, also between replicas racing); `None` for
+/// a duplicate.
+pub async fn insert_delivery(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    connection_id: Uuid,
+    digest: &[u8],
+    content_type: &str,
+    body: &str,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar(
+        "INSERT INTO webhook_events (id, org_id, connection_id, kind, body_sha256, content_type, raw_body)
+         VALUES ($1, $2, $3, 'delivery', $4, $5, $6)
+         ON CONFLICT (connection_id, body_sha256) WHERE kind = 'delivery' DO NOTHING
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org_id)
+    .bind(connection_id)
+    .bind(digest)
+    .bind(content_type)
+    .bind(body)
+    .fetch_optional(conn)
+    .await
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub connection_id: Uuid,
+    pub content_type: Option<String>,
+    pub raw_body: Option<String>,
+}
+
+pub async fn delivery(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Delivery>> {
+    sqlx::query_as(
+        "SELECT id, org_id, connection_id, content_type, raw_body FROM webhook_events
+         WHERE id = $1 AND kind = 'delivery'",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub struct NewEvent<'a> {
+    pub kind: &'a str,
+    pub subtype: &'a str,
+    pub entity_id: Option<i64>,
+    pub payload: &'a Value,
+}
+
+/// Replaces the delivery's events (a retried job does not duplicate them) and marks the
+/// delivery processed.
+pub async fn store_events(
+    conn: &mut PgConnection,
+    delivery: &Delivery,
+    events: &[NewEvent<'_>],
+) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM webhook_events WHERE delivery_id = $1")
+        .bind(delivery.id)
+        .execute(&mut *conn)
+        .await?;
+    // UUIDv7, so the listing (newest first, by id) keeps Kommo's order.
+    let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    let subtypes: Vec<&str> = events.iter().map(|e| e.subtype).collect();
+    let ids: Vec<Option<i64>> = events.iter().map(|e| e.entity_id).collect();
+    let payloads: Vec<&Value> = events.iter().map(|e| e.payload).collect();
+    sqlx::query(
+        "INSERT INTO webhook_events (id, org_id, connection_id, kind, delivery_id, type, subtype,
+                                     entity_id, payload, status, processed_at)
+         SELECT e.id, $1, $2, 'event', $3, e.kind, e.subtype, e.entity_id, e.payload,
+                'processed', now()
+         FROM unnest($4::uuid[], $5::text[], $6::text[], $7::bigint[], $8::jsonb[])
+              AS e(id, kind, subtype, entity_id, payload)",
+    )
+    .bind(delivery.org_id)
+    .bind(delivery.connection_id)
+    .bind(delivery.id)
+    .bind(&event_ids)
+    .bind(&kinds)
+    .bind(&subtypes)
+    .bind(&ids)
+    .bind(&payloads)
+    .execute(&mut *conn)
+    .await?;
+    finish_delivery(conn, delivery.id, None).await
+}
+
+/// Marks a delivery processed, or failed with `error` (its raw body stays).
+pub async fn finish_delivery(
+    conn: &mut PgConnection,
+    id: Uuid,
+    error: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE webhook_events SET status = CASE WHEN $2::text IS NULL THEN 'processed' ELSE 'failed' END,
+                error = $2, processed_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct WebhookEvent {
+    pub id: Uuid,
+    pub connection_id: Uuid,
+    /// `delivery` (a body that could not be parsed) or `event`.
+    pub kind: String,
+    pub delivery_id: Option<Uuid>,
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    pub subtype: Option<String>,
+    pub entity_id: Option<i64>,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    pub status: String,
+    pub error: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub processed_at: Option<DateTime<Utc>>,
+}
+
+/// Parsed events, and deliveries that failed to parse, newest first.
+pub async fn list(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    event_type: Option<&str>,
+    status: Option<&str>,
+    page: Page,
+) -> sqlx::Result<Vec<WebhookEvent>> {
+    sqlx::query_as(
+        "SELECT id, connection_id, kind, delivery_id, type AS event_type, subtype, entity_id, payload,
+                status, error, received_at, processed_at
+         FROM webhook_events
+         WHERE org_id = $1 AND (kind = 'event' OR status = 'failed')
+           AND ($2::text IS NULL OR type = $2)
+           AND ($3::text IS NULL OR status = $3)
+           AND ($4::uuid IS NULL OR id < $4)
+         ORDER BY id DESC LIMIT $5",
+    )
+    .bind(org_id)
+    .bind(event_type)
+    .bind(status)
+    .bind(page.after)
+    .bind(page.fetch_limit())
+    .fetch_all(conn)
+    .await
+}

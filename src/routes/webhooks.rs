@@ -1,0 +1,189 @@
+//! Kommo webhooks: `POST /v1/kommo/webhooks/{connection_id}/{token}`, checked, stored and
+//! answered at once (a job parses them), and the org's received events.
+
+use axum::Router;
+use axum::body::to_bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::HeaderMap;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::db;
+use crate::db::webhooks::WebhookEvent;
+use crate::http::client_ip::ClientIp;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{ApiQuery, OrgTx};
+use crate::http::pagination::{Page, Paginated};
+use crate::http::rate_limit::LimitClass;
+use crate::jobs::DEFAULT_MAX_ATTEMPTS;
+use crate::jobs::types::WEBHOOK;
+use crate::kommo::webhook::{self, is_form, is_json};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/kommo/webhooks/{connection_id}/{token}", post(receive))
+        .route("/v1/orgs/{org_id}/webhook-events", get(list))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WebhookAccepted {
+    /// `accepted`, or `duplicate` for a body already accepted within 24 h.
+    pub status: &'static str,
+}
+
+/// Receives a Kommo webhook. An unknown connection and a wrong token get the same 404.
+#[utoipa::path(post, path = "/v1/kommo/webhooks/{connection_id}/{token}", tag = "webhooks",
+    params(("connection_id" = Uuid, Path), ("token" = String, Path, description = "the secret from the webhook URL")),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    responses((status = 200, body = WebhookAccepted)))]
+pub async fn receive(
+    State(app): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Path((connection_id, token)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    match accept(&app, ip, &connection_id, &token, request).await {
+        Ok(status) => Json(WebhookAccepted { status }).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn accept(
+    app: &AppState,
+    ip: std::net::IpAddr,
+    connection_id: &str,
+    token: &str,
+    request: Request,
+) -> ApiResult<&'static str> {
+    let allowed = &app.config.webhook_allowed_cidrs;
+    if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&ip)) {
+        return Err(ApiError::forbidden("This address may not send webhooks."));
+    }
+    // Anything wrong with the URL is the same 404, whichever part it was.
+    let connection_id = Uuid::parse_str(connection_id).map_err(|_| ApiError::NotFound)?;
+    let mut tx = app.db.begin_system().await?;
+    let (org_id, stored_digest, account_id) = db::webhooks::connection(&mut tx, connection_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let digest = Sha256::digest(token.as_bytes());
+    if !bool::from(digest[..].ct_eq(&stored_digest)) {
+        return Err(ApiError::NotFound);
+    }
+
+    let decision = app
+        .limiter
+        .check(LimitClass::Webhook, &connection_id.to_string())
+        .await;
+    if !decision.allowed {
+        return Err(ApiError::RateLimited {
+            retry_after: decision.retry_after,
+        });
+    }
+    let content_type = content_type(request.headers());
+    if !is_form(&content_type) && !is_json(&content_type) {
+        return Err(ApiError::UnsupportedMediaType(
+            "Send application/x-www-form-urlencoded (as Kommo does) or application/json.".into(),
+        ));
+    }
+    let body = to_bytes(request.into_body(), app.config.webhook_body_limit_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::BadRequest("The body is not UTF-8 text.".into()))?;
+    // The account check needs the body parsed; a body that does not parse is still
+    // stored (and fails visibly in its job), never lost.
+    if let Ok(document) = webhook::to_document(&content_type, &body)
+        && let (Some(claimed), Some(ours)) = (webhook::account_id(&document), account_id)
+        && claimed != ours
+    {
+        return Err(ApiError::validation(
+            "account[id]",
+            "does not match the Kommo account of this connection",
+        ));
+    }
+
+    tx.set_org(org_id).await?;
+    let body_digest = Sha256::digest(&body);
+    let Some(delivery_id) = db::webhooks::insert_delivery(
+        &mut tx,
+        org_id,
+        connection_id,
+        &body_digest,
+        &content_type,
+        text,
+    )
+    .await?
+    else {
+        tx.commit().await?;
+        return Ok("duplicate");
+    };
+    let job = db::jobs::insert(
+        &mut tx,
+        org_id,
+        WEBHOOK,
+        &json!({ "delivery_id": delivery_id }),
+        DEFAULT_MAX_ATTEMPTS,
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    app.jobs.enqueue_committed(&app.db, job.id, org_id).await;
+    Ok("accepted")
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListEvents {
+    /// `leads`, `contacts`, `messages`, …
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// `received`, `processed` or `failed`.
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// Webhook events received for the org, newest first.
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/webhook-events", tag = "webhooks",
+    security(("bearer" = [])), params(("org_id" = Uuid, Path), ListEvents),
+    responses((status = 200, body = inline(Paginated<WebhookEvent>))))]
+pub async fn list(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiQuery(query): ApiQuery<ListEvents>,
+) -> ApiResult<Json<Paginated<WebhookEvent>>> {
+    let page = Page::new(query.limit, query.cursor.as_deref())?;
+    if let Some(status) = &query.status
+        && !matches!(status.as_str(), "received" | "processed" | "failed")
+    {
+        return Err(ApiError::validation(
+            "status",
+            "must be received, processed or failed",
+        ));
+    }
+    let rows = db::webhooks::list(
+        &mut tx,
+        org_id,
+        query.event_type.as_deref(),
+        query.status.as_deref(),
+        page,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(Paginated::from_rows(rows, page, |e| e.id)))
+}
