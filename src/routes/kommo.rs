@@ -268,21 +268,22 @@ pub async fn callback(
     ApiJson(body): ApiJson<OauthCallback>,
 ) -> ApiResult<Json<OauthConnected>> {
     // Consumed under the user's claims: the policy shows only their own states.
-    let row: Option<(Uuid, String, bool)> = sqlx::query_as(
-        "DELETE FROM oauth_states WHERE state_hash = $1 AND user_id = $2
-         RETURNING org_id, redirect_uri, expires_at < now()",
+    let row: Option<(Uuid, String, bool, bool)> = sqlx::query_as(
+        "DELETE FROM oauth_states s WHERE s.state_hash = $1 AND s.user_id = $2
+         RETURNING s.org_id, s.redirect_uri, s.expires_at < now(),
+                   EXISTS (SELECT 1 FROM organization_members m
+                           WHERE m.org_id = s.org_id AND m.user_id = $2
+                             AND m.role IN ('owner', 'admin'))",
     )
     .bind(state_hash(&body.state))
     .bind(user.id)
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    let Some((org_id, redirect_uri, expired)) = row else {
+    // Expired, or its user is no longer an owner or admin of the org.
+    let Some((org_id, redirect_uri, false, true)) = row else {
         return Err(CallbackError::State.into());
     };
-    if expired {
-        return Err(CallbackError::State.into());
-    }
     let consumed = ConsumedState {
         org_id,
         user_id: user.id,
@@ -349,8 +350,8 @@ async fn browser_flow(
     // Consumed even when the user denied access, so the state cannot be used later.
     let consumed = {
         let mut tx = app.db.begin_system().await.map_err(CallbackError::Other)?;
-        let row: Option<(Uuid, Uuid, String, bool)> = sqlx::query_as(
-            "SELECT org_id, user_id, redirect_uri, expired FROM auth.consume_oauth_state($1)",
+        let row: Option<(Uuid, Uuid, String, bool, bool)> = sqlx::query_as(
+            "SELECT org_id, user_id, redirect_uri, expired, allowed FROM auth.consume_oauth_state($1)",
         )
         .bind(state_hash(&state))
         .fetch_optional(&mut *tx)
@@ -359,12 +360,9 @@ async fn browser_flow(
         tx.commit().await.map_err(CallbackError::Other)?;
         row
     };
-    let Some((org_id, user_id, redirect_uri, expired)) = consumed else {
+    let Some((org_id, user_id, redirect_uri, false, true)) = consumed else {
         return Err(CallbackError::State);
     };
-    if expired {
-        return Err(CallbackError::State);
-    }
     if query.error.is_some() {
         return Err(CallbackError::Denied);
     }
