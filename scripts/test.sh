@@ -32,6 +32,6 @@ cargo fmt --all -- --check
 step="cargo clippy"
 cargo clippy --all-targets --all-features --locked -- -D warnings
 step="cargo test"
-cargo test --locked --features test-jobs -- "$@"
+cargo test --locked --features test-support -- "$@"
 
 echo "test.sh: OK (fmt, clippy, tests) in $((SECONDS - started))s"

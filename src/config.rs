@@ -20,6 +20,7 @@ use url::Url;
 pub const KEYS: &[&str] = &[
     "APP_ENV",
     "HTTP_ADDR",
+    "HTTP_MAX_CONNECTIONS",
     "METRICS_ADDR",
     "DATABASE_URL",
     "DATABASE_MIGRATION_URL",
@@ -125,6 +126,8 @@ impl fmt::Debug for EncryptionKey {
 pub struct Config {
     pub app_env: AppEnv,
     pub http_addr: SocketAddr,
+    /// Open connections beyond this are refused at accept.
+    pub http_max_connections: usize,
     pub metrics_addr: Option<SocketAddr>,
     pub database_url: SecretString,
     pub database_migration_url: SecretString,
@@ -232,6 +235,8 @@ impl Config {
         let config = Config {
             app_env: p.required("APP_ENV", |s| s.parse()),
             http_addr: p.required("HTTP_ADDR", parse_addr),
+            http_max_connections: p
+                .required("HTTP_MAX_CONNECTIONS", |s| parse_range(s, 1, 1_000_000)),
             metrics_addr: p.optional("METRICS_ADDR", parse_addr),
             database_url: p.required("DATABASE_URL", parse_postgres_url),
             database_migration_url: match p.optional("DATABASE_MIGRATION_URL", parse_postgres_url) {

@@ -71,6 +71,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let server = tokio::spawn(http::serve(
         listener,
         router,
+        config.http_max_connections,
         stop.clone().cancelled_owned(),
     ));
     let workers = tokio::spawn(jobs::run_workers(

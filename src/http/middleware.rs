@@ -1,16 +1,22 @@
-//! Middleware of the public router: request context and access log, handler timeout,
-//! security headers, and panics turned into problem+json.
+//! Middleware of the public router: request context and access log, rate limits, CORS,
+//! handler timeout, security headers, and panics turned into problem+json.
 
 use std::any::Any;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::http::auth::bearer_token;
+use crate::http::client_ip;
 use crate::http::error::ApiError;
+use crate::http::rate_limit::LimitClass;
 use crate::http::request_id;
+use crate::state::AppState;
 
 /// Gives the request its id (kept in a task-local so errors can quote it), then writes
 /// one access-log line with what operators need and nothing secret: the route template,
@@ -77,4 +83,89 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
     ApiError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}
+
+/// Rate limits every request but health checks and webhooks (those have their own, per
+/// connection): per user when the bearer token is valid, else per client address. The
+/// verified user is kept on the request, so the `AuthUser` extractor does not verify the
+/// token twice.
+pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/health") || path.starts_with("/v1/kommo/webhooks/") {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let verified = match bearer_token(&parts) {
+        Some(token) => state.jwt.verify(token).await.ok(),
+        None => None,
+    };
+    let (class, key) = match verified {
+        Some(user) => {
+            let key = user.id.to_string();
+            parts.extensions.insert(user);
+            (LimitClass::User, key)
+        }
+        None => {
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip())
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let ip = client_ip::resolve(peer, &parts.headers, &state.config.trusted_proxies);
+            (LimitClass::Anon, ip.to_string())
+        }
+    };
+    let decision = state.limiter.check(class, &key).await;
+    let mut response = if decision.allowed {
+        next.run(Request::from_parts(parts, body)).await
+    } else {
+        ApiError::RateLimited {
+            retry_after: decision.retry_after,
+        }
+        .into_response()
+    };
+    decision.write_headers(response.headers_mut());
+    response
+}
+
+/// CORS for the configured origins only (exact match, echoed, with credentials); none
+/// configured means no CORS headers at all. `*` (refused in production) allows any origin
+/// without credentials.
+pub fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            request_id::X_REQUEST_ID.clone(),
+        ])
+        .expose_headers([
+            request_id::X_REQUEST_ID.clone(),
+            header::RETRY_AFTER,
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderName::from_static("ratelimit-reset"),
+        ])
+        .max_age(Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") {
+        return Some(layer.allow_origin(AllowOrigin::any()));
+    }
+    let exact: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        layer
+            .allow_origin(AllowOrigin::list(exact))
+            .allow_credentials(true),
+    )
 }

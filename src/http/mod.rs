@@ -8,9 +8,7 @@ pub mod middleware;
 pub mod pagination;
 pub mod rate_limit;
 pub mod request_id;
-
-use std::future::Future;
-use std::net::SocketAddr;
+pub mod server;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -18,7 +16,6 @@ use axum::http::HeaderValue;
 use axum::middleware::from_fn;
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
-use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -30,7 +27,7 @@ use crate::state::AppState;
 /// layer added runs first).
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
-    let mut router = Router::new()
+    let routes = Router::new()
         .merge(routes::health::router())
         .merge(routes::me::router())
         .merge(routes::orgs::router())
@@ -40,37 +37,34 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::crm::router())
         .merge(routes::kommo::router())
         .merge(routes::webhooks::router())
-        .merge(crate::openapi::router())
+        .merge(crate::openapi::router());
+    #[cfg(feature = "test-support")]
+    let routes = routes.merge(routes::test_support::router());
+    let routes = routes
         .fallback(|| async { ApiError::NotFound.into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
-        .with_state(state)
+        .with_state(state.clone());
+    // Innermost first: what a handler sees, up to what every response passes through.
+    let mut router = routes
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(from_fn_with_state(
             config.request_timeout,
             middleware::timeout,
         ))
-        .layer(from_fn(middleware::security_headers));
+        .layer(from_fn_with_state(state, middleware::rate_limit));
+    if let Some(cors) = middleware::cors(&config.cors_allowed_origins) {
+        router = router.layer(cors);
+    }
     if config.is_production() {
         router = router.layer(SetResponseHeaderLayer::overriding(
             axum::http::header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=63072000; includeSubDomains"),
         ));
     }
-    router.layer(from_fn(middleware::request_context))
+    router
+        .layer(from_fn(middleware::security_headers))
+        .layer(from_fn(middleware::request_context))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-}
+pub use server::serve;

@@ -22,7 +22,7 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Value, JobError> 
         SEND_MESSAGE => kommo::send_message(ctx, job).await,
         TOKEN_REFRESH => kommo::token_refresh(ctx, job).await,
         WEBHOOK => kommo::webhook(ctx, job).await,
-        #[cfg(feature = "test-jobs")]
+        #[cfg(feature = "test-support")]
         t if crate::jobs::types::TEST_TYPES.contains(&t) => test_jobs::run(job).await,
         other => Err(JobError::Permanent(format!(
             "no handler for job type `{other}`"
@@ -31,9 +31,9 @@ pub async fn run(ctx: &JobContext, job: &ClaimedJob) -> Result<Value, JobError> 
     .map(|v: Value| if v.is_null() { json!({}) } else { v })
 }
 
-#[cfg(feature = "test-jobs")]
+#[cfg(feature = "test-support")]
 mod test_jobs {
-    //! Handlers that exist only to exercise the runner in tests (feature `test-jobs`).
+    //! Handlers that exist only to exercise the runner in tests (feature `test-support`).
 
     use std::time::Duration;
 

@@ -213,8 +213,9 @@ struct MessagePayload {
 struct MessageBody {
     subject: Option<String>,
     body: String,
+    /// Stored as sent: absent or `null` when there are none.
     #[serde(default)]
-    attachments: Vec<Attachment>,
+    attachments: Option<Vec<Attachment>>,
 }
 
 #[derive(Deserialize)]
@@ -226,7 +227,7 @@ struct Attachment {
 /// The note Kommo stores on the deal: `common` text for chat, `outgoing_email` for email.
 fn note(p: &MessagePayload) -> Value {
     let mut text = p.message.body.clone();
-    for a in &p.message.attachments {
+    for a in p.message.attachments.iter().flatten() {
         text.push_str(&format!("\n{}: {}", a.name, a.url));
     }
     match p.channel.as_str() {

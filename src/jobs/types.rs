@@ -19,10 +19,10 @@ pub const TOKEN_REFRESH: &str = "kommo:token-refresh";
 pub const WEBHOOK: &str = "kommo:webhook";
 
 /// Types that exist only to exercise the runner in tests; compiled in only with the
-/// `test-jobs` feature, so the production binary neither accepts nor runs them.
-#[cfg(feature = "test-jobs")]
+/// `test-support` feature, so the production binary neither accepts nor runs them.
+#[cfg(feature = "test-support")]
 pub const TEST_TYPES: &[&str] = &["test:sleep", "test:fail", "test:panic"];
-#[cfg(not(feature = "test-jobs"))]
+#[cfg(not(feature = "test-support"))]
 pub const TEST_TYPES: &[&str] = &[];
 
 pub const CLIENT_TYPES: &[&str] = &[
@@ -53,14 +53,14 @@ pub struct ConnectionSync {
     pub connection_id: Uuid,
 }
 
-#[cfg(feature = "test-jobs")]
+#[cfg(feature = "test-support")]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestSleep {
     pub millis: u64,
 }
 
-#[cfg(feature = "test-jobs")]
+#[cfg(feature = "test-support")]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestFail {
@@ -122,15 +122,15 @@ pub async fn validate(body: Value, tx: &mut Tx, org_id: Uuid) -> ApiResult<NewJo
                 ));
             }
         }
-        #[cfg(feature = "test-jobs")]
+        #[cfg(feature = "test-support")]
         "test:sleep" => {
             parse::<TestSleep>(fields)?;
         }
-        #[cfg(feature = "test-jobs")]
+        #[cfg(feature = "test-support")]
         "test:fail" => {
             parse::<TestFail>(fields)?;
         }
-        #[cfg(feature = "test-jobs")]
+        #[cfg(feature = "test-support")]
         "test:panic" => {
             parse::<Map<String, Value>>(fields)?;
         }

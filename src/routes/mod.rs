@@ -8,4 +8,6 @@ pub mod kommo;
 pub mod me;
 pub mod members;
 pub mod orgs;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 pub mod webhooks;

@@ -183,6 +183,9 @@ pub fn base_env(db: &str) -> HashMap<String, String> {
         ("REDIS_URL", redis_url()),
         ("JWT_SECRET", JWT_SECRET.into()),
         ("LOG_FORMAT", "pretty".into()),
+        // Tests poll; the rate-limit tests set their own, small limits.
+        ("RATE_LIMIT_USER_PER_MIN", "1000000".into()),
+        ("RATE_LIMIT_ANON_PER_MIN", "1000000".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -323,6 +326,7 @@ impl TestApp {
         tokio::spawn(agents_api::http::serve(
             listener,
             router,
+            state.config.http_max_connections,
             stop.clone().cancelled_owned(),
         ));
         if with_jobs {

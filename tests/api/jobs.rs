@@ -530,7 +530,7 @@ async fn housekeeping_removes_expired_oauth_states() {
 }
 
 /// Not a test of a bound: measures how long a job waits between enqueue and start on
-/// this machine. `cargo test --features test-jobs --test api -- --ignored --nocapture
+/// this machine. `cargo test --features test-support --test api -- --ignored --nocapture
 /// job_start_latency`
 #[tokio::test]
 #[ignore]

@@ -12,9 +12,9 @@ mod crypto;
 mod errors;
 mod fake_kommo;
 mod health;
-#[cfg(feature = "test-jobs")]
+#[cfg(feature = "test-support")]
 mod job_processes;
-#[cfg(feature = "test-jobs")]
+#[cfg(feature = "test-support")]
 mod jobs;
 mod kommo_oauth;
 mod kommo_sync;

@@ -172,7 +172,7 @@ impl Process {
     }
 
     /// Sends SIGKILL (`kill -9`): the process dies at once, with no chance to clean up.
-    #[cfg_attr(not(feature = "test-jobs"), allow(dead_code))]
+    #[cfg_attr(not(feature = "test-support"), allow(dead_code))]
     pub fn kill9(&self) {
         self.signal("KILL");
     }
