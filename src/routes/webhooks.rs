@@ -20,7 +20,7 @@ use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiQuery, OrgTx};
 use crate::http::pagination::{Page, Paginated};
-use crate::http::rate_limit::LimitClass;
+use crate::http::rate_limit::{Decision, LimitClass};
 use crate::jobs::DEFAULT_MAX_ATTEMPTS;
 use crate::jobs::types::WEBHOOK;
 use crate::kommo::webhook::{self, is_form, is_json};
@@ -49,10 +49,15 @@ pub async fn receive(
     Path((connection_id, token)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    match accept(&app, ip, &connection_id, &token, request).await {
+    let mut limit = None;
+    let mut response = match accept(&app, ip, &connection_id, &token, request, &mut limit).await {
         Ok(status) => Json(WebhookAccepted { status }).into_response(),
         Err(e) => e.into_response(),
+    };
+    if let Some(decision) = limit {
+        decision.write_headers(response.headers_mut());
     }
+    response
 }
 
 async fn accept(
@@ -61,11 +66,24 @@ async fn accept(
     connection_id: &str,
     token: &str,
     request: Request,
+    limit: &mut Option<Decision>,
 ) -> ApiResult<&'static str> {
     let allowed = &app.config.webhook_allowed_cidrs;
     if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&ip)) {
         return Err(ApiError::forbidden("This address may not send webhooks."));
     }
+    // The body is read before any database work, so a client trickling it in holds no
+    // pooled connection (the request timeout bounds how long it may take).
+    let content_type = content_type(request.headers());
+    if !is_form(&content_type) && !is_json(&content_type) {
+        return Err(ApiError::UnsupportedMediaType(
+            "Send application/x-www-form-urlencoded (as Kommo does) or application/json.".into(),
+        ));
+    }
+    let body = to_bytes(request.into_body(), app.config.webhook_body_limit_bytes)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+
     // Anything wrong with the URL is the same 404, whichever part it was.
     let connection_id = Uuid::parse_str(connection_id).map_err(|_| ApiError::NotFound)?;
     let mut tx = app.db.begin_system().await?;
@@ -76,25 +94,16 @@ async fn accept(
     if !bool::from(digest[..].ct_eq(&stored_digest)) {
         return Err(ApiError::NotFound);
     }
-
     let decision = app
         .limiter
         .check(LimitClass::Webhook, &connection_id.to_string())
         .await;
+    *limit = Some(decision);
     if !decision.allowed {
         return Err(ApiError::RateLimited {
             retry_after: decision.retry_after,
         });
     }
-    let content_type = content_type(request.headers());
-    if !is_form(&content_type) && !is_json(&content_type) {
-        return Err(ApiError::UnsupportedMediaType(
-            "Send application/x-www-form-urlencoded (as Kommo does) or application/json.".into(),
-        ));
-    }
-    let body = to_bytes(request.into_body(), app.config.webhook_body_limit_bytes)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge)?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::BadRequest("The body is not UTF-8 text.".into()))?;
     // The account check needs the body parsed; a body that does not parse is still
