@@ -27,6 +27,7 @@ use crate::state::AppState;
         routes::agents::update,
         routes::agents::set_status,
         routes::agents::remove,
+        routes::audit::list,
         routes::jobs::list,
         routes::jobs::create,
         routes::jobs::show,

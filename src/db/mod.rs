@@ -2,6 +2,7 @@
 //! request and job runs in, migrations, and the queries of each resource.
 
 pub mod agents;
+pub mod audit;
 pub mod crm;
 pub mod jobs;
 pub mod members;

@@ -2,11 +2,14 @@
 //! caller once, and scope a request to one org before the handler runs.
 
 use std::marker::PhantomData;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawPathParams, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::extract::{
+    ConnectInfo, FromRequest, FromRequestParts, Path, Query, RawPathParams, Request,
+};
+use axum::http::header::{CONTENT_TYPE, USER_AGENT};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
@@ -16,7 +19,9 @@ use validator::Validate;
 
 use crate::db::{self, Tx};
 use crate::http::auth::AuthUser;
+use crate::http::client_ip;
 use crate::http::error::{ApiError, FieldError};
+use crate::http::request_id::RequestId;
 use crate::state::AppState;
 
 /// A JSON body: 415 without a JSON content type, 413 over the limit, 400 when it is not
@@ -180,10 +185,50 @@ impl Role {
     }
 }
 
+/// Who and where a request came from, for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub request_id: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl RequestMeta {
+    fn from_parts(parts: &Parts, state: &AppState) -> RequestMeta {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| {
+                client_ip::resolve(addr.ip(), &parts.headers, &state.config.trusted_proxies)
+            });
+        RequestMeta {
+            request_id: parts.extensions.get::<RequestId>().map(|id| id.0.clone()),
+            ip,
+            user_agent: parts
+                .headers
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|ua| ua.chars().take(512).collect()),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(RequestMeta::from_parts(parts, state))
+    }
+}
+
 /// An authenticated user with a transaction already running under their claims.
 pub struct UserTx {
     pub user: AuthUser,
     pub tx: Tx,
+    pub meta: RequestMeta,
 }
 
 impl FromRequestParts<AppState> for UserTx {
@@ -192,7 +237,11 @@ impl FromRequestParts<AppState> for UserTx {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let user = AuthUser::from_request_parts(parts, state).await?;
         let tx = state.db.begin_user(&user).await?;
-        Ok(UserTx { user, tx })
+        Ok(UserTx {
+            user,
+            tx,
+            meta: RequestMeta::from_parts(parts, state),
+        })
     }
 }
 
@@ -221,6 +270,7 @@ pub struct OrgTx<R: MinRole = Read> {
     pub org_id: Uuid,
     pub role: Role,
     pub tx: Tx,
+    pub meta: RequestMeta,
     _min: PhantomData<R>,
 }
 
@@ -254,6 +304,7 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
             org_id,
             role,
             tx,
+            meta: RequestMeta::from_parts(parts, state),
             _min: PhantomData,
         })
     }

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::orgs::router())
         .merge(routes::members::router())
         .merge(routes::agents::router())
+        .merge(routes::audit::router())
         .merge(routes::jobs::router())
         .merge(routes::crm::router())
         .merge(routes::kommo::router())

@@ -5,11 +5,13 @@ use axum::http::StatusCode;
 use axum::response::Json;
 use axum::routing::{get, post};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::json;
 use uuid::Uuid;
 use validator::{Validate, ValidationError};
 
 use crate::db;
 use crate::db::agents::{Agent, AgentFields, AgentFilter, AgentStatus};
+use crate::db::audit::Change;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, Write};
 use crate::http::pagination::{Page, Paginated};
@@ -161,6 +163,29 @@ pub struct UpdateAgent {
     pub settings: Option<serde_json::Value>,
 }
 
+impl UpdateAgent {
+    /// The names of the fields this patch sets (values stay out of the audit log).
+    fn changed_fields(&self) -> Vec<&'static str> {
+        let present = [
+            ("connection_id", self.connection_id.is_some()),
+            ("name", self.name.is_some()),
+            ("status", self.status.is_some()),
+            ("model", self.model.is_some()),
+            ("instructions", self.instructions.is_some()),
+            ("channels", self.channels.is_some()),
+            ("schedule", self.schedule.is_some()),
+            ("temperature", self.temperature.is_some()),
+            ("max_tokens", self.max_tokens.is_some()),
+            ("settings", self.settings.is_some()),
+        ];
+        present
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(name, _)| name)
+            .collect()
+    }
+}
+
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetStatus {
@@ -232,7 +257,13 @@ pub async fn list(
     security(("bearer" = [])), params(("org_id" = Uuid, Path)), request_body = CreateAgent,
     responses((status = 201, body = Agent)))]
 pub async fn create(
-    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        meta,
+        ..
+    }: OrgTx<Write>,
     ApiJson(body): ApiJson<CreateAgent>,
 ) -> ApiResult<(StatusCode, Json<Agent>)> {
     check_connection(&mut tx, org_id, body.connection_id).await?;
@@ -249,6 +280,13 @@ pub async fn create(
         settings: body.settings.unwrap_or_else(|| serde_json::json!({})),
     };
     let agent = db::agents::insert(&mut tx, org_id, &fields).await?;
+    let change = Change::new(
+        "agent.create",
+        "agent",
+        agent.id,
+        json!({"name": agent.name, "status": agent.status, "model": agent.model}),
+    );
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(agent)))
 }
@@ -273,13 +311,20 @@ pub async fn show(
     security(("bearer" = [])), params(("org_id" = Uuid, Path), ("agent_id" = Uuid, Path)),
     request_body = UpdateAgent, responses((status = 200, body = Agent)))]
 pub async fn update(
-    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        meta,
+        ..
+    }: OrgTx<Write>,
     ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<UpdateAgent>,
 ) -> ApiResult<Json<Agent>> {
     let current = db::agents::get_for_update(&mut tx, org_id, agent_id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    let changed = body.changed_fields();
     let mut fields = AgentFields::from(current);
     if let Some(connection_id) = body.connection_id {
         check_connection(&mut tx, org_id, connection_id).await?;
@@ -315,6 +360,13 @@ pub async fn update(
     let agent = db::agents::update(&mut tx, org_id, agent_id, &fields)
         .await?
         .ok_or(ApiError::NotFound)?;
+    let change = Change::new(
+        "agent.update",
+        "agent",
+        agent_id,
+        json!({ "fields": changed }),
+    );
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok(Json(agent))
 }
@@ -324,13 +376,26 @@ pub async fn update(
     security(("bearer" = [])), params(("org_id" = Uuid, Path), ("agent_id" = Uuid, Path)),
     request_body = SetStatus, responses((status = 200, body = Agent)))]
 pub async fn set_status(
-    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        meta,
+        ..
+    }: OrgTx<Write>,
     ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<SetStatus>,
 ) -> ApiResult<Json<Agent>> {
     let agent = db::agents::set_status(&mut tx, org_id, agent_id, body.status)
         .await?
         .ok_or(ApiError::NotFound)?;
+    let change = Change::new(
+        "agent.status",
+        "agent",
+        agent_id,
+        json!({"status": body.status}),
+    );
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok(Json(agent))
 }
@@ -340,12 +405,20 @@ pub async fn set_status(
     security(("bearer" = [])), params(("org_id" = Uuid, Path), ("agent_id" = Uuid, Path)),
     responses((status = 204)))]
 pub async fn remove(
-    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        meta,
+        ..
+    }: OrgTx<Write>,
     ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
     if !db::agents::delete(&mut tx, org_id, agent_id).await? {
         return Err(ApiError::NotFound);
     }
+    let change = Change::new("agent.delete", "agent", agent_id, json!({}));
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

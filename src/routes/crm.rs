@@ -14,10 +14,11 @@ use validator::Validate;
 
 use crate::crypto;
 use crate::db;
+use crate::db::audit::Change;
 use crate::db::crm::{Connection, ContactView, PipelineView, StoredTokens};
 use crate::db::jobs::Job;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, Write};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
 use crate::http::pagination::{Page, Paginated};
 use crate::jobs::DEFAULT_MAX_ATTEMPTS;
 use crate::jobs::types::{SYNC_CONTACTS, SYNC_PIPELINES};
@@ -167,7 +168,13 @@ pub async fn show_credentials(
     request_body = PutCredentials, responses((status = 200, body = CredentialsView)))]
 pub async fn put_credentials(
     State(state): State<AppState>,
-    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        meta,
+        ..
+    }: OrgTx<Write>,
     ApiPath((_, name)): ApiPath<(Uuid, String)>,
     ApiJson(body): ApiJson<PutCredentials>,
 ) -> ApiResult<Json<CredentialsView>> {
@@ -186,6 +193,14 @@ pub async fn put_credentials(
         body.redirect_uri.as_deref(),
     )
     .await?;
+    // The secret itself never reaches the audit log; that it changed does.
+    let change = Change::new(
+        "crm.credentials.update",
+        "crm_credentials",
+        id,
+        json!({"provider": provider, "client_id": creds.client_id, "redirect_uri": creds.redirect_uri, "client_secret": "changed"}),
+    );
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok(Json(credentials_view(Some(creds))))
 }
@@ -195,13 +210,26 @@ pub async fn put_credentials(
     security(("bearer" = [])), params(("org_id" = Uuid, Path), ("provider" = String, Path)),
     responses((status = 204)))]
 pub async fn delete_credentials(
-    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        meta,
+        ..
+    }: OrgTx<Write>,
     ApiPath((_, name)): ApiPath<(Uuid, String)>,
 ) -> ApiResult<StatusCode> {
     let provider = provider(&name)?;
     if !db::crm::delete_credentials(&mut tx, org_id, provider).await? {
         return Err(ApiError::NotFound);
     }
+    let change = Change::new(
+        "crm.credentials.delete",
+        "crm_credentials",
+        provider,
+        json!({}),
+    );
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -302,6 +330,7 @@ pub async fn create_connection(
         user,
         org_id,
         mut tx,
+        meta,
         ..
     }: OrgTx<Write>,
     ApiJson(body): ApiJson<CreateConnection>,
@@ -360,6 +389,13 @@ pub async fn create_connection(
     let connection = db::crm::connection(&mut tx, org_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    let change = Change::new(
+        "crm.connection.create",
+        "crm_connection",
+        id,
+        json!({"provider": provider, "base_domain": connection.base_domain, "account_id": connection.account_id, "method": "token"}),
+    );
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     push_jobs(&state, &jobs).await;
     Ok((
@@ -438,12 +474,20 @@ pub async fn show_connection(
     security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path)),
     responses((status = 204)))]
 pub async fn delete_connection(
-    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        meta,
+        ..
+    }: OrgTx<Write>,
     ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
     if !db::crm::delete_connection(&mut tx, org_id, id).await? {
         return Err(ApiError::NotFound);
     }
+    let change = Change::new("crm.connection.delete", "crm_connection", id, json!({}));
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -477,6 +521,7 @@ pub async fn sync(
         user,
         org_id,
         mut tx,
+        meta,
         ..
     }: OrgTx<Write>,
     ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
@@ -491,6 +536,13 @@ pub async fn sync(
         SyncScope::All => &[SYNC_PIPELINES, SYNC_CONTACTS],
     };
     let jobs = queue_syncs(&mut tx, org_id, id, types, Some(user.id)).await?;
+    let change = Change::new(
+        "crm.connection.sync",
+        "crm_connection",
+        id,
+        json!({"jobs": types}),
+    );
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     push_jobs(&state, &jobs).await;
     Ok((StatusCode::ACCEPTED, Json(QueuedJobs { jobs })))
@@ -554,13 +606,21 @@ pub struct WebhookSecret {
     responses((status = 200, body = WebhookSecret)))]
 pub async fn rotate_webhook_secret(
     State(state): State<AppState>,
-    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        meta,
+        ..
+    }: OrgTx<Write>,
     ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<Json<WebhookSecret>> {
     let (token, hash) = new_webhook_token();
     if !db::crm::set_webhook_token_hash(&mut tx, org_id, id, &hash).await? {
         return Err(ApiError::NotFound);
     }
+    let change = Change::new("crm.webhook_secret.rotate", "crm_connection", id, json!({}));
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok(Json(WebhookSecret {
         webhook_url: webhook_url(&state.config, id, &token),
@@ -578,10 +638,18 @@ pub struct RefreshedToken {
     responses((status = 200, body = RefreshedToken)))]
 pub async fn refresh_token(
     State(state): State<AppState>,
-    OrgTx { org_id, tx, .. }: OrgTx<Write>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        meta,
+        ..
+    }: OrgTx<Write>,
     ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<Json<RefreshedToken>> {
     let requested_at = Utc::now();
+    let change = Change::new("crm.token.refresh", "crm_connection", id, json!({}));
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     // Permission is checked; the refresh itself runs in its own (locked) transaction.
     tx.commit().await?;
     let token_expires_at = state
@@ -605,6 +673,7 @@ pub async fn complete_oauth(
     base_domain: &str,
     tokens: &crate::kommo::TokenSet,
     account_id: i64,
+    meta: &RequestMeta,
 ) -> Result<(Connection, String), TokenError> {
     let mut tx = state.db.begin_worker(org_id).await?;
     let (id, _) =
@@ -626,6 +695,13 @@ pub async fn complete_oauth(
     let connection = db::crm::connection(&mut tx, org_id, id)
         .await?
         .ok_or(TokenError::NotFound)?;
+    let change = Change::new(
+        "kommo.oauth.connect",
+        "crm_connection",
+        id,
+        json!({"base_domain": base_domain, "account_id": account_id}),
+    );
+    db::audit::record(&mut tx, org_id, Some(user_id), meta, change).await?;
     tx.commit().await?;
     push_jobs(state, &jobs).await;
     Ok((connection, webhook_url(&state.config, id, &token)))

@@ -7,10 +7,12 @@ use axum::http::StatusCode;
 use axum::response::Json;
 use axum::routing::{get, post};
 use serde::Deserialize;
+use serde_json::json;
 use uuid::Uuid;
 use validator::{Validate, ValidationErrors};
 
 use crate::db;
+use crate::db::audit::Change;
 use crate::db::jobs::{Job, JobFilter, JobStatus};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, Write};
@@ -80,6 +82,7 @@ pub async fn create(
         user,
         org_id,
         mut tx,
+        meta,
         ..
     }: OrgTx<Write>,
     ApiJson(CreateJob(body)): ApiJson<CreateJob>,
@@ -94,6 +97,8 @@ pub async fn create(
         Some(user.id),
     )
     .await?;
+    let change = Change::new("job.create", "job", job.id, json!({"type": job.job_type}));
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     // Committed first, so a worker never sees a job its row does not yet show. If the
     // push fails the row stays queued and the scheduler pushes it later.
@@ -124,12 +129,20 @@ pub async fn show(
     security(("bearer" = [])), params(("org_id" = Uuid, Path), ("job_id" = Uuid, Path)),
     responses((status = 200, body = Job)))]
 pub async fn cancel(
-    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        meta,
+        ..
+    }: OrgTx<Write>,
     ApiPath((_, job_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<Json<Job>> {
     let Some(job) = db::jobs::cancel(&mut tx, org_id, job_id).await? else {
         return Err(state_conflict(&mut tx, org_id, job_id, "cancelled").await);
     };
+    let change = Change::new("job.cancel", "job", job_id, json!({"type": job.job_type}));
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok(Json(job))
 }
@@ -140,12 +153,20 @@ pub async fn cancel(
     responses((status = 202, body = Job)))]
 pub async fn retry(
     State(state): State<AppState>,
-    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        meta,
+        ..
+    }: OrgTx<Write>,
     ApiPath((_, job_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     let Some(job) = db::jobs::retry(&mut tx, org_id, job_id).await? else {
         return Err(state_conflict(&mut tx, org_id, job_id, "retried").await);
     };
+    let change = Change::new("job.retry", "job", job_id, json!({"type": job.job_type}));
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     state
         .jobs

@@ -18,10 +18,11 @@ use uuid::Uuid;
 use validator::Validate;
 
 use crate::db;
+use crate::db::audit::Change;
 use crate::db::crm::Connection;
 use crate::db::jobs::Job;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{ApiJson, ApiQuery, OrgTx, UserTx, Write};
+use crate::http::extract::{ApiJson, ApiQuery, OrgTx, RequestMeta, UserTx, Write};
 use crate::jobs::DEFAULT_MAX_ATTEMPTS;
 use crate::jobs::types::SEND_MESSAGE;
 use crate::kommo::tokens::TokenError;
@@ -206,6 +207,7 @@ async fn finish(
     consumed: ConsumedState,
     code: &str,
     referer: &str,
+    meta: &RequestMeta,
 ) -> Result<OauthConnected, CallbackError> {
     if !is_valid_base_domain(referer) {
         return Err(CallbackError::Referer);
@@ -248,6 +250,7 @@ async fn finish(
         referer,
         &tokens,
         account.id,
+        meta,
     )
     .await?;
     tracing::info!(connection_id = %connection.id, org_id = %consumed.org_id, "Kommo account connected");
@@ -264,7 +267,7 @@ async fn finish(
     responses((status = 200, body = OauthConnected)))]
 pub async fn callback(
     State(app): State<AppState>,
-    UserTx { user, mut tx }: UserTx,
+    UserTx { user, mut tx, meta }: UserTx,
     ApiJson(body): ApiJson<OauthCallback>,
 ) -> ApiResult<Json<OauthConnected>> {
     // Consumed under the user's claims: the policy shows only their own states.
@@ -290,7 +293,7 @@ pub async fn callback(
         redirect_uri,
     };
     Ok(Json(
-        finish(&app, consumed, &body.code, &body.referer).await?,
+        finish(&app, consumed, &body.code, &body.referer, &meta).await?,
     ))
 }
 
@@ -308,9 +311,10 @@ pub struct BrowserCallback {
     params(BrowserCallback), responses((status = 302, description = "to FRONTEND_URL")))]
 pub async fn browser_callback(
     State(app): State<AppState>,
+    meta: RequestMeta,
     ApiQuery(query): ApiQuery<BrowserCallback>,
 ) -> Response {
-    let outcome = browser_flow(&app, query).await;
+    let outcome = browser_flow(&app, query, &meta).await;
     if let Err(CallbackError::Other(e)) = &outcome {
         tracing::warn!(error = %e, "OAuth browser callback failed");
     }
@@ -342,6 +346,7 @@ pub async fn browser_callback(
 async fn browser_flow(
     app: &AppState,
     query: BrowserCallback,
+    meta: &RequestMeta,
 ) -> Result<OauthConnected, CallbackError> {
     let state = query
         .state
@@ -376,7 +381,7 @@ async fn browser_flow(
         user_id,
         redirect_uri,
     };
-    finish(app, consumed, &code, &referer).await
+    finish(app, consumed, &code, &referer, meta).await
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
@@ -428,6 +433,7 @@ pub async fn send_message(
         user,
         org_id,
         mut tx,
+        meta,
         ..
     }: OrgTx<Write>,
     ApiJson(body): ApiJson<SendMessage>,
@@ -468,6 +474,13 @@ pub async fn send_message(
         Some(user.id),
     )
     .await?;
+    let change = Change::new(
+        "kommo.message.send",
+        "job",
+        job.id,
+        json!({"connection_id": connection.id, "deal_id": body.deal_id, "channel": body.channel}),
+    );
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     app.jobs.enqueue_committed(&app.db, job.id, org_id).await;
     Ok((StatusCode::ACCEPTED, Json(job)))

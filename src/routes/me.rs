@@ -26,7 +26,7 @@ pub struct Me {
 /// The caller and the orgs they belong to, with their role in each.
 #[utoipa::path(get, path = "/v1/me", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = Me)))]
-pub async fn me(UserTx { user, mut tx }: UserTx) -> ApiResult<Json<Me>> {
+pub async fn me(UserTx { user, mut tx, .. }: UserTx) -> ApiResult<Json<Me>> {
     let orgs = db::orgs::memberships(&mut tx, user.id).await?;
     tx.commit().await?;
     Ok(Json(Me {

@@ -6,10 +6,12 @@ use axum::http::StatusCode;
 use axum::response::Json;
 use axum::routing::{get, put};
 use serde::Deserialize;
+use serde_json::json;
 use uuid::Uuid;
 use validator::Validate;
 
 use crate::db;
+use crate::db::audit::Change;
 use crate::db::members::Member;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, OwnerOnly, Role, Write};
@@ -60,9 +62,11 @@ pub async fn list(
     responses((status = 200, body = Member), (status = 201, body = Member)))]
 pub async fn upsert(
     OrgTx {
+        user,
         org_id,
         role: caller,
         mut tx,
+        meta,
         ..
     }: OrgTx<Write>,
     ApiPath((_, user_id)): ApiPath<(Uuid, Uuid)>,
@@ -74,6 +78,15 @@ pub async fn upsert(
             "Admins may only add new members with the member role.",
         ));
     }
+    let change = match current {
+        None => Change::new("member.add", "member", user_id, json!({"role": body.role})),
+        Some(from) => Change::new(
+            "member.update",
+            "member",
+            user_id,
+            json!({"role": {"from": from, "to": body.role}}),
+        ),
+    };
     let (status, member) = match current {
         None => (
             StatusCode::CREATED,
@@ -89,6 +102,7 @@ pub async fn upsert(
             (StatusCode::OK, member)
         }
     };
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok((status, Json(member)))
 }
@@ -98,7 +112,13 @@ pub async fn upsert(
     security(("bearer" = [])), params(("org_id" = Uuid, Path), ("user_id" = Uuid, Path)),
     responses((status = 204)))]
 pub async fn remove(
-    OrgTx { org_id, mut tx, .. }: OrgTx<OwnerOnly>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        meta,
+        ..
+    }: OrgTx<OwnerOnly>,
     ApiPath((_, user_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
     let current = db::members::role_of(&mut tx, org_id, user_id)
@@ -108,6 +128,8 @@ pub async fn remove(
         ensure_other_owner(&mut tx, org_id, user_id).await?;
     }
     db::members::delete(&mut tx, org_id, user_id).await?;
+    let change = Change::new("member.remove", "member", user_id, json!({"role": current}));
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

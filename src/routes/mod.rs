@@ -1,6 +1,7 @@
 //! One module per resource, each exposing `router()`.
 
 pub mod agents;
+pub mod audit;
 pub mod crm;
 pub mod health;
 pub mod jobs;

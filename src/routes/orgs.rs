@@ -6,9 +6,11 @@ use axum::response::Json;
 use axum::routing::{get, post};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use validator::Validate;
 
 use crate::db;
+use crate::db::audit::Change;
 use crate::db::orgs::Org;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, OrgTx, Role, UserTx};
@@ -93,12 +95,19 @@ fn generate_slug(name: &str) -> String {
 #[utoipa::path(post, path = "/v1/orgs", tag = "orgs", security(("bearer" = [])),
     request_body = CreateOrg, responses((status = 201, body = OrgWithRole)))]
 pub async fn create(
-    UserTx { user, mut tx }: UserTx,
+    UserTx { user, mut tx, meta }: UserTx,
     ApiJson(body): ApiJson<CreateOrg>,
 ) -> ApiResult<(StatusCode, Json<OrgWithRole>)> {
     let slug = body.slug.unwrap_or_else(|| generate_slug(&body.name));
     let org = db::orgs::insert(&mut tx, body.name.trim(), &slug, user.id).await?;
     db::members::insert(&mut tx, org.id, user.id, Role::Owner).await?;
+    let change = Change::new(
+        "org.create",
+        "organization",
+        org.id,
+        json!({"name": org.name, "slug": org.slug}),
+    );
+    db::audit::record(&mut tx, org.id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,

@@ -6,6 +6,7 @@ mod kommo_support;
 mod process;
 
 mod agents;
+mod audit;
 mod auth;
 mod cli;
 mod crypto;

@@ -190,7 +190,7 @@ async fn audit_logs_are_append_only_for_runtime_roles() {
     .execute(&mut conn)
     .await
     .unwrap();
-    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_logs")
+    let visible: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_logs WHERE action = 'test'")
         .fetch_one(&mut conn)
         .await
         .unwrap();

@@ -1,0 +1,99 @@
+//! The audit log: one row per change, written in the transaction of the change itself,
+//! so a change and its record commit (or roll back) together. Rows are append-only for
+//! the runtime roles (no UPDATE or DELETE grant). Secrets are never part of `changes`.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::http::extract::RequestMeta;
+use crate::http::pagination::Page;
+
+/// One change: `action` like `agent.update`, the entity and its id, and what changed.
+pub struct Change<'a> {
+    pub action: &'a str,
+    pub entity: &'a str,
+    pub entity_id: Option<String>,
+    pub changes: Value,
+}
+
+impl<'a> Change<'a> {
+    pub fn new(
+        action: &'a str,
+        entity: &'a str,
+        entity_id: impl ToString,
+        changes: Value,
+    ) -> Change<'a> {
+        Change {
+            action,
+            entity,
+            entity_id: Some(entity_id.to_string()),
+            changes,
+        }
+    }
+}
+
+pub async fn record(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    actor: Option<Uuid>,
+    meta: &RequestMeta,
+    change: Change<'_>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_logs (id, org_id, actor_user_id, actor_type, action, entity, entity_id,
+                                 request_id, ip, user_agent, changes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::inet, $10, $11)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org_id)
+    .bind(actor)
+    .bind(if actor.is_some() { "user" } else { "system" })
+    .bind(change.action)
+    .bind(change.entity)
+    .bind(change.entity_id)
+    .bind(meta.request_id.as_deref())
+    .bind(meta.ip.map(|ip| ip.to_string()))
+    .bind(meta.user_agent.as_deref())
+    .bind(change.changes)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub actor_user_id: Option<Uuid>,
+    pub actor_type: String,
+    pub action: String,
+    pub entity: String,
+    pub entity_id: Option<String>,
+    pub request_id: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    #[schema(value_type = Object)]
+    pub changes: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn list(
+    conn: &mut PgConnection,
+    org_id: Uuid,
+    page: Page,
+) -> sqlx::Result<Vec<AuditEntry>> {
+    sqlx::query_as(
+        "SELECT id, actor_user_id, actor_type, action, entity, entity_id, request_id, host(ip) AS ip,
+                user_agent,
+                changes, created_at
+         FROM audit_logs WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2)
+         ORDER BY id DESC LIMIT $3",
+    )
+    .bind(org_id)
+    .bind(page.after)
+    .bind(page.fetch_limit())
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,38 @@
+//! `GET /v1/orgs/{org_id}/audit-logs`: the org's audit trail, for admins and owners.
+
+use axum::Router;
+use axum::response::Json;
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::db;
+use crate::db::audit::AuditEntry;
+use crate::http::error::ApiResult;
+use crate::http::extract::{ApiQuery, OrgTx, Write};
+use crate::http::pagination::{Page, Paginated};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/orgs/{org_id}/audit-logs", get(list))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListAudit {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// Who changed what, newest first (admins and owners; members get 403).
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/audit-logs", tag = "audit",
+    security(("bearer" = [])), params(("org_id" = uuid::Uuid, Path), ListAudit),
+    responses((status = 200, body = inline(Paginated<AuditEntry>))))]
+pub async fn list(
+    OrgTx { org_id, mut tx, .. }: OrgTx<Write>,
+    ApiQuery(query): ApiQuery<ListAudit>,
+) -> ApiResult<Json<Paginated<AuditEntry>>> {
+    let page = Page::new(query.limit, query.cursor.as_deref())?;
+    let rows = db::audit::list(&mut tx, org_id, page).await?;
+    tx.commit().await?;
+    Ok(Json(Paginated::from_rows(rows, page, |e| e.id)))
+}
