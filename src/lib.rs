@@ -9,6 +9,7 @@ pub mod db;
 pub mod http;
 pub mod jobs;
 pub mod kommo;
+pub mod metrics;
 pub mod openapi;
 pub mod redis_conn;
 pub mod routes;
@@ -79,6 +80,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         stop.clone().cancelled_owned(),
     ));
     tokio::spawn(scheduler(&state).run(stop.clone()));
+    if let Some(addr) = config.metrics_addr {
+        let metrics = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding METRICS_ADDR {addr}"))?;
+        tracing::info!(%addr, "metrics listening");
+        tokio::spawn(http::serve(
+            metrics,
+            crate::metrics::router(state.clone()),
+            64,
+            stop.clone().cancelled_owned(),
+        ));
+    }
 
     shutdown_signal().await;
     tracing::info!("shutdown signal received; draining");

@@ -16,6 +16,7 @@ use crate::http::client_ip;
 use crate::http::error::ApiError;
 use crate::http::rate_limit::LimitClass;
 use crate::http::request_id;
+use crate::metrics;
 use crate::state::AppState;
 
 /// Gives the request its id (kept in a task-local so errors can quote it), then writes
@@ -28,7 +29,9 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
+    metrics::HTTP_IN_FLIGHT.inc();
     let response = request_id::middleware(request, next).await;
+    metrics::HTTP_IN_FLIGHT.dec();
     let request_id = response
         .headers()
         .get(&request_id::X_REQUEST_ID)
@@ -37,6 +40,7 @@ pub async fn request_context(request: Request, next: Next) -> Response {
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let route = route.as_deref().unwrap_or("unmatched");
+    metrics::observe_http(method.as_str(), route, status, started.elapsed());
     if status >= 500 {
         tracing::error!(%method, route, status, latency_ms, request_id, "request failed");
     } else {
@@ -119,6 +123,9 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
     let mut response = if decision.allowed {
         next.run(Request::from_parts(parts, body)).await
     } else {
+        metrics::RATE_LIMITED
+            .with_label_values(&[class.name()])
+            .inc();
         ApiError::RateLimited {
             retry_after: decision.retry_after,
         }

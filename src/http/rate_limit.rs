@@ -50,7 +50,7 @@ pub enum LimitClass {
 }
 
 impl LimitClass {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             LimitClass::Anon => "anon",
             LimitClass::User => "user",
@@ -160,6 +160,9 @@ impl RateLimiter {
             }
         }
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::RATE_LIMIT_FALLBACK
+            .with_label_values(&[class.name()])
+            .inc();
         self.check_local(limit, key)
     }
 

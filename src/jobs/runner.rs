@@ -74,6 +74,7 @@ pub async fn execute(ctx: &JobContext, worker: &str, msg: JobMessage) -> Result<
         let job = job.clone();
         async move { handlers::run(&ctx, &job).await }
     });
+    let started = std::time::Instant::now();
     let outcome = match handler.await {
         Ok(outcome) => outcome,
         Err(e) if e.is_panic() => Err(JobError::Permanent(format!(
@@ -88,6 +89,12 @@ pub async fn execute(ctx: &JobContext, worker: &str, msg: JobMessage) -> Result<
     // transaction would hand the pool a connection with the transaction still open.
     stop_renewal.cancel();
     let _ = renewal.await;
+    let label = match &outcome {
+        Ok(_) => "succeeded",
+        Err(JobError::Retry { .. }) if job.attempts < job.max_attempts => "retried",
+        Err(_) => "failed",
+    };
+    crate::metrics::observe_job(&job.job_type, label, started.elapsed());
     record(ctx, worker, &job, outcome).await
 }
 

@@ -177,9 +177,11 @@ impl KommoClient {
             }
             let response = request.send().await.map_err(|e| {
                 tracing::warn!(endpoint, outcome = "transport_error", "kommo call");
+                crate::metrics::observe_kommo(endpoint, "transport_error");
                 KommoError::Transport(e.without_url().to_string())
             })?;
             let status = response.status();
+            crate::metrics::observe_kommo(endpoint, status.as_str());
             tracing::debug!(endpoint, status = status.as_u16(), "kommo call");
             if status == StatusCode::TOO_MANY_REQUESTS {
                 let wait = retry_after(response.headers()).min(MAX_RETRY_AFTER);

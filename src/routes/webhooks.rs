@@ -24,6 +24,7 @@ use crate::http::rate_limit::{Decision, LimitClass};
 use crate::jobs::DEFAULT_MAX_ATTEMPTS;
 use crate::jobs::types::WEBHOOK;
 use crate::kommo::webhook::{self, is_form, is_json};
+use crate::metrics;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -51,8 +52,17 @@ pub async fn receive(
 ) -> Response {
     let mut limit = None;
     let mut response = match accept(&app, ip, &connection_id, &token, request, &mut limit).await {
-        Ok(status) => Json(WebhookAccepted { status }).into_response(),
-        Err(e) => e.into_response(),
+        Ok(status) => {
+            metrics::WEBHOOKS.with_label_values(&[status]).inc();
+            Json(WebhookAccepted { status }).into_response()
+        }
+        Err(e) => {
+            if matches!(e, ApiError::RateLimited { .. }) {
+                metrics::RATE_LIMITED.with_label_values(&["webhook"]).inc();
+            }
+            metrics::WEBHOOKS.with_label_values(&["refused"]).inc();
+            e.into_response()
+        }
     };
     if let Some(decision) = limit {
         decision.write_headers(response.headers_mut());

@@ -20,6 +20,7 @@ mod jobs;
 mod kommo_oauth;
 mod kommo_sync;
 mod members;
+mod observability;
 mod orgs;
 mod rls;
 mod webhooks;
