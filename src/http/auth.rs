@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::http::error::ApiError;
+use crate::http::request_id;
 use crate::state::AppState;
 
 /// The caller, as proven by a verified access token.
@@ -249,6 +250,7 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if let Some(user) = parts.extensions.get::<AuthUser>() {
+            request_id::note_user(user.id);
             return Ok(user.clone());
         }
         let token = bearer_token(parts)
@@ -258,6 +260,7 @@ impl FromRequestParts<AppState> for AuthUser {
             ApiError::unauthorized("The access token is invalid or expired.")
         })?;
         parts.extensions.insert(user.clone());
+        request_id::note_user(user.id);
         Ok(user)
     }
 }

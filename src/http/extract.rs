@@ -21,7 +21,7 @@ use crate::db::{self, Tx};
 use crate::http::auth::AuthUser;
 use crate::http::client_ip;
 use crate::http::error::{ApiError, FieldError};
-use crate::http::request_id::RequestId;
+use crate::http::request_id::{self, RequestId};
 use crate::state::AppState;
 
 /// A JSON body: 415 without a JSON content type, 413 over the limit, 400 when it is not
@@ -289,6 +289,7 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
                     .and_then(|(_, value)| Uuid::parse_str(value).ok())
             })
             .ok_or(ApiError::NotFound)?;
+        request_id::note_org(org_id);
         let mut tx = state.db.begin_user(&user).await?;
         let role = db::members::role_of(&mut tx, org_id, user.id)
             .await?

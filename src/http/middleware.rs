@@ -30,21 +30,19 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
     metrics::HTTP_IN_FLIGHT.inc();
-    let response = request_id::middleware(request, next).await;
+    let (response, ctx) = request_id::scope(request, next).await;
     metrics::HTTP_IN_FLIGHT.dec();
-    let request_id = response
-        .headers()
-        .get(&request_id::X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let request_id = ctx.id.as_str();
+    let user_id = ctx.user_id.get().map(|u| u.to_string());
+    let org_id = ctx.org_id.get().map(|o| o.to_string());
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let route = route.as_deref().unwrap_or("unmatched");
     metrics::observe_http(method.as_str(), route, status, started.elapsed());
     if status >= 500 {
-        tracing::error!(%method, route, status, latency_ms, request_id, "request failed");
+        tracing::error!(%method, route, status, latency_ms, request_id, user_id, org_id, "request failed");
     } else {
-        tracing::info!(%method, route, status, latency_ms, request_id, "request");
+        tracing::info!(%method, route, status, latency_ms, request_id, user_id, org_id, "request");
     }
     response
 }

@@ -27,41 +27,40 @@ use crate::kommo::{KommoError, is_valid_base_domain, new_webhook_token, webhook_
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
-    let base = "/v1/orgs/{org_id}/crm";
     Router::new()
         .route(
-            &format!("{base}/credentials/{{provider}}"),
+            "/v1/orgs/{org_id}/crm/credentials/{provider}",
             get(show_credentials)
                 .put(put_credentials)
                 .delete(delete_credentials),
         )
-        .route(&format!("{base}/status"), get(status))
+        .route("/v1/orgs/{org_id}/crm/status", get(status))
         .route(
-            &format!("{base}/connections"),
+            "/v1/orgs/{org_id}/crm/connections",
             get(list_connections).post(create_connection),
         )
         .route(
-            &format!("{base}/connections/{{connection_id}}"),
+            "/v1/orgs/{org_id}/crm/connections/{connection_id}",
             get(show_connection).delete(delete_connection),
         )
         .route(
-            &format!("{base}/connections/{{connection_id}}/sync"),
+            "/v1/orgs/{org_id}/crm/connections/{connection_id}/sync",
             post(sync),
         )
         .route(
-            &format!("{base}/connections/{{connection_id}}/pipelines"),
+            "/v1/orgs/{org_id}/crm/connections/{connection_id}/pipelines",
             get(pipelines),
         )
         .route(
-            &format!("{base}/connections/{{connection_id}}/contacts"),
+            "/v1/orgs/{org_id}/crm/connections/{connection_id}/contacts",
             get(contacts),
         )
         .route(
-            &format!("{base}/connections/{{connection_id}}/webhook-secret"),
+            "/v1/orgs/{org_id}/crm/connections/{connection_id}/webhook-secret",
             post(rotate_webhook_secret),
         )
         .route(
-            &format!("{base}/connections/{{connection_id}}/token/refresh"),
+            "/v1/orgs/{org_id}/crm/connections/{connection_id}/token/refresh",
             post(refresh_token),
         )
 }

@@ -21,6 +21,7 @@ mod kommo_oauth;
 mod kommo_sync;
 mod members;
 mod observability;
+mod openapi;
 mod orgs;
 mod rls;
 mod webhooks;
