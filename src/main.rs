@@ -99,7 +99,8 @@ fn main() -> ExitCode {
 }
 
 fn run_async(config: Config, serve: bool, migrate: bool) -> ExitCode {
-    agents_api::telemetry::init(config.log_format);
+    // Sentry before the runtime; its guard lives until the process ends (and flushes).
+    let _sentry = agents_api::telemetry::init_sentry(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,6 +109,19 @@ fn run_async(config: Config, serve: bool, migrate: bool) -> ExitCode {
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     let outcome = runtime.block_on(async move {
+        let telemetry = agents_api::telemetry::init(&config);
+        let outcome = run(config, serve, migrate).await;
+        telemetry.shutdown();
+        outcome
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+async fn run(config: Config, serve: bool, migrate: bool) -> anyhow::Result<()> {
+    {
         if migrate {
             agents_api::db::migrate(&config).await?;
             tracing::info!("migrations applied");
@@ -115,11 +129,7 @@ fn run_async(config: Config, serve: bool, migrate: bool) -> ExitCode {
         if serve {
             agents_api::serve(config).await?;
         }
-        anyhow::Ok(())
-    });
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(format!("{e:#}")),
+        Ok(())
     }
 }
 

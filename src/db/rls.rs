@@ -18,7 +18,18 @@ pub struct Db {
     statement_timeout: String,
 }
 
-pub struct Tx(Transaction<'static, Postgres>);
+/// The transaction and its trace span, which lasts as long as the transaction does.
+pub struct Tx(Transaction<'static, Postgres>, tracing::Span);
+
+fn span(role: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "db.transaction",
+        otel.kind = "client",
+        db.system = "postgresql",
+        db.role = role,
+        outcome = tracing::field::Empty,
+    )
+}
 
 impl Db {
     pub fn new(pool: PgPool, statement_timeout: std::time::Duration) -> Db {
@@ -45,7 +56,7 @@ impl Db {
         .bind(&self.statement_timeout)
         .execute(&mut *tx)
         .await?;
-        Ok(Tx(tx))
+        Ok(Tx(tx, span("authenticated")))
     }
 
     /// A transaction as `api_worker` scoped to one org, for jobs and webhooks.
@@ -60,7 +71,7 @@ impl Db {
         .bind(&self.statement_timeout)
         .execute(&mut *tx)
         .await?;
-        Ok(Tx(tx))
+        Ok(Tx(tx, span("api_worker")))
     }
 }
 
@@ -76,7 +87,7 @@ impl Db {
         .bind(&self.statement_timeout)
         .execute(&mut *tx)
         .await?;
-        Ok(Tx(tx))
+        Ok(Tx(tx, span("api_worker")))
     }
 }
 
@@ -92,7 +103,9 @@ impl Tx {
     }
 
     pub async fn commit(self) -> Result<(), ApiError> {
-        self.0.commit().await?;
+        let Tx(tx, span) = self;
+        span.record("outcome", "commit");
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -152,7 +152,9 @@ impl IntoResponse for ApiError {
         let request_id = request_id::current();
         match &self {
             ApiError::Internal(cause) => {
-                tracing::error!(error = %format!("{cause:#}"), request_id = request_id.as_deref().unwrap_or(""), "internal error");
+                let cause = format!("{cause:#}");
+                tracing::error!(error = %cause, request_id = request_id.as_deref().unwrap_or(""), "internal error");
+                crate::telemetry::report(&cause, request_id.as_deref(), None);
             }
             ApiError::Unavailable(detail) => {
                 tracing::warn!(%detail, "service unavailable");

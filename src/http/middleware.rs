@@ -18,6 +18,9 @@ use crate::http::rate_limit::LimitClass;
 use crate::http::request_id;
 use crate::metrics;
 use crate::state::AppState;
+use crate::telemetry;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Gives the request its id (kept in a task-local so errors can quote it), then writes
 /// one access-log line with what operators need and nothing secret: the route template,
@@ -30,7 +33,19 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
     metrics::HTTP_IN_FLIGHT.inc();
-    let (response, ctx) = request_id::scope(request, next).await;
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{method} {}", route.as_deref().unwrap_or("unmatched")),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = route.as_deref().unwrap_or("unmatched"),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let _ = span.set_parent(telemetry::incoming_context(request.headers()));
+    let (response, ctx) = request_id::scope(request, next)
+        .instrument(span.clone())
+        .await;
+    span.record("http.response.status_code", response.status().as_u16());
     metrics::HTTP_IN_FLIGHT.dec();
     let request_id = ctx.id.as_str();
     let user_id = ctx.user_id.get().map(|u| u.to_string());

@@ -179,6 +179,7 @@ impl RateLimiter {
         }
     }
 
+    #[tracing::instrument(name = "redis.rate_limit", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     async fn check_shared(
         &self,
         class: LimitClass,

@@ -112,6 +112,7 @@ impl JobQueue {
         }
     }
 
+    #[tracing::instrument(name = "redis.job_push", skip_all, fields(otel.kind = "client", db.system = "redis", job_id = %msg.job_id))]
     async fn push(&self, msg: JobMessage, delay: Option<Duration>) -> Result<(), BoxDynError> {
         // A fresh task id per push: apalis ignores a second push of an id it has seen,
         // and a job is pushed again for each retry.

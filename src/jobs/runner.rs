@@ -27,6 +27,7 @@ const BACKOFF_CAP: Duration = Duration::from_secs(15 * 60);
 
 /// Outcome for the transport: `Err` only when the database could not be reached, so
 /// the delivery is retried (the row itself is the truth and stays consistent).
+#[tracing::instrument(name = "job.run", skip_all, fields(job_id = %msg.job_id, org_id = %msg.org_id))]
 pub async fn execute(ctx: &JobContext, worker: &str, msg: JobMessage) -> Result<(), ApiError> {
     let lease = ctx.settings.lease;
     let (claimed, early) = {
@@ -128,6 +129,11 @@ async fn record(
             tx.commit().await?;
             tracing::error!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts,
                 error = %message, "job failed");
+            crate::telemetry::report(
+                &format!("job {} failed: {message}", job.job_type),
+                None,
+                Some((&job.id.to_string(), &job.job_type)),
+            );
         }
     }
     Ok(())

@@ -155,6 +155,7 @@ impl KommoClient {
     }
 
     /// One call: rate-limit slot, send, and 429s waited out.
+    #[tracing::instrument(name = "kommo.request", skip_all, fields(otel.kind = "client", endpoint = %path.split('?').next().unwrap_or(path)))]
     async fn send(
         &self,
         base_domain: &str,
@@ -168,7 +169,10 @@ impl KommoClient {
         let mut rate_limited = 0;
         loop {
             self.limiter.acquire(base_domain).await;
-            let mut request = self.http.request(method.clone(), &url);
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .headers(crate::telemetry::outgoing_headers());
             if let Some(token) = token {
                 request = request.bearer_auth(token);
             }

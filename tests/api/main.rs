@@ -24,4 +24,6 @@ mod observability;
 mod openapi;
 mod orgs;
 mod rls;
+#[cfg(feature = "test-support")]
+mod telemetry;
 mod webhooks;
