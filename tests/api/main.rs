@@ -19,6 +19,7 @@ mod job_processes;
 mod jobs;
 mod kommo_oauth;
 mod kommo_sync;
+mod log_redaction;
 mod members;
 mod observability;
 mod openapi;
