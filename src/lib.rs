@@ -67,6 +67,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP_ADDR {}", config.http_addr))?;
     tracing::info!(addr = %config.http_addr, env = config.app_env.as_str(), "agents-api listening");
 
+    let mut signals = ShutdownSignals::register();
     let stop = CancellationToken::new();
     let router = http::router(state.clone());
     let server = tokio::spawn(http::serve(
@@ -75,8 +76,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.http_max_connections,
         stop.clone().cancelled_owned(),
     ));
+    let job_context = job_context(&state);
     let workers = tokio::spawn(jobs::run_workers(
-        job_context(&state),
+        job_context.clone(),
         stop.clone().cancelled_owned(),
     ));
     tokio::spawn(scheduler(&state).run(stop.clone()));
@@ -93,11 +95,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ));
     }
 
-    shutdown_signal().await;
+    signals.next().await;
     tracing::info!("shutdown signal received; draining");
     state.lifecycle.start_draining();
-    tokio::spawn(async {
-        shutdown_signal().await;
+    tokio::spawn(async move {
+        signals.next().await;
         tracing::warn!("second signal: exiting at once");
         std::process::exit(1);
     });
@@ -122,9 +124,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
         Err(_) => tracing::warn!(
             grace_secs = config.shutdown_grace.as_secs(),
-            "still busy after SHUTDOWN_GRACE_SECS; exiting anyway (unfinished jobs are taken over once their lease lapses)"
+            "still busy after SHUTDOWN_GRACE_SECS; exiting anyway"
         ),
     }
+    // Jobs still running past the grace period go back to the queue now rather than
+    // after their lease lapses.
+    job_context.release_in_flight().await;
     state.db.pool().close().await;
     Ok(())
 }
@@ -137,6 +142,7 @@ pub fn job_context(state: &AppState) -> JobContext {
         queue: state.jobs.clone(),
         kommo: state.kommo.clone(),
         settings: JobSettings::from_config(&state.config),
+        in_flight: Default::default(),
     }
 }
 
@@ -153,26 +159,49 @@ pub fn scheduler(state: &AppState) -> jobs::scheduler::Scheduler {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// SIGTERM and SIGINT, registered once at start-up so that a second signal arriving right
+/// after the first is never missed.
+struct ShutdownSignals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn register() -> ShutdownSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            ShutdownSignals {
+                terminate: signal(SignalKind::terminate()).ok(),
+                interrupt: signal(SignalKind::interrupt()).ok(),
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
+        #[cfg(not(unix))]
+        ShutdownSignals {}
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(&mut self.terminate) => {}
+                _ = recv(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

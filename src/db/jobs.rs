@@ -262,6 +262,21 @@ pub async fn fail(
     Ok(())
 }
 
+/// Hands a running job back to the queue at once (its worker is shutting down and will
+/// not finish it), instead of leaving it until its lease lapses.
+pub async fn release(conn: &mut PgConnection, id: Uuid, worker: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE jobs SET status = 'queued', lease_expires_at = NULL, worker = NULL,
+                enqueued_at = now(), updated_at = now()
+         WHERE id = $1 AND worker = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(worker)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
 /// Back to the queue after a failed attempt, due again at `run_after`.
 pub async fn requeue(
     conn: &mut PgConnection,

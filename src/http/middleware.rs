@@ -32,7 +32,7 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    metrics::HTTP_IN_FLIGHT.inc();
+    let in_flight = InFlight::start();
     let span = tracing::info_span!(
         "http.request",
         otel.name = %format_args!("{method} {}", route.as_deref().unwrap_or("unmatched")),
@@ -46,7 +46,7 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         .instrument(span.clone())
         .await;
     span.record("http.response.status_code", response.status().as_u16());
-    metrics::HTTP_IN_FLIGHT.dec();
+    drop(in_flight);
     let request_id = ctx.id.as_str();
     let user_id = ctx.user_id.get().map(|u| u.to_string());
     let org_id = ctx.org_id.get().map(|o| o.to_string());
@@ -58,6 +58,41 @@ pub async fn request_context(request: Request, next: Next) -> Response {
         tracing::error!(%method, route, status, latency_ms, request_id, user_id, org_id, "request failed");
     } else {
         tracing::info!(%method, route, status, latency_ms, request_id, user_id, org_id, "request");
+    }
+    response
+}
+
+/// Counts a request in flight until dropped, also when the client goes away mid-request
+/// and the request's future is dropped.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> InFlight {
+        metrics::HTTP_IN_FLIGHT.inc();
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::HTTP_IN_FLIGHT.dec();
+    }
+}
+
+/// tower-http's CORS layer checks the origin only for `Access-Control-Allow-Origin`; the
+/// other CORS headers it adds for everyone. A response that allows no origin carries none.
+pub async fn cors_only_for_allowed(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if !headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        let cors: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| name.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in cors {
+            headers.remove(name);
+        }
     }
     response
 }

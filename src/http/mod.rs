@@ -55,7 +55,9 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(from_fn_with_state(state, middleware::rate_limit));
     if let Some(cors) = middleware::cors(&config.cors_allowed_origins) {
-        router = router.layer(cors);
+        router = router
+            .layer(cors)
+            .layer(from_fn(middleware::cors_only_for_allowed));
     }
     if config.is_production() {
         router = router.layer(SetResponseHeaderLayer::overriding(

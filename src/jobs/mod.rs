@@ -89,6 +89,41 @@ pub struct JobContext {
     pub queue: JobQueue,
     pub kommo: crate::kommo::Kommo,
     pub settings: JobSettings,
+    /// Jobs this process is running: `job id → (org id, worker name)`.
+    pub in_flight: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, String)>>>,
+}
+
+impl JobContext {
+    /// Hands every job this process still runs back to the queue (shutdown past its
+    /// grace period): another worker starts it at once rather than after its lease.
+    pub async fn release_in_flight(&self) {
+        let jobs: Vec<(Uuid, (Uuid, String))> = match self.in_flight.lock() {
+            Ok(map) => map.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            Err(poisoned) => poisoned
+                .into_inner()
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+        };
+        for (job_id, (org_id, worker)) in jobs {
+            let released = async {
+                let mut tx = self.db.begin_worker(org_id).await?;
+                let released = db::jobs::release(&mut tx, job_id, &worker).await?;
+                tx.commit().await?;
+                Ok::<_, crate::http::error::ApiError>(released)
+            };
+            match released.await {
+                Ok(true) => {
+                    tracing::warn!(%job_id, "job handed back to the queue at shutdown");
+                    self.queue.enqueue_committed(&self.db, job_id, org_id).await;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(%job_id, error = %e, "could not hand the job back; its lease will lapse")
+                }
+            }
+        }
+    }
 }
 
 /// The Redis side of the queue.

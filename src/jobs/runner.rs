@@ -59,6 +59,9 @@ pub async fn execute(ctx: &JobContext, worker: &str, msg: JobMessage) -> Result<
     };
     tracing::info!(job_id = %job.id, org_id = %job.org_id, job_type = %job.job_type,
         attempt = job.attempts, "job started");
+    if let Ok(mut running) = ctx.in_flight.lock() {
+        running.insert(job.id, (job.org_id, worker.to_string()));
+    }
 
     let stop_renewal = CancellationToken::new();
     let renewal = tokio::spawn(renew_lease(
@@ -96,7 +99,11 @@ pub async fn execute(ctx: &JobContext, worker: &str, msg: JobMessage) -> Result<
         Err(_) => "failed",
     };
     crate::metrics::observe_job(&job.job_type, label, started.elapsed());
-    record(ctx, worker, &job, outcome).await
+    let recorded = record(ctx, worker, &job, outcome).await;
+    if let Ok(mut running) = ctx.in_flight.lock() {
+        running.remove(&job.id);
+    }
+    recorded
 }
 
 async fn record(

@@ -10,6 +10,7 @@ mod audit;
 mod auth;
 mod cli;
 mod crypto;
+mod edge;
 mod errors;
 mod fake_kommo;
 mod health;
