@@ -33,5 +33,7 @@ step="cargo clippy"
 cargo clippy --all-targets --all-features --locked -- -D warnings
 step="cargo test"
 cargo test --locked --features test-support -- "$@"
+step="kubernetes manifests"
+./scripts/validate-k8s.sh
 
-echo "test.sh: OK (fmt, clippy, tests) in $((SECONDS - started))s"
+echo "test.sh: OK (fmt, clippy, tests, manifests) in $((SECONDS - started))s"
