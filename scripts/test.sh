@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole suite: format, lint, unit and integration tests against real
-# PostgreSQL and Redis (started here when installed but not running).
+# PostgreSQL and Redis (started here when installed but not running), then Schemathesis
+# against a running server (scripts/schemathesis.sh).
 # Extra arguments go to the test binaries, e.g. ./scripts/test.sh --nocapture agents
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -33,7 +34,9 @@ step="cargo clippy"
 cargo clippy --all-targets --all-features --locked -- -D warnings
 step="cargo test"
 cargo test --locked --features test-support -- "$@"
+step="schemathesis"
+./scripts/schemathesis.sh
 step="kubernetes manifests"
 ./scripts/validate-k8s.sh
 
-echo "test.sh: OK (fmt, clippy, tests, manifests) in $((SECONDS - started))s"
+echo "test.sh: OK (fmt, clippy, tests, schemathesis, manifests) in $((SECONDS - started))s"

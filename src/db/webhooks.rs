@@ -139,7 +139,8 @@ pub struct WebhookEvent {
     pub event_type: Option<String>,
     pub subtype: Option<String>,
     pub entity_id: Option<i64>,
-    #[schema(value_type = Object)]
+    /// The entity as Kommo sent it: normally an object, but any JSON value a body held.
+    #[schema(value_type = serde_json::Value)]
     pub payload: Value,
     pub status: String,
     pub error: Option<String>,

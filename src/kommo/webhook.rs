@@ -22,6 +22,8 @@ pub enum ParseError {
     Form(String),
     #[error("the body must be a JSON object")]
     NotObject,
+    #[error("the body contains the NUL character")]
+    Nul,
 }
 
 pub fn is_form(content_type: &str) -> bool {
@@ -44,16 +46,29 @@ fn essence(content_type: &str) -> String {
 
 /// The body as a nested JSON object, whichever format it came in.
 pub fn to_document(content_type: &str, body: &[u8]) -> Result<Value, ParseError> {
-    if is_form(content_type) {
-        form_to_document(body)
+    let document = if is_form(content_type) {
+        form_to_document(body)?
     } else {
         let value: Value =
             serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))?;
-        if value.is_object() {
-            Ok(value)
-        } else {
-            Err(ParseError::NotObject)
+        if !value.is_object() {
+            return Err(ParseError::NotObject);
         }
+        value
+    };
+    // jsonb cannot store U+0000; such a body is kept raw and reported, never half-stored.
+    if has_nul(&document) {
+        return Err(ParseError::Nul);
+    }
+    Ok(document)
+}
+
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 

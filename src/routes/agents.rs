@@ -90,25 +90,32 @@ pub struct CreateAgent {
     /// A CRM connection of the same org.
     pub connection_id: Option<Uuid>,
     #[validate(length(min = 2, max = 100, message = "must be 2 to 100 characters"))]
+    #[schema(min_length = 2, max_length = 100)]
     pub name: String,
     /// Default `draft`.
     pub status: Option<AgentStatus>,
     #[validate(custom(function = "validate_model"))]
+    #[schema(pattern = "^[A-Za-z0-9._:/-]{1,100}$")]
     pub model: String,
     /// The agent's goal and instructions (`goal` is accepted as an alias).
     #[serde(alias = "goal")]
     #[validate(length(max = 20000, message = "must be at most 20000 characters"))]
+    #[schema(max_length = 20000)]
     pub instructions: Option<String>,
     /// Default `["chat"]`.
     #[validate(custom(function = "validate_channels"))]
+    #[schema(min_items = 1, max_items = 20)]
     pub channels: Option<Vec<String>>,
     #[validate(length(max = 200, message = "must be at most 200 characters"))]
+    #[schema(max_length = 200)]
     pub schedule: Option<String>,
     /// 0..=2, default 0.7.
     #[validate(range(min = 0.0, max = 2.0, message = "must be between 0 and 2"))]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f64>,
     /// 1..=32000, default 2048.
     #[validate(range(min = 1, max = 32000, message = "must be between 1 and 32000"))]
+    #[schema(minimum = 1, maximum = 32000)]
     pub max_tokens: Option<i32>,
     /// A JSON object of at most 64 KiB.
     #[validate(custom(function = "validate_settings"))]
@@ -134,31 +141,38 @@ pub struct UpdateAgent {
     pub connection_id: Option<Option<Uuid>>,
     #[validate(length(min = 2, max = 100, message = "must be 2 to 100 characters"))]
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false, min_length = 2, max_length = 100)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false)]
     pub status: Option<AgentStatus>,
     #[validate(custom(function = "validate_model"))]
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false, pattern = "^[A-Za-z0-9._:/-]{1,100}$")]
     pub model: Option<String>,
     #[serde(alias = "goal")]
     #[validate(length(max = 20000, message = "must be at most 20000 characters"))]
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false, max_length = 20000)]
     pub instructions: Option<String>,
     #[validate(custom(function = "validate_channels"))]
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false, min_items = 1, max_items = 20)]
     pub channels: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present")]
     #[validate(length(max = 200, message = "must be at most 200 characters"))]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 200)]
     pub schedule: Option<Option<String>>,
     #[validate(range(min = 0.0, max = 2.0, message = "must be between 0 and 2"))]
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false, minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f64>,
     #[validate(range(min = 1, max = 32000, message = "must be between 1 and 32000"))]
     #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false, minimum = 1, maximum = 32000)]
     pub max_tokens: Option<i32>,
     #[validate(custom(function = "validate_settings"))]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Object>, nullable = false)]
     #[serde(default, deserialize_with = "not_null")]
     pub settings: Option<serde_json::Value>,
 }
@@ -193,12 +207,14 @@ pub struct SetStatus {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListAgents {
     pub status: Option<AgentStatus>,
     /// Case-insensitive part of the name.
     pub search: Option<String>,
     /// 1..=100, default 25.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }

@@ -139,9 +139,11 @@ fn validate_http_url(url: &str) -> Result<(), validator::ValidationError> {
 #[serde(deny_unknown_fields)]
 pub struct PutCredentials {
     #[validate(length(min = 1, max = 200, message = "must be 1 to 200 characters"))]
+    #[schema(min_length = 1, max_length = 200)]
     pub client_id: String,
     /// Write-only: stored encrypted, never returned.
     #[validate(length(min = 1, max = 1000, message = "must be 1 to 1000 characters"))]
+    #[schema(min_length = 1, max_length = 1000)]
     pub client_secret: String,
     #[validate(custom(function = "validate_http_url"))]
     pub redirect_uri: Option<String>,
@@ -234,9 +236,11 @@ pub async fn delete_credentials(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderQuery {
     pub provider: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -298,6 +302,7 @@ pub struct CreateConnection {
     /// Only `kommo`.
     pub provider: Option<String>,
     /// The account's host, e.g. `acme.kommo.com` (a subdomain of kommo.com or amocrm.ru).
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}\\.(kommo\\.com|amocrm\\.ru)$")]
     pub base_domain: String,
     /// A Kommo long-lived token, or an access token (write-only).
     #[validate(length(min = 1, max = 4000, message = "must be 1 to 4000 characters"))]
@@ -569,8 +574,10 @@ pub async fn pipelines(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -640,17 +647,16 @@ pub async fn refresh_token(
     OrgTx {
         user,
         org_id,
-        mut tx,
+        tx,
         meta,
         ..
     }: OrgTx<Write>,
     ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<Json<RefreshedToken>> {
     let requested_at = Utc::now();
-    let change = Change::new("crm.token.refresh", "crm_connection", id, json!({}));
-    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
-    // Permission is checked; the refresh itself runs in its own (locked) transaction.
-    tx.commit().await?;
+    // Permission is checked; the refresh runs in its own (locked) transaction, and only a
+    // refresh that happened is recorded.
+    drop(tx);
     let token_expires_at = state
         .kommo
         .refresh(
@@ -660,6 +666,15 @@ pub async fn refresh_token(
             RefreshReason::RequestedAt(requested_at),
         )
         .await?;
+    let mut tx = state.db.begin_worker(org_id).await?;
+    let change = Change::new(
+        "crm.token.refresh",
+        "crm_connection",
+        id,
+        json!({"token_expires_at": token_expires_at}),
+    );
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
+    tx.commit().await?;
     Ok(Json(RefreshedToken { token_expires_at }))
 }
 

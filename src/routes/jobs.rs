@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListJobs {
     pub status: Option<JobStatus>,
@@ -36,6 +37,7 @@ pub struct ListJobs {
     #[param(rename = "type")]
     pub job_type: Option<String>,
     /// 1..=100, default 25.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }

@@ -298,6 +298,7 @@ pub async fn callback(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BrowserCallback {
     pub code: Option<String>,
     pub state: Option<String>,
@@ -308,7 +309,9 @@ pub struct BrowserCallback {
 /// Kommo sends the browser here; it is sent on to `FRONTEND_URL` with
 /// `status=connected&connection_id=…` or `status=error&reason=…`.
 #[utoipa::path(get, path = "/v1/kommo/oauth/callback", tag = "kommo",
-    params(BrowserCallback), responses((status = 302, description = "to FRONTEND_URL")))]
+    params(BrowserCallback), responses((status = 302, description = "to FRONTEND_URL"),
+        (status = 200, description = "Without FRONTEND_URL: `{\"status\": \"connected\", \"connection_id\": …}`",
+            body = serde_json::Value)))]
 pub async fn browser_callback(
     State(app): State<AppState>,
     meta: RequestMeta,

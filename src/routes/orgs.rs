@@ -26,9 +26,11 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
     #[validate(custom(function = "validate_org_name"))]
+    #[schema(min_length = 2, max_length = 100)]
     pub name: String,
     /// Lower-case letters, digits and dashes; generated from the name when absent.
     #[validate(custom(function = "validate_slug"))]
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,62}$")]
     pub slug: Option<String>,
 }
 

@@ -42,7 +42,9 @@ pub struct WebhookAccepted {
 /// Receives a Kommo webhook. An unknown connection and a wrong token get the same 404.
 #[utoipa::path(post, path = "/v1/kommo/webhooks/{connection_id}/{token}", tag = "webhooks",
     params(("connection_id" = Uuid, Path), ("token" = String, Path, description = "the secret from the webhook URL")),
-    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    request_body(description = "The event as Kommo sends it: form fields such as `leads[add][0][id]`, or JSON.",
+        content((HashMap<String, String> = "application/x-www-form-urlencoded"),
+            (HashMap<String, serde_json::Value> = "application/json"))),
     responses((status = 200, body = WebhookAccepted)))]
 pub async fn receive(
     State(app): State<AppState>,
@@ -115,7 +117,11 @@ async fn accept(
         });
     }
     let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::BadRequest("The body is not UTF-8 text.".into()))?;
+        .ok()
+        .filter(|t| !t.contains('\0'))
+        .ok_or_else(|| {
+            ApiError::BadRequest("The body is not UTF-8 text without NUL bytes.".into())
+        })?;
     // The account check needs the body parsed; a body that does not parse is still
     // stored (and fails visibly in its job), never lost.
     if let Ok(document) = webhook::to_document(&content_type, &body)
@@ -166,6 +172,7 @@ fn content_type(headers: &HeaderMap) -> String {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListEvents {
     /// `leads`, `contacts`, `messages`, …
@@ -174,6 +181,7 @@ pub struct ListEvents {
     pub event_type: Option<String>,
     /// `received`, `processed` or `failed`.
     pub status: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }

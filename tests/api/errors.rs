@@ -468,3 +468,48 @@ async fn security_headers_are_on_successes_and_errors() {
         assert_eq!(r.header("strict-transport-security"), None, "{status}");
     }
 }
+
+#[tokio::test]
+async fn nul_characters_are_refused_not_500() {
+    let app = TestApp::spawn().await;
+    let crate::helpers::OrgUsers { org, admin, .. } = app.org_with_roles().await;
+    let r = app
+        .post(
+            "/v1/orgs",
+            admin,
+            serde_json::json!({"name": "Nul\u{0}org"}),
+        )
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(r.error_fields(), vec!["name"]);
+    let r = app
+        .post(
+            &format!("/v1/orgs/{org}/agents"),
+            admin,
+            serde_json::json!({"name": "Bot", "model": "m", "settings": {"a": ["ok", "b\u{0}"]}}),
+        )
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(r.error_fields(), vec!["settings.a[1]"]);
+    app.get(&format!("/v1/orgs/{org}/agents?search=%00"), admin)
+        .await
+        .expect_problem(400, "bad_request");
+}
+
+#[tokio::test]
+async fn extreme_numbers_in_json_columns_read_back() {
+    let app = TestApp::spawn().await;
+    let crate::helpers::OrgUsers { org, admin, .. } = app.org_with_roles().await;
+    let created = app
+        .post(
+            &format!("/v1/orgs/{org}/agents"),
+            admin,
+            serde_json::json!({"name": "Bot", "model": "m", "settings": {"x": -1.7976931348623157e308}}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(created.body["settings"]["x"], -1.7976931348623157e308);
+    app.get(&format!("/v1/orgs/{org}/agents"), admin)
+        .await
+        .expect(200);
+}
