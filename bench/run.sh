@@ -1,0 +1,637 @@
+#!/usr/bin/env bash
+# The benchmark of spec §9, in one command: bench/run.sh
+#
+# Builds the release binary, makes sure PostgreSQL and Redis answer, migrates a fresh
+# database, seeds one org with 50 agents, measures the API against pgbench running the
+# same SQL (the ceiling) and prints/writes the table to bench/results.md.
+# See bench/README.md for what every number means.
+#
+# Knobs (environment): BENCH_DURATION (s, default 20), BENCH_WARMUP (s, default 5),
+# BENCH_CONNECTIONS (default "16 64"), BENCH_THREADS (load-generator threads and pgbench
+# -j, default 2), BENCH_DB_POOL (the server's DATABASE_MAX_CONNECTIONS, default 4 per
+# core: 8 on 2 cores; see bench/README.md for why not more),
+# BENCH_PORT (default 18080), BENCH_TOOL (wrk or oha; default: wrk if it can be had).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+# shellcheck source=scripts/services.sh
+. scripts/services.sh
+
+DURATION=${BENCH_DURATION:-20}
+WARMUP=${BENCH_WARMUP:-5}
+read -r -a CONNECTIONS <<<"${BENCH_CONNECTIONS:-16 64}"
+THREADS=${BENCH_THREADS:-2}
+POOL=${BENCH_DB_POOL:-$((4 * $(nproc)))}
+PORT=${BENCH_PORT:-18080}
+TOOL=${BENCH_TOOL:-}
+
+DB_NAME=agents_api_bench
+RT_ROLE=agents_api_bench_rt
+RT_PASSWORD=agents_api_bench_rt
+ORG_ID=00000000-0000-7000-8000-00000000be01
+USER_ID=00000000-0000-7000-8000-00000000be02
+CONNECTION_ID=00000000-0000-7000-8000-00000000be03
+ACCOUNT_ID=31337
+WEBHOOK_TOKEN=bench-webhook-token-0123456789abcdef
+AGENTS=50
+LIST_LIMIT=20
+STATEMENT_TIMEOUT=30000ms # REQUEST_TIMEOUT_SECS=30, as src/db/rls.rs formats it
+
+OUT=bench/out       # raw outputs of this run (ignored by git)
+TOOLS=bench/.tools  # oha, when it has to be built (ignored by git)
+RESULTS=bench/results.md
+BASE=http://127.0.0.1:$PORT
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+REDIS_PREFIX="agents-api-bench-$$-$(date +%s):"
+RT_URL="postgres://$RT_ROLE:$RT_PASSWORD@$PGHOST:$PGPORT/$DB_NAME"
+
+SERVER_PID=
+SAMPLER_PID=
+CPU_BEFORE=()
+CPU_AFTER=()
+declare -A R=() # every measured number, keyed "<measure>.<connections>.<field>"
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+# Float arithmetic and formatting: calc 'expression' [printf-format].
+calc() { awk "BEGIN { printf \"${2:-%.2f}\", ($1) }"; }
+
+cleanup() {
+  local status=$?
+  if [[ -n $SAMPLER_PID ]]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
+  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "Stopping agents-api (pid $SERVER_PID) ..." >&2
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+  fi
+  # The rate-limit buckets and job queue of this run live under its own prefix.
+  redis-cli -u "$REDIS_URL" --scan --pattern "${REDIS_PREFIX}*" 2>/dev/null |
+    xargs -r redis-cli -u "$REDIS_URL" unlink >/dev/null 2>&1 || true
+  exit "$status"
+}
+trap cleanup EXIT
+set -E # functions inherit the ERR trap: a failure names its line
+trap 'echo "${0##*/}: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
+
+# --- tools -------------------------------------------------------------------------
+
+ensure_load_tool() {
+  if [[ -z $TOOL || $TOOL == wrk ]]; then
+    if command -v wrk >/dev/null; then TOOL=wrk; return; fi
+    echo "wrk is missing; trying apt-get install -y wrk ..." >&2
+    if as_root apt-get install -y wrk >"$OUT/apt-wrk.log" 2>&1 ||
+      { as_root apt-get update >>"$OUT/apt-wrk.log" 2>&1 &&
+        as_root apt-get install -y wrk >>"$OUT/apt-wrk.log" 2>&1; }; then
+      TOOL=wrk
+      return
+    fi
+    [[ $TOOL == wrk ]] && die "could not install wrk (see $OUT/apt-wrk.log)"
+    echo "could not install wrk; falling back to oha from crates.io" >&2
+  fi
+  TOOL=oha
+  if [[ ! -x $TOOLS/bin/oha ]]; then
+    echo "Building oha into $TOOLS (once) ..." >&2
+    cargo install oha --locked --root "$TOOLS"
+  fi
+}
+
+# --- database ----------------------------------------------------------------------
+
+fresh_database() {
+  psql_admin postgres -q <<SQL
+SET client_min_messages = warning;
+DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE);
+CREATE DATABASE $DB_NAME;
+SQL
+  agents_api migrate
+  # As scripts/dev.sh: the login role can only join api_runtime once the migration made
+  # it, and re-runs re-assert that it is neither superuser nor BYPASSRLS.
+  psql_admin "$DB_NAME" -q <<SQL
+SET client_min_messages = warning;
+DO \$\$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$RT_ROLE') THEN
+    CREATE ROLE $RT_ROLE LOGIN PASSWORD '$RT_PASSWORD' IN ROLE api_runtime;
+  ELSE
+    ALTER ROLE $RT_ROLE LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '$RT_PASSWORD';
+    GRANT api_runtime TO $RT_ROLE;
+  END IF;
+END \$\$;
+SQL
+}
+
+seed() {
+  local token_sha256
+  token_sha256=$(printf '%s' "$WEBHOOK_TOKEN" | sha256sum | cut -d' ' -f1)
+  # As the superuser, to whom row-level security does not apply. Instructions are 600
+  # bytes each; ids are random (the API's are UUIDv7, the order is by id either way).
+  psql_admin "$DB_NAME" -q <<SQL
+INSERT INTO organizations (id, name, slug, created_by)
+VALUES ('$ORG_ID', 'Bench Org', 'bench', '$USER_ID');
+INSERT INTO organization_members (org_id, user_id, role)
+VALUES ('$ORG_ID', '$USER_ID', 'owner');
+INSERT INTO agents (org_id, name, status, model, instructions, channels, settings)
+SELECT '$ORG_ID', 'Bench agent ' || i, (ARRAY['active', 'inactive', 'draft'])[1 + i % 3],
+       'gpt-4o-mini',
+       left(repeat('Qualify inbound leads politely, ask about budget and timeline, '
+                   || 'book a call when the lead is warm, and log every answer in Kommo. ', 10),
+            600),
+       ARRAY['chat', 'whatsapp'], '{"tone": "friendly", "language": "en"}'::jsonb
+FROM generate_series(1, $AGENTS) AS i;
+INSERT INTO crm_connections (id, org_id, provider, base_domain, account_id, status,
+                             webhook_token_hash, created_by)
+VALUES ('$CONNECTION_ID', '$ORG_ID', 'kommo', 'bench.kommo.com', $ACCOUNT_ID, 'connected',
+        decode('$token_sha256', 'hex'), '$USER_ID');
+VACUUM ANALYZE;
+SQL
+}
+
+# Removes what pgbench's ingestion stored, so the server starts on the seeded data only
+# (its scheduler would otherwise pick the pgbench jobs up while the API is measured).
+forget_pgbench_rows() {
+  psql_admin "$DB_NAME" -q <<SQL
+SET client_min_messages = warning;
+TRUNCATE webhook_events, jobs;
+VACUUM ANALYZE;
+SQL
+}
+
+# The server's warnings and errors, counted by message (it logs at RUST_LOG=warn).
+server_log_summary() {
+  python3 - "$OUT/server.log" <<'PY'
+import collections, json, sys
+counts = collections.Counter()
+for line in open(sys.argv[1], errors="replace"):
+    try:
+        d = json.loads(line)
+    except ValueError:
+        counts[("?", line.strip()[:120])] += 1
+        continue
+    message = d.get("message") or d.get("fields", {}).get("message", "")
+    counts[(d.get("level", "?"), str(message)[:120])] += 1
+for (level, message), n in counts.most_common(8):
+    print(f"  - {n} × {level} `{message}`")
+PY
+}
+
+deliveries() {
+  psql_admin "$DB_NAME" -Atc "SELECT count(*) FROM webhook_events WHERE kind = 'delivery'"
+}
+
+# --- the server --------------------------------------------------------------------
+
+# The server's whole environment (env -i: nothing else from the caller's shell), and it
+# runs in $OUT, so that a developer's .env in the repository does not leak in either.
+SERVER_ENV=(
+  PATH="$PATH" HOME="$HOME"
+  APP_ENV=test APP_CONFIG_DIR="$ROOT/config"
+  HTTP_ADDR="127.0.0.1:$PORT" METRICS_ADDR=
+  DATABASE_URL="$RT_URL" DATABASE_MAX_CONNECTIONS="$POOL"
+  DATABASE_MIGRATION_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$DB_NAME"
+  REDIS_URL="$REDIS_URL" REDIS_KEY_PREFIX="$REDIS_PREFIX"
+  JWT_SECRET=bench-only-insecure-jwt-secret-never-in-production
+  ENCRYPTION_KEYS=bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=
+  LOG_FORMAT=json RUST_LOG=warn
+  RATE_LIMIT_USER_PER_MIN=1000000 RATE_LIMIT_ANON_PER_MIN=1000000
+  RATE_LIMIT_WEBHOOK_PER_MIN=1000000
+  SHUTDOWN_GRACE_SECS=5
+)
+if [[ -n ${PGPASSWORD:-} ]]; then SERVER_ENV+=(PGPASSWORD="$PGPASSWORD"); fi
+
+# agents-api COMMAND...: the copied binary, with the server's environment, in $OUT.
+agents_api() { (cd "$OUT" && exec env -i "${SERVER_ENV[@]}" ./agents-api "$@"); }
+
+start_server() {
+  # exec all the way down, so that $! is the server's own pid (for /proc/<pid>/status).
+  (cd "$OUT" && exec env -i "${SERVER_ENV[@]}" ./agents-api serve) >"$OUT/server.log" 2>&1 &
+  SERVER_PID=$!
+  if ! wait_for 30 curl -fsS "$BASE/health/ready"; then
+    tail -n 30 "$OUT/server.log" >&2
+    die "agents-api did not become ready on $BASE"
+  fi
+}
+
+rss_kb() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$SERVER_PID/status"; }
+
+# Samples the server's VmRSS every 200 ms and keeps the maximum in $1.
+sample_rss() {
+  local max=0 kb
+  while kill -0 "$SERVER_PID" 2>/dev/null; do
+    kb=$(rss_kb VmRSS) || break
+    if ((kb > max)); then
+      max=$kb
+      echo "$max" >"$1"
+    fi
+    sleep 0.2
+  done
+}
+
+# --- CPU accounting ----------------------------------------------------------------
+# Who used the cores during a measured run: the server, PostgreSQL (all its processes,
+# exited backends included through the postmaster's children times), Redis, the load
+# generator (our shell's children times) and everything else ("other": the machine's
+# busy time minus those — other builds and tests).
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# proc_ticks PID...: utime + stime + cutime + cstime, in clock ticks.
+proc_ticks() {
+  local pid f ticks=0
+  for pid in "$@"; do
+    { read -r -a f <"/proc/$pid/stat"; } 2>/dev/null || continue
+    ticks=$((ticks + f[13] + f[14] + f[15] + f[16]))
+  done
+  echo "$ticks"
+}
+
+# cpu_snapshot ARRAY: wall seconds, machine busy ticks, server, PostgreSQL and Redis
+# ticks, load generator seconds. Runs in the current shell (`times` must see its
+# children), never in $(...).
+cpu_snapshot() {
+  local -n snap=$1
+  times >"$OUT/.times"
+  # SC2034: snap is a nameref, the caller's array; SC2046: one argument per pid.
+  # shellcheck disable=SC2034,SC2046
+  snap=("$(date +%s.%N)"
+    "$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat)"
+    "$(if [[ -n $SERVER_PID ]]; then proc_ticks "$SERVER_PID"; else echo 0; fi)"
+    "$(proc_ticks $(pgrep -x postgres))"
+    "$(proc_ticks $(pgrep -x redis-server))"
+    "$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/)
+                      printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$OUT/.times")")
+}
+
+# cpu_usage KEY: R[KEY.cpu] = "server / PostgreSQL / Redis / client / other", in cores,
+# between the snapshots CPU_BEFORE and CPU_AFTER.
+cpu_usage() {
+  local -a b=("${CPU_BEFORE[@]}") a=("${CPU_AFTER[@]}")
+  R[$1.cpu]=$(awk -v t="$CLK_TCK" -v wall="$(calc "${a[0]} - ${b[0]}" %.3f)" \
+    -v busy=$((a[1] - b[1])) -v server=$((a[2] - b[2])) -v pg=$((a[3] - b[3])) \
+    -v redis=$((a[4] - b[4])) -v client="$(calc "${a[5]} - ${b[5]}" %.3f)" 'BEGIN {
+      s = server / t / wall; p = pg / t / wall; r = redis / t / wall; c = client / wall
+      o = busy / t / wall - s - p - r - c; if (o < 0) o = 0
+      printf "%.2f / %.2f / %.2f / %.2f / %.2f", s, p, r, c, o }')
+}
+
+# --- measurements ------------------------------------------------------------------
+
+# Stores "key=value" pairs of the line starting with BENCH into R["$1.<key>"].
+store_fields() {
+  local prefix=$1 line kv
+  line=$(grep -m1 '^BENCH ' "$2") || die "no result line in $2"
+  # shellcheck disable=SC2086 # the line is split into its key=value words on purpose
+  for kv in ${line#BENCH }; do R[$prefix.${kv%%=*}]=${kv#*=}; done
+}
+
+# load FILE CONNECTIONS SECONDS METHOD URL SCRIPT [script arguments...]: one run of the
+# load generator, its BENCH line in FILE.
+load() {
+  local file=$1 conns=$2 secs=$3 method=$4 url=$5 script=$6
+  shift 6
+  if [[ $TOOL == wrk ]]; then
+    # A response slower than --timeout counts as an error (socket "timeout").
+    wrk -t "$THREADS" -c "$conns" -d "${secs}s" --timeout 2s --latency -s "$script" "$url" -- "$@" \
+      >"$file" 2>&1 || { cat "$file" >&2; die "wrk failed"; }
+  else
+    oha_load "$conns" "$secs" "$method" "$url" "$script" "$@" >"$file" 2>&1 ||
+      { cat "$file" >&2; die "oha failed"; }
+  fi
+}
+
+# The fallback when wrk cannot be installed. oha cannot number its bodies: it picks each
+# one at random among the lines of a file (-Z), so some webhook deliveries repeat one
+# already stored and are answered as duplicates (the table shows how many).
+oha_load() {
+  local conns=$1 secs=$2 method=$3 url=$4 script=$5
+  shift 5
+  local args=(-z "${secs}s" -c "$conns" --no-tui --output-format json -m "$method")
+  if [[ $script == *list.lua ]]; then
+    args+=(-H "Authorization: Bearer $1")
+  else
+    local lines="$OUT/webhook-bodies-$1.txt"
+    awk -v tag="$1" -v account="$ACCOUNT_ID" 'BEGIN {
+      for (i = 1; i <= 200000; i++)
+        printf "leads%%5Bstatus%%5D%%5B0%%5D%%5Bid%%5D=%d&leads%%5Bstatus%%5D%%5B0%%5D%%5Bstatus_id%%5D=142" \
+               "&leads%%5Bstatus%%5D%%5B0%%5D%%5Bname%%5D=Bench+lead+%s-%d&account%%5Bid%%5D=%s\n",
+               1000000000 + i, tag, i, account }' >"$lines"
+    args+=(-T application/x-www-form-urlencoded -Z "$lines")
+  fi
+  "$TOOLS/bin/oha" "${args[@]}" "$url" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+s, p = d["summary"], d["latencyPercentiles"]
+codes = {int(c): n for c, n in d.get("statusCodeDistribution", {}).items()}
+errors = sum(n for e, n in d.get("errorDistribution", {}).items() if "deadline" not in e)
+total = sum(codes.values())
+ok = sum(n for c, n in codes.items() if 200 <= c < 300)
+print("BENCH requests=%d duration_s=%.3f rps=%.1f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f "
+      "mean_ms=%.3f max_ms=%.3f non2xx=%d connect=0 read=%d write=0 timeout=0" % (
+      total, s["total"], total / s["total"], p["p50"] * 1e3, p["p90"] * 1e3,
+      p["p99"] * 1e3, s["average"] * 1e3, s["slowest"] * 1e3, total - ok, errors))'
+}
+
+# warm_up NAME CONNECTIONS METHOD URL SCRIPT [script arguments...]
+warm_up() {
+  local name=$1 conns=$2
+  shift 2
+  echo "$name at $conns connections: ${WARMUP}s warm-up" >&2
+  load "$OUT/$name-warmup-${conns}c.txt" "$conns" "$WARMUP" "$@"
+}
+
+# measure_api NAME CONNECTIONS METHOD URL SCRIPT [script arguments...]
+measure_api() {
+  local name=$1 conns=$2 k=$1.$2 file="$OUT/$1-$2c.txt"
+  shift 2
+  echo "$name at $conns connections: ${DURATION}s measured" >&2
+  cpu_snapshot CPU_BEFORE
+  load "$file" "$conns" "$DURATION" "$@"
+  cpu_snapshot CPU_AFTER
+  cpu_usage "$k"
+  store_fields "$k" "$file"
+  R[$k.errors]=$((${R[$k.non2xx]} + ${R[$k.connect]} + ${R[$k.read]} + ${R[$k.write]} + ${R[$k.timeout]}))
+  printf '  %s req/s, p50 %s ms, p99 %s ms, %s errors\n' \
+    "${R[$k.rps]}" "${R[$k.p50_ms]}" "${R[$k.p99_ms]}" "${R[$k.errors]}" >&2
+}
+
+# measure_pgbench NAME CONNECTIONS SCRIPT [pgbench -D definitions...]
+measure_pgbench() {
+  local name=$1 conns=$2 script=$3 file="$OUT/$1-$2c.txt"
+  shift 3
+  local args=(-M prepared -n -c "$conns" -j "$THREADS" -f "$script" "$@"
+    -h "$PGHOST" -p "$PGPORT" -U "$RT_ROLE" "$DB_NAME")
+  echo "$name at $conns clients: ${WARMUP}s warm-up, ${DURATION}s measured" >&2
+  PGPASSWORD=$RT_PASSWORD pgbench -T "$WARMUP" "${args[@]}" >"$OUT/$name-warmup-${conns}c.txt" 2>&1 ||
+    { cat "$OUT/$name-warmup-${conns}c.txt" >&2; die "pgbench failed"; }
+  cpu_snapshot CPU_BEFORE
+  PGPASSWORD=$RT_PASSWORD pgbench -T "$DURATION" "${args[@]}" >"$file" 2>&1 ||
+    { cat "$file" >&2; die "pgbench failed"; }
+  cpu_snapshot CPU_AFTER
+  local k=$name.$conns
+  cpu_usage "$k"
+  R[$k.tps]=$(awk '/^tps = / { printf "%.1f", $3; exit }' "$file")
+  R[$k.avg_ms]=$(awk '/^latency average = / { print $4; exit }' "$file")
+  R[$k.failed]=$(awk '/^number of failed transactions: / { print $5; exit }' "$file")
+  R[$k.failed]=${R[$k.failed]:-0}
+  printf '  %s tps, average latency %s ms, %s failed\n' \
+    "${R[$k.tps]}" "${R[$k.avg_ms]}" "${R[$k.failed]}" >&2
+}
+
+# How many PostgreSQL connections are free, so pgbench at 64 clients does not fail
+# halfway for lack of slots (others may be running tests on the same server).
+check_connection_slots() {
+  local need=$1 free
+  free=$(psql_admin postgres -Atc "SELECT current_setting('max_connections')::int
+           - current_setting('superuser_reserved_connections')::int
+           - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')")
+  ((free >= need)) ||
+    die "PostgreSQL has $free free connections, pgbench needs $need: raise max_connections or lower BENCH_CONNECTIONS"
+}
+
+# --- report --------------------------------------------------------------------------
+
+verdict() { if (($(calc "$1" %d))); then echo pass; else echo "**FAIL**"; fi; }
+
+# row LABEL TARGET FORMAT KEY...: one cell per connection count, FORMAT filled with the
+# values of the KEYs, in which "@" stands for the connection count.
+row() {
+  local label=$1 target=$2 format=$3 c key cells="" values
+  shift 3
+  for c in "${CONNECTIONS[@]}"; do
+    values=()
+    for key in "$@"; do values+=("${R[${key//@/$c}]:-?}"); done
+    # shellcheck disable=SC2059 # the formats are the literal ones below
+    cells+=" $(printf "$format" "${values[@]}") |"
+  done
+  printf '| %s |%s %s |\n' "$label" "$cells" "$target"
+}
+
+pass_if() { if (($1)); then echo pass; else echo "**FAIL**"; fi; }
+
+report() {
+  local c first=${CONNECTIONS[0]} header="| Measure |" rule="|---|"
+  for c in "${CONNECTIONS[@]}"; do header+=" $c conn. |"; rule+="---:|"; done
+  header+=" Target |"
+  rule+="---|"
+
+  local ratio_ok=1 wh_ratio_ok=1 errors_ok=1
+  for c in "${CONNECTIONS[@]}"; do
+    R[ratio.$c]=$(calc "${R[list.$c.rps]} / ${R[pg_list.$c.tps]}")
+    R[wh_ratio.$c]=$(calc "${R[webhook.$c.rps]} / ${R[pg_webhook.$c.tps]}")
+    R[p99x.$c]=$(calc "${R[list.$c.p99_ms]} / ${R[pg_list.$c.avg_ms]}")
+    # 2xx answers that stored no new delivery ("duplicate"); requests still in flight
+    # when the load generator stops can make the difference slightly negative.
+    R[wh_dups.$c]=$((${R[webhook.$c.requests]} - ${R[webhook.$c.non2xx]} - ${R[webhook.$c.new]}))
+    if ((${R[wh_dups.$c]} < 0)); then R[wh_dups.$c]=0; fi
+    (($(calc "${R[ratio.$c]} >= 0.5" %d))) || ratio_ok=0
+    (($(calc "${R[wh_ratio.$c]} >= 0.5" %d))) || wh_ratio_ok=0
+    ((${R[list.$c.errors]} + ${R[webhook.$c.errors]} == 0)) || errors_ok=0
+  done
+  local idle_mb load_mb hwm_mb
+  idle_mb=$(calc "${R[rss_idle_kb]} / 1024" %.1f)
+  load_mb=$(calc "${R[rss_load_kb]} / 1024" %.1f)
+  # The kernel updates VmHWM lazily: the sampled maximum can exceed it.
+  hwm_mb=$(calc "(${R[rss_hwm_kb]} > ${R[rss_load_kb]} ? ${R[rss_hwm_kb]} : ${R[rss_load_kb]}) / 1024" %.1f)
+
+  echo "$header"
+  echo "$rule"
+  row "API list, requests/s" "" %s list.@.rps
+  row "API list, p50 (ms)" "" %s list.@.p50_ms
+  row "API list, p99 (ms)" "" %s list.@.p99_ms
+  row "API list, errors (non-2xx + socket)" "0: $(pass_if "$errors_ok")" %s list.@.errors
+  row "pgbench list, tps (ceiling)" "" %s pg_list.@.tps
+  row "pgbench list, average latency (ms)" "" %s pg_list.@.avg_ms
+  row "**ratio API / ceiling (list)**" "≥ 0.5: $(pass_if "$ratio_ok")" "**%s**" ratio.@
+  row "API list p99 / pgbench average" "≤ 3 at $first: $(verdict "${R[p99x.$first]} <= 3")" %s p99x.@
+  row "API webhook, requests/s" "" %s webhook.@.rps
+  row "API webhook, p50 (ms)" "" %s webhook.@.p50_ms
+  row "API webhook, p99 (ms)" "" %s webhook.@.p99_ms
+  row "API webhook, errors (non-2xx + socket)" "0" %s webhook.@.errors
+  row "API webhook, new deliveries / duplicates" "" "%s / %s" webhook.@.new wh_dups.@
+  row "pgbench webhook, tps (ceiling)" "" %s pg_webhook.@.tps
+  row "pgbench webhook, average latency (ms)" "" %s pg_webhook.@.avg_ms
+  row "**ratio API / ceiling (webhook)**" "≥ 0.5: $(pass_if "$wh_ratio_ok")" "**%s**" wh_ratio.@
+  row "pgbench failed transactions (list / webhook)" "0" "%s / %s" pg_list.@.failed pg_webhook.@.failed
+  row "CPU, API list run (cores): server / PostgreSQL / Redis / $TOOL / other" "of $(nproc)" %s list.@.cpu
+  row "CPU, pgbench list run (cores): – / PostgreSQL / Redis / pgbench / other" "of $(nproc)" %s pg_list.@.cpu
+  row "CPU, API webhook run (cores): server / PostgreSQL / Redis / $TOOL / other" "of $(nproc)" %s webhook.@.cpu
+  row "CPU, pgbench webhook run (cores): – / PostgreSQL / Redis / pgbench / other" "of $(nproc)" %s pg_webhook.@.cpu
+  echo
+  echo "| Server memory | MB | Target |"
+  echo "|---|---:|---|"
+  echo "| RSS idle (VmRSS before any request) | $idle_mb | < 30: $(verdict "$idle_mb < 30") |"
+  echo "| RSS at load (max VmRSS sampled during the ${CONNECTIONS[-1]}-connection list run) | $load_mb | < 100: $(verdict "$load_mb < 100") |"
+  echo "| RSS peak over the whole run (max of VmHWM and the samples, webhooks included) | $hwm_mb | < 100: $(verdict "$hwm_mb < 100") |"
+}
+
+machine() {
+  local dirty=""
+  [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]] && dirty=" (with uncommitted changes in the working tree)"
+  cat <<EOF
+- Date: $(date -u '+%Y-%m-%d %H:%M UTC')
+- Commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$dirty
+- CPU: $(nproc) × $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
+- Memory: $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+- Kernel: $(uname -sr)
+- PostgreSQL: $(psql_admin postgres -Atc 'SHOW server_version') (shared_buffers $(psql_admin postgres -Atc 'SHOW shared_buffers'), synchronous_commit $(psql_admin postgres -Atc 'SHOW synchronous_commit'), max_connections $(psql_admin postgres -Atc 'SHOW max_connections'))
+- Redis: $(redis-cli -u "$REDIS_URL" INFO server | sed -n 's/^redis_version://p' | tr -d '\r')
+- Rust: $(rustc --version)
+- Load generator: ${R[tool_version]}, $THREADS threads; pgbench $(pgbench --version | awk '{ print $3 }'), -j $THREADS
+- Server: DATABASE_MAX_CONNECTIONS=$POOL, LOG_FORMAT=json, RUST_LOG=warn, metrics off, rate limits 1,000,000/min
+- Everything (PostgreSQL, Redis, server, load generator) shares these $(nproc) cores.
+- Other load on the machine: load average ${R[load_before]} before the run, ${R[load_after]} after
+  (this includes the benchmark's own clients); at most ${R[rustc_max]} rustc processes (other
+  builds) seen at the start of each measurement; the "other" CPU rows below measure the rest.
+EOF
+}
+
+note_rustc() {
+  local n
+  n=$(pgrep -c -x rustc || true)
+  ((n > ${R[rustc_max]:-0})) && R[rustc_max]=$n
+  return 0
+}
+
+# --- main ----------------------------------------------------------------------------
+
+main() {
+  rm -rf "$OUT"
+  mkdir -p "$OUT"
+  R[load_before]=$(cut -d' ' -f1-3 /proc/loadavg)
+  R[rustc_max]=0
+  note_rustc
+
+  log "Building the release binary"
+  ensure_rust
+  cargo build --release --bin agents-api
+  # A copy, so that someone else's rebuild cannot swap the binary in the middle of a run.
+  cp "${CARGO_TARGET_DIR:-target}/release/agents-api" "$OUT/agents-api"
+
+  log "Checking PostgreSQL, Redis and the load generator"
+  ensure_services
+  ensure_load_tool
+  if [[ $TOOL == wrk ]]; then
+    R[tool_version]=$( (wrk -v 2>&1 || true) | awk 'NR == 1 { print $1, $2 }')
+  else
+    R[tool_version]=$("$TOOLS/bin/oha" --version)
+  fi
+  command -v pgbench >/dev/null || die "pgbench is missing: apt-get install postgresql-contrib (or postgresql)"
+
+  log "Creating and seeding a fresh database $DB_NAME"
+  fresh_database
+  seed
+
+  # The token is minted before the server starts: its claims are what pgbench publishes.
+  local token claims
+  token=$(agents_api dev-token --user "$USER_ID" --email bench@example.com --ttl 2h)
+  claims=$(cut -d. -f2 <<<"$token" | tr '_-' '/+')
+  while ((${#claims} % 4)); do claims+="="; done
+  claims=$(base64 -d <<<"$claims")
+  local body
+  # The same shape and size as the bodies bench/wrk/webhook.lua sends.
+  body=$(printf 'leads%%5Bstatus%%5D%%5B0%%5D%%5Bid%%5D=%s&leads%%5Bstatus%%5D%%5B0%%5D%%5Bstatus_id%%5D=142&leads%%5Bstatus%%5D%%5B0%%5D%%5Bold_status_id%%5D=141&leads%%5Bstatus%%5D%%5B0%%5D%%5Bpipeline_id%%5D=7001&leads%%5Bstatus%%5D%%5B0%%5D%%5Bname%%5D=Bench+lead+pgbench-1&account%%5Bid%%5D=%s&account%%5Bsubdomain%%5D=bench' 1000000001 "$ACCOUNT_ID")
+
+  log "The ceiling: pgbench -M prepared as $RT_ROLE (the server is not running yet)"
+  check_connection_slots $((${CONNECTIONS[-1]} + 2))
+  local c
+  for c in "${CONNECTIONS[@]}"; do
+    note_rustc
+    measure_pgbench pg_list "$c" bench/sql/list.sql -D "claims=$claims" \
+      -D "stmt_timeout=$STATEMENT_TIMEOUT" -D "org_id=$ORG_ID" -D "user_id=$USER_ID"
+  done
+  for c in "${CONNECTIONS[@]}"; do
+    note_rustc
+    measure_pgbench pg_webhook "$c" bench/sql/webhook.sql -D "stmt_timeout=$STATEMENT_TIMEOUT" \
+      -D "org_id=$ORG_ID" -D "connection_id=$CONNECTION_ID" -D "body=$body"
+  done
+  forget_pgbench_rows
+
+  log "Starting agents-api on $BASE"
+  start_server
+  sleep 3
+  R[rss_idle_kb]=$(rss_kb VmRSS)
+  echo "idle RSS: ${R[rss_idle_kb]} kB" >&2
+
+  # One request of each kind, checked, before any load.
+  local list_url="$BASE/v1/orgs/$ORG_ID/agents?limit=$LIST_LIMIT"
+  local webhook_url="$BASE/v1/kommo/webhooks/$CONNECTION_ID/$WEBHOOK_TOKEN"
+  curl -fsS -H "Authorization: Bearer $token" "$list_url" >"$OUT/list-response.json" ||
+    die "the list request failed"
+  python3 - "$OUT/list-response.json" "$LIST_LIMIT" "$AGENTS" <<'PY' || die "unexpected list response"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert len(d["data"]) == int(sys.argv[2]), len(d["data"])
+assert d["total"] == int(sys.argv[3]), d["total"]
+assert d["next_cursor"], "no next_cursor"
+PY
+  R[list_bytes]=$(stat -c %s "$OUT/list-response.json")
+  curl -fsS -H 'Content-Type: application/x-www-form-urlencoded' --data "$body" "$webhook_url" \
+    >"$OUT/webhook-response.json" || die "the webhook request failed"
+  grep -q '"accepted"' "$OUT/webhook-response.json" ||
+    die "the webhook was not accepted: $(cat "$OUT/webhook-response.json")"
+
+  log "The API: GET /v1/orgs/{org}/agents?limit=$LIST_LIMIT ($TOOL)"
+  for c in "${CONNECTIONS[@]}"; do
+    note_rustc
+    if [[ $c == "${CONNECTIONS[-1]}" ]]; then
+      sample_rss "$OUT/rss-load-kb.txt" &
+      SAMPLER_PID=$!
+    fi
+    warm_up list "$c" GET "$list_url" bench/wrk/list.lua "$token"
+    measure_api list "$c" GET "$list_url" bench/wrk/list.lua "$token"
+  done
+  kill "$SAMPLER_PID" 2>/dev/null || true
+  wait "$SAMPLER_PID" 2>/dev/null || true # reaped now, not during a later measurement
+  SAMPLER_PID=
+  R[rss_load_kb]=$(cat "$OUT/rss-load-kb.txt")
+
+  log "The API: POST /v1/kommo/webhooks/{connection}/{token} ($TOOL)"
+  local before
+  for c in "${CONNECTIONS[@]}"; do
+    note_rustc
+    # Every run gets its own tag in the bodies, so no run repeats another's.
+    warm_up webhook "$c" POST "$webhook_url" bench/wrk/webhook.lua "$$-$c-warmup" "$ACCOUNT_ID"
+    sleep 1
+    before=$(deliveries) # the deliveries stored by the measured run alone
+    measure_api webhook "$c" POST "$webhook_url" bench/wrk/webhook.lua "$$-$c" "$ACCOUNT_ID"
+    sleep 1
+    R[webhook.$c.new]=$(($(deliveries) - before))
+  done
+  R[rss_hwm_kb]=$(rss_kb VmHWM)
+  R[jobs]=$(psql_admin "$DB_NAME" -Atc "SELECT string_agg(status || ' ' || n, ', ' ORDER BY status)
+                                         FROM (SELECT status, count(*) n FROM jobs GROUP BY status) s")
+  R[load_after]=$(cut -d' ' -f1-3 /proc/loadavg)
+  R[server_log]=$(server_log_summary)
+  note_rustc
+
+  local table
+  table=$(report)
+  {
+    echo "# Benchmark results"
+    echo
+    echo "Produced by \`bench/run.sh\` (see bench/README.md). ${DURATION} s per measurement after a"
+    echo "${WARMUP} s warm-up at the same concurrency; ${AGENTS} agents of 600-byte instructions, one"
+    echo "list response is ${R[list_bytes]} bytes."
+    echo
+    echo "## Machine"
+    echo
+    machine
+    echo
+    echo "## Results"
+    echo
+    echo "$table"
+    echo
+    echo "Webhook jobs after the run (the server's workers parse deliveries while the load runs): ${R[jobs]:-none}."
+    echo
+    echo "Server log (warnings and errors, by message):"
+    echo
+    echo "${R[server_log]:-  - none}"
+    echo
+    echo "Raw outputs of this run: bench/out/ (not committed)."
+  } >"$RESULTS"
+  log "Results (also in $RESULTS)"
+  echo "$table"
+}
+
+# Sourcing the file (to try one function) defines everything and runs nothing.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi

@@ -1,0 +1,24 @@
+-- pgbench mirror of one `GET /v1/orgs/{org_id}/agents?limit=20` (see src/db/rls.rs,
+-- src/http/extract.rs OrgTx, src/db/members.rs role_of, src/db/agents.rs list + count).
+-- Run with -M prepared: every :variable is sent as a bind parameter, as sqlx does.
+-- The filters the request does not use (status, search, cursor) are NULL in the API;
+-- pgbench variables cannot be SQL NULL, so they are written as typed NULL literals —
+-- the plan is the one PostgreSQL builds for the API's custom plan with NULL parameters.
+BEGIN;
+SELECT set_config('role', 'authenticated', true),
+       set_config('request.jwt.claims', :claims, true),
+       set_config('statement_timeout', :stmt_timeout, true);
+SELECT role FROM organization_members WHERE org_id = :org_id AND user_id = :user_id;
+SELECT id, org_id, connection_id, name, status, model, instructions, channels,
+       schedule, temperature, max_tokens, settings, created_at, updated_at
+  FROM agents
+ WHERE org_id = :org_id
+   AND (NULL::text IS NULL OR status = NULL::text)
+   AND (NULL::text IS NULL OR name ILIKE NULL::text)
+   AND (NULL::uuid IS NULL OR id < NULL::uuid)
+ ORDER BY id DESC LIMIT 21;
+SELECT count(*) FROM agents
+ WHERE org_id = :org_id
+   AND (NULL::text IS NULL OR status = NULL::text)
+   AND (NULL::text IS NULL OR name ILIKE NULL::text);
+COMMIT;
