@@ -125,7 +125,8 @@ fn credentials_view(creds: Option<db::crm::Credentials>) -> CredentialsView {
     }
 }
 
-fn validate_http_url(url: &str) -> Result<(), validator::ValidationError> {
+/// A body field that must be an absolute http(s) URL.
+pub fn validate_http_url(url: &str) -> Result<(), validator::ValidationError> {
     match url::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
         _ => {

@@ -27,7 +27,7 @@ use crate::jobs::DEFAULT_MAX_ATTEMPTS;
 use crate::jobs::types::SEND_MESSAGE;
 use crate::kommo::tokens::TokenError;
 use crate::kommo::{KommoError, is_valid_base_domain};
-use crate::routes::crm::{complete_oauth, kommo_unavailable};
+use crate::routes::crm::{complete_oauth, kommo_unavailable, validate_http_url};
 use crate::state::AppState;
 
 const STATE_TTL_MINUTES: i64 = 15;
@@ -44,16 +44,6 @@ pub fn router() -> Router<AppState> {
 
 fn state_hash(state: &str) -> Vec<u8> {
     sha2::Sha256::digest(state.as_bytes()).to_vec()
-}
-
-fn validate_http_url(url: &str) -> Result<(), validator::ValidationError> {
-    match url::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
-        _ => {
-            Err(validator::ValidationError::new("url")
-                .with_message("must be an http(s) URL".into()))
-        }
-    }
 }
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
