@@ -13,7 +13,7 @@ use crate::db;
 use crate::db::agents::{Agent, AgentFields, AgentFilter, AgentStatus};
 use crate::db::audit::Change;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, Write};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
 use crate::http::pagination::{Page, Paginated};
 use crate::state::AppState;
 
@@ -277,9 +277,9 @@ pub async fn create(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiJson(body): ApiJson<CreateAgent>,
 ) -> ApiResult<(StatusCode, Json<Agent>)> {
     check_connection(&mut tx, org_id, body.connection_id).await?;
@@ -331,9 +331,9 @@ pub async fn update(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<UpdateAgent>,
 ) -> ApiResult<Json<Agent>> {
@@ -396,9 +396,9 @@ pub async fn set_status(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<SetStatus>,
 ) -> ApiResult<Json<Agent>> {
@@ -425,9 +425,9 @@ pub async fn remove(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
     if !db::agents::delete(&mut tx, org_id, agent_id).await? {

@@ -174,9 +174,9 @@ pub async fn put_credentials(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiPath((_, name)): ApiPath<(Uuid, String)>,
     ApiJson(body): ApiJson<PutCredentials>,
 ) -> ApiResult<Json<CredentialsView>> {
@@ -216,9 +216,9 @@ pub async fn delete_credentials(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiPath((_, name)): ApiPath<(Uuid, String)>,
 ) -> ApiResult<StatusCode> {
     let provider = provider(&name)?;
@@ -335,9 +335,9 @@ pub async fn create_connection(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiJson(body): ApiJson<CreateConnection>,
 ) -> ApiResult<(StatusCode, Json<ConnectionCreated>)> {
     let provider = match body.provider.as_deref().unwrap_or("kommo") {
@@ -483,9 +483,9 @@ pub async fn delete_connection(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
     if !db::crm::delete_connection(&mut tx, org_id, id).await? {
@@ -526,9 +526,9 @@ pub async fn sync(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<SyncRequest>,
 ) -> ApiResult<(StatusCode, Json<QueuedJobs>)> {
@@ -617,9 +617,9 @@ pub async fn rotate_webhook_secret(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<Json<WebhookSecret>> {
     let (token, hash) = new_webhook_token();
@@ -646,12 +646,9 @@ pub struct RefreshedToken {
 pub async fn refresh_token(
     State(state): State<AppState>,
     OrgTx {
-        user,
-        org_id,
-        tx,
-        meta,
-        ..
+        user, org_id, tx, ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<Json<RefreshedToken>> {
     let requested_at = Utc::now();

@@ -15,7 +15,7 @@ use crate::db;
 use crate::db::audit::Change;
 use crate::db::jobs::{Job, JobFilter, JobStatus};
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, Write};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
 use crate::http::pagination::{Page, Paginated};
 use crate::jobs::types;
 use crate::state::AppState;
@@ -84,9 +84,9 @@ pub async fn create(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiJson(CreateJob(body)): ApiJson<CreateJob>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     let new = types::validate(body, &mut tx, org_id).await?;
@@ -135,9 +135,9 @@ pub async fn cancel(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiPath((_, job_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<Json<Job>> {
     let Some(job) = db::jobs::cancel(&mut tx, org_id, job_id).await? else {
@@ -159,9 +159,9 @@ pub async fn retry(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiPath((_, job_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     let Some(job) = db::jobs::retry(&mut tx, org_id, job_id).await? else {

@@ -257,7 +257,8 @@ async fn finish(
     responses((status = 200, body = OauthConnected)))]
 pub async fn callback(
     State(app): State<AppState>,
-    UserTx { user, mut tx, meta }: UserTx,
+    UserTx { user, mut tx }: UserTx,
+    meta: RequestMeta,
     ApiJson(body): ApiJson<OauthCallback>,
 ) -> ApiResult<Json<OauthConnected>> {
     // Consumed under the user's claims: the policy shows only their own states.
@@ -426,9 +427,9 @@ pub async fn send_message(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiJson(body): ApiJson<SendMessage>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     if matches!(body.channel, Channel::Email) && body.message.subject.is_none() {

@@ -14,7 +14,9 @@ use crate::db;
 use crate::db::audit::Change;
 use crate::db::members::Member;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, OwnerOnly, Role, Write};
+use crate::http::extract::{
+    ApiJson, ApiPath, ApiQuery, OrgTx, OwnerOnly, RequestMeta, Role, Write,
+};
 use crate::http::pagination::{Page, Paginated};
 use crate::state::AppState;
 
@@ -68,9 +70,9 @@ pub async fn upsert(
         org_id,
         role: caller,
         mut tx,
-        meta,
         ..
     }: OrgTx<Write>,
+    meta: RequestMeta,
     ApiPath((_, user_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<PutMember>,
 ) -> ApiResult<(StatusCode, Json<Member>)> {
@@ -118,9 +120,9 @@ pub async fn remove(
         user,
         org_id,
         mut tx,
-        meta,
         ..
     }: OrgTx<OwnerOnly>,
+    meta: RequestMeta,
     ApiPath((_, user_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
     let current = db::members::role_of(&mut tx, org_id, user_id)

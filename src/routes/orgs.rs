@@ -13,7 +13,7 @@ use crate::db;
 use crate::db::audit::Change;
 use crate::db::orgs::Org;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{ApiJson, OrgTx, Role, UserTx};
+use crate::http::extract::{ApiJson, OrgTx, RequestMeta, Role, UserTx};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -97,7 +97,8 @@ fn generate_slug(name: &str) -> String {
 #[utoipa::path(post, path = "/v1/orgs", tag = "orgs", security(("bearer" = [])),
     request_body = CreateOrg, responses((status = 201, body = OrgWithRole)))]
 pub async fn create(
-    UserTx { user, mut tx, meta }: UserTx,
+    UserTx { user, mut tx }: UserTx,
+    meta: RequestMeta,
     ApiJson(body): ApiJson<CreateOrg>,
 ) -> ApiResult<(StatusCode, Json<OrgWithRole>)> {
     let slug = body.slug.unwrap_or_else(|| generate_slug(&body.name));
