@@ -128,17 +128,9 @@ pub async fn sync_pipelines(ctx: &JobContext, job: &ClaimedJob) -> Result<Value,
                     .collect(),
             })
             .collect();
-        let mut tx = ctx
-            .db
-            .begin_worker(job.org_id)
-            .await
-            .map_err(|e| JobError::retry(e.to_string()))?;
-        db::crm::replace_pipelines(&mut tx, job.org_id, p.connection_id, &rows)
-            .await
-            .map_err(|e| JobError::retry(e.to_string()))?;
-        tx.commit()
-            .await
-            .map_err(|e| JobError::retry(e.to_string()))?;
+        let mut tx = ctx.db.begin_worker(job.org_id).await?;
+        db::crm::replace_pipelines(&mut tx, job.org_id, p.connection_id, &rows).await?;
+        tx.commit().await?;
         Ok(rows.len())
     })
     .await
@@ -181,17 +173,9 @@ pub async fn sync_contacts(ctx: &JobContext, job: &ClaimedJob) -> Result<Value, 
                 })
                 .collect();
             total += contacts.len();
-            let mut tx = ctx
-                .db
-                .begin_worker(job.org_id)
-                .await
-                .map_err(|e| JobError::retry(e.to_string()))?;
-            db::crm::upsert_contacts(&mut tx, job.org_id, p.connection_id, &contacts)
-                .await
-                .map_err(|e| JobError::retry(e.to_string()))?;
-            tx.commit()
-                .await
-                .map_err(|e| JobError::retry(e.to_string()))?;
+            let mut tx = ctx.db.begin_worker(job.org_id).await?;
+            db::crm::upsert_contacts(&mut tx, job.org_id, p.connection_id, &contacts).await?;
+            tx.commit().await?;
             if !answer.has_next {
                 break;
             }
@@ -324,15 +308,9 @@ struct WebhookPayload {
 pub async fn webhook(ctx: &JobContext, job: &ClaimedJob) -> Result<Value, JobError> {
     use crate::kommo::webhook;
     let p: WebhookPayload = payload(job)?;
-    let db_error = |e: sqlx::Error| JobError::retry(e.to_string());
-    let mut tx = ctx
-        .db
-        .begin_worker(job.org_id)
-        .await
-        .map_err(|e| JobError::retry(e.to_string()))?;
+    let mut tx = ctx.db.begin_worker(job.org_id).await?;
     let delivery = db::webhooks::delivery(&mut tx, p.delivery_id)
-        .await
-        .map_err(db_error)?
+        .await?
         .ok_or_else(|| JobError::Permanent("the webhook delivery no longer exists".into()))?;
     let content_type = delivery.content_type.clone().unwrap_or_default();
     let body = delivery.raw_body.clone().unwrap_or_default();
@@ -348,22 +326,14 @@ pub async fn webhook(ctx: &JobContext, job: &ClaimedJob) -> Result<Value, JobErr
                     payload: &e.fields,
                 })
                 .collect();
-            db::webhooks::store_events(&mut tx, &delivery, &rows)
-                .await
-                .map_err(db_error)?;
-            tx.commit()
-                .await
-                .map_err(|e| JobError::retry(e.to_string()))?;
+            db::webhooks::store_events(&mut tx, &delivery, &rows).await?;
+            tx.commit().await?;
             Ok(json!({ "events": rows.len() }))
         }
         Err(e) => {
             let message = e.to_string();
-            db::webhooks::finish_delivery(&mut tx, delivery.id, Some(&message))
-                .await
-                .map_err(db_error)?;
-            tx.commit()
-                .await
-                .map_err(|e| JobError::retry(e.to_string()))?;
+            db::webhooks::finish_delivery(&mut tx, delivery.id, Some(&message)).await?;
+            tx.commit().await?;
             Err(JobError::Permanent(message))
         }
     }

@@ -58,6 +58,19 @@ impl JobError {
     }
 }
 
+/// Database trouble is worth another attempt.
+impl From<crate::http::error::ApiError> for JobError {
+    fn from(e: crate::http::error::ApiError) -> JobError {
+        JobError::retry(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for JobError {
+    fn from(e: sqlx::Error) -> JobError {
+        JobError::retry(e.to_string())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct JobSettings {
     pub concurrency: usize,
