@@ -1,14 +1,26 @@
 //! The per-request transaction. It switches to the request role and publishes the
 //! verified claims with `set_config(…, true)`: transaction-local, so nothing survives into
 //! the next use of the pooled connection, not even after an error (the rollback resets it).
+//!
+//! `Tx` runs `BEGIN`/`COMMIT` itself rather than through `sqlx::Transaction`, for two
+//! reasons. A request future is dropped when its client hangs up; sqlx's transaction does
+//! not roll back a `BEGIN` interrupted that way, so the connection went back to the pool
+//! inside an open transaction, and the next request's statements ran in it. Here neither
+//! `BEGIN` nor `COMMIT` can be interrupted (each runs in a task of its own), and a `Tx`
+//! dropped while open rolls back before its connection returns to the pool. And `BEGIN`,
+//! the settings and (for an org route) the membership check travel as one simple query:
+//! one round trip where they took three.
 
+use std::fmt::Write as _;
 use std::ops::{Deref, DerefMut};
 
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use crate::http::auth::AuthUser;
 use crate::http::error::ApiError;
+use crate::http::extract::Role;
 
 #[derive(Clone)]
 pub struct Db {
@@ -18,8 +30,13 @@ pub struct Db {
     statement_timeout: String,
 }
 
-/// The transaction and its trace span, which lasts as long as the transaction does.
-pub struct Tx(Transaction<'static, Postgres>, tracing::Span);
+/// An open transaction on a pooled connection, and its trace span, which lasts as long
+/// as the transaction does.
+pub struct Tx {
+    /// Always `Some` while the `Tx` is alive: only `commit` and `drop` take it.
+    conn: Option<PoolConnection<Postgres>>,
+    span: tracing::Span,
+}
 
 fn span(role: &'static str) -> tracing::Span {
     tracing::info_span!(
@@ -29,6 +46,28 @@ fn span(role: &'static str) -> tracing::Span {
         db.role = role,
         outcome = tracing::field::Empty,
     )
+}
+
+/// The statement that opens a transaction as `role` with transaction-local `settings`.
+/// Values are spelled as hex and decoded by the server, so no value (claims are
+/// client-supplied JSON, however verified) can end the literal it travels in.
+fn begin_sql(role: &str, settings: &[(&str, &str)]) -> String {
+    let mut sql = format!("BEGIN; SELECT set_config('role', '{role}', true)");
+    for (name, value) in settings {
+        let _ = write!(
+            sql,
+            ", set_config('{name}', convert_from(decode('{}', 'hex'), 'UTF8'), true)",
+            hex::encode(value)
+        );
+    }
+    sql.push(';');
+    sql
+}
+
+/// Whether an error leaves the connection usable: the server answered (and ended or
+/// aborted the statement), as opposed to the connection failing under it.
+fn connection_survives(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(_))
 }
 
 impl Db {
@@ -43,51 +82,97 @@ impl Db {
         &self.pool
     }
 
+    /// Runs `sql` (which opens the transaction) on a pooled connection, in a task of its
+    /// own so that a caller dropped half-way cannot leave the transaction open: the task
+    /// finishes, and the `Tx` it returns to no one rolls back on drop.
+    async fn begin(
+        &self,
+        role: &'static str,
+        sql: String,
+    ) -> Result<(Tx, Vec<sqlx::postgres::PgRow>), ApiError> {
+        let conn = self.pool.acquire().await?;
+        let mut tx = Tx {
+            conn: Some(conn),
+            span: span(role),
+        };
+        let started = tokio::spawn(async move {
+            let rows = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(&mut *tx).await;
+            rows.map(|rows| (tx, rows))
+        });
+        match started.await {
+            Ok(Ok(started)) => Ok(started),
+            Ok(Err(error)) => Err(error.into()),
+            Err(join) => Err(ApiError::internal(
+                anyhow::Error::new(join).context("beginning a transaction"),
+            )),
+        }
+    }
+
     /// A transaction as `authenticated` with the user's claims: the policies see the
     /// rows of the orgs the user belongs to, and nothing else.
     pub async fn begin_user(&self, user: &AuthUser) -> Result<Tx, ApiError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "SELECT set_config('role', 'authenticated', true),
-                    set_config('request.jwt.claims', $1, true),
-                    set_config('statement_timeout', $2, true)",
-        )
-        .bind(&*user.claims)
-        .bind(&self.statement_timeout)
-        .execute(&mut *tx)
-        .await?;
-        Ok(Tx(tx, span("authenticated")))
+        let sql = begin_sql(
+            "authenticated",
+            &[
+                ("request.jwt.claims", &user.claims),
+                ("statement_timeout", &self.statement_timeout),
+            ],
+        );
+        Ok(self.begin("authenticated", sql).await?.0)
+    }
+
+    /// `begin_user`, and the user's role in `org_id` (`None` when they are not a member),
+    /// read under their claims in the same round trip.
+    pub async fn begin_member(
+        &self,
+        user: &AuthUser,
+        org_id: Uuid,
+    ) -> Result<(Tx, Option<Role>), ApiError> {
+        let mut sql = begin_sql(
+            "authenticated",
+            &[
+                ("request.jwt.claims", &user.claims),
+                ("statement_timeout", &self.statement_timeout),
+            ],
+        );
+        // Uuids print as hex and dashes only.
+        let _ = write!(
+            sql,
+            " SELECT role AS member_role FROM organization_members \
+              WHERE org_id = '{org_id}' AND user_id = '{}';",
+            user.id
+        );
+        let (tx, rows) = self.begin("authenticated", sql).await?;
+        let mut role = None;
+        for row in &rows {
+            if let Ok(found) = row.try_get::<Role, _>("member_role") {
+                role = Some(found);
+            }
+        }
+        Ok((tx, role))
     }
 
     /// A transaction as `api_worker` scoped to one org, for jobs and webhooks.
     pub async fn begin_worker(&self, org_id: Uuid) -> Result<Tx, ApiError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "SELECT set_config('role', 'api_worker', true),
-                    set_config('app.org_id', $1, true),
-                    set_config('statement_timeout', $2, true)",
-        )
-        .bind(org_id.to_string())
-        .bind(&self.statement_timeout)
-        .execute(&mut *tx)
-        .await?;
-        Ok(Tx(tx, span("api_worker")))
+        let org = org_id.to_string();
+        let sql = begin_sql(
+            "api_worker",
+            &[
+                ("app.org_id", &org),
+                ("statement_timeout", &self.statement_timeout),
+            ],
+        );
+        Ok(self.begin("api_worker", sql).await?.0)
     }
-}
 
-impl Db {
     /// A transaction as `api_worker` scoped to no org: it sees no rows, and may only call
     /// the SECURITY DEFINER helpers of the scheduler.
     pub async fn begin_system(&self) -> Result<Tx, ApiError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "SELECT set_config('role', 'api_worker', true),
-                    set_config('statement_timeout', $1, true)",
-        )
-        .bind(&self.statement_timeout)
-        .execute(&mut *tx)
-        .await?;
-        Ok(Tx(tx, span("api_worker")))
+        let sql = begin_sql(
+            "api_worker",
+            &[("statement_timeout", &self.statement_timeout)],
+        );
+        Ok(self.begin("api_worker", sql).await?.0)
     }
 }
 
@@ -97,28 +182,99 @@ impl Tx {
     pub async fn set_org(&mut self, org_id: Uuid) -> Result<(), ApiError> {
         sqlx::query("SELECT set_config('app.org_id', $1, true)")
             .bind(org_id.to_string())
-            .execute(&mut *self.0)
+            .execute(&mut **self)
             .await?;
         Ok(())
     }
 
-    pub async fn commit(self) -> Result<(), ApiError> {
-        let Tx(tx, span) = self;
-        span.record("outcome", "commit");
-        tx.commit().await?;
-        Ok(())
+    /// Commits in a task of its own: once a handler commits, its writes land even if
+    /// the client hangs up meanwhile, and the connection never returns mid-`COMMIT`.
+    pub async fn commit(mut self) -> Result<(), ApiError> {
+        let Some(mut conn) = self.conn.take() else {
+            return Ok(());
+        };
+        let span = self.span.clone();
+        let committed = tokio::spawn(async move {
+            let result = sqlx::raw_sql("COMMIT").execute(&mut *conn).await;
+            if let Err(error) = &result
+                && !connection_survives(error)
+            {
+                conn.close_on_drop();
+            }
+            result
+        })
+        .await;
+        match committed {
+            Ok(Ok(_)) => {
+                span.record("outcome", "commit");
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                span.record("outcome", "error");
+                Err(error.into())
+            }
+            Err(join) => Err(ApiError::internal(
+                anyhow::Error::new(join).context("committing"),
+            )),
+        }
+    }
+}
+
+impl Drop for Tx {
+    /// An uncommitted transaction (an error, or a request its client left) rolls back
+    /// before its connection is reused. sqlx drains whatever the connection still owes
+    /// from an interrupted statement before it sends the `ROLLBACK`.
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        self.span.record("outcome", "rollback");
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await
+                        && !connection_survives(&error)
+                    {
+                        conn.close_on_drop();
+                    }
+                });
+            }
+            Err(_) => conn.close_on_drop(),
+        }
     }
 }
 
 impl Deref for Tx {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {
-        &self.0
+        self.conn
+            .as_deref()
+            .expect("a Tx holds its connection until commit or drop")
     }
 }
 
 impl DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.0
+        self.conn
+            .as_deref_mut()
+            .expect("a Tx holds its connection until commit or drop")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::begin_sql;
+
+    #[test]
+    fn values_travel_as_hex() {
+        let sql = begin_sql(
+            "authenticated",
+            &[("request.jwt.claims", "{\"a\":\"'; DROP\"}")],
+        );
+        assert_eq!(
+            sql,
+            "BEGIN; SELECT set_config('role', 'authenticated', true), \
+             set_config('request.jwt.claims', convert_from(decode('7b2261223a22273b2044524f50227d', 'hex'), 'UTF8'), true);"
+        );
     }
 }

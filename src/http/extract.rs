@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::db::{self, Tx};
+use crate::db::Tx;
 use crate::http::auth::AuthUser;
 use crate::http::client_ip;
 use crate::http::error::{ApiError, FieldError};
@@ -322,10 +322,8 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
             })
             .ok_or(ApiError::NotFound)?;
         request_id::note_org(org_id);
-        let mut tx = state.db.begin_user(&user).await?;
-        let role = db::members::role_of(&mut tx, org_id, user.id)
-            .await?
-            .ok_or(ApiError::NotFound)?;
+        let (tx, role) = state.db.begin_member(&user, org_id).await?;
+        let role = role.ok_or(ApiError::NotFound)?;
         if role < R::ROLE {
             return Err(ApiError::forbidden(format!(
                 "This needs the {} role or higher in this organization.",

@@ -490,3 +490,115 @@ async fn every_org_route_is_404_for_other_orgs_users() {
     let r = app.get(&agent_path(org, &agent), admin).await.expect(200);
     assert_eq!(r.body["name"], "Alpha");
 }
+
+/// `total` comes from counts a trigger keeps: they must follow every create, status
+/// change and delete, also many at once, and agree with the rows themselves.
+#[tokio::test]
+async fn total_follows_creates_status_changes_and_deletes() {
+    let app = TestApp::spawn().await;
+    let alice = Uuid::now_v7();
+    let org = app.create_org(alice).await;
+    let total = |status: &'static str| {
+        let app = &app;
+        async move {
+            let query = if status.is_empty() {
+                String::new()
+            } else {
+                format!("?status={status}")
+            };
+            let r = app
+                .get(&format!("{}{query}", agents_path(org)), alice)
+                .await
+                .expect(200);
+            r.body["total"].as_i64().unwrap()
+        }
+    };
+    // Twelve at once, then half of them flipped between two statuses at once: rows
+    // changing in opposite directions must not deadlock on the counts.
+    let send = |method: reqwest::Method, path: String, body: Value| {
+        let request = app
+            .client
+            .request(method, app.url(&path))
+            .bearer_auth(app.token(alice))
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        creates.spawn(send(
+            reqwest::Method::POST,
+            agents_path(org),
+            json!({"name": format!("Agent {i}"), "model": "gpt-4o-mini"}),
+        ));
+    }
+    let created: Vec<Value> = creates
+        .join_all()
+        .await
+        .into_iter()
+        .map(|(status, body)| {
+            assert_eq!(status, 201, "{body}");
+            body
+        })
+        .collect();
+    assert_eq!(total("").await, 12);
+    assert_eq!(total("draft").await, 12);
+    let mut flips = tokio::task::JoinSet::new();
+    for (i, agent) in created.iter().take(6).enumerate() {
+        let status = if i % 2 == 0 { "active" } else { "inactive" };
+        flips.spawn(send(
+            reqwest::Method::PATCH,
+            format!("{}/{}", agents_path(org), agent["id"].as_str().unwrap()),
+            json!({"status": status}),
+        ));
+    }
+    for (status, body) in flips.join_all().await {
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(total("").await, 12);
+    assert_eq!(total("active").await, 3);
+    assert_eq!(total("inactive").await, 3);
+    assert_eq!(total("draft").await, 6);
+    for agent in created.iter().skip(9) {
+        app.delete(
+            &format!("{}/{}", agents_path(org), agent["id"].as_str().unwrap()),
+            alice,
+        )
+        .await
+        .expect(204);
+    }
+    assert_eq!(total("").await, 9);
+    assert_eq!(total("draft").await, 3);
+
+    // The counts agree with the rows.
+    let mut admin = app.admin_db().await;
+    let mismatched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT org_id, status, count(*) AS n FROM agents GROUP BY 1, 2) a
+         FULL JOIN agent_counts c USING (org_id, status)
+         WHERE coalesce(a.n, 0) <> coalesce(c.n, 0)",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(mismatched, 0);
+
+    // Deleting the org takes its counts along (the cascade removes counts and agents in
+    // one statement, the trigger included).
+    sqlx::query("DELETE FROM organizations WHERE id = $1")
+        .bind(org)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_counts WHERE org_id = $1")
+        .bind(org)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}

@@ -273,3 +273,101 @@ async fn nothing_leaks_through_the_pool() {
         .unwrap();
     assert_eq!(agents, 0);
 }
+
+/// Forwards TCP to PostgreSQL, holding every chunk of the server's answers for `delay`:
+/// a database far enough away that a future can be dropped while it waits for one.
+async fn slow_postgres(delay: std::time::Duration) -> u16 {
+    let upstream_url = url::Url::parse(&crate::helpers::admin_url()).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        upstream_url.host_str().unwrap(),
+        upstream_url.port().unwrap_or(5432)
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+            });
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buffer = vec![0u8; 64 * 1024];
+                while let Ok(n) = server_read.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(delay).await;
+                    if client_write.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A request future is dropped when its client hangs up, at any await point: inside
+/// `BEGIN` included. The transaction it had opened must end before its connection serves
+/// anyone else (sqlx's own transaction left it open, and the next request ran in it).
+#[tokio::test]
+async fn an_abandoned_transaction_never_reaches_the_next_user() {
+    let app = TestApp::spawn().await;
+    let alice = Uuid::now_v7();
+    let org = app.create_org(alice).await;
+    let user = agents_api::http::auth::AuthUser {
+        id: alice,
+        email: None,
+        claims: claims_for(alice).to_string().into(),
+    };
+    // One connection, 20 ms from the database: each round trip is a window to hang up in.
+    let delay = std::time::Duration::from_millis(20);
+    let port = slow_postgres(delay).await;
+    let mut url = url::Url::parse(&runtime_url_for(&app.db_name)).unwrap();
+    url.set_port(Some(port)).unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    let db = agents_api::db::Db::new(pool.clone(), std::time::Duration::from_secs(5));
+    for attempt in 0..24u64 {
+        // The pool's check before handing out a connection takes one round trip; then
+        // BEGIN (and the membership check), then COMMIT: hang up somewhere along them.
+        let patience = std::time::Duration::from_millis(5 + attempt % 12 * 7);
+        if attempt < 12 {
+            let _ = tokio::time::timeout(patience, db.begin_user(&user)).await;
+        } else {
+            let _ = tokio::time::timeout(patience, async {
+                let (tx, _) = db.begin_member(&user, org).await?;
+                tx.commit().await
+            })
+            .await;
+        }
+        // Outside a transaction each statement is its own, with its own id.
+        let mut conn = pool.acquire().await.unwrap();
+        let mut xids = Vec::new();
+        for _ in 0..2 {
+            let xid: i64 = sqlx::query_scalar("SELECT txid_current()")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            xids.push(xid);
+        }
+        assert_ne!(
+            xids[0], xids[1],
+            "attempt {attempt}: the pooled connection was still inside an abandoned transaction"
+        );
+        let role: String = sqlx::query_scalar("SELECT current_setting('role')")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(role, "none", "attempt {attempt}");
+    }
+}
