@@ -34,8 +34,14 @@ impl Scheduler {
             }
             let tick = tick_number(self.period);
             match self.try_lock("housekeeping", tick).await {
-                Ok(true) => self.housekeeping().await,
-                Ok(false) => {}
+                Ok(won) => {
+                    // Every replica's attempt is logged, so the logs show who competed
+                    // for a tick and that one of them won it.
+                    tracing::debug!(task = "housekeeping", tick, won, replica = %self.replica, "scheduler tick");
+                    if won {
+                        self.housekeeping().await;
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "scheduler cannot reach Redis; skipping tick"),
             }
         }

@@ -333,7 +333,7 @@ fn openapi_prints_the_document_without_any_configuration() {
 
 /// A new, empty database (not a template copy), named so the harness's stale-database
 /// clean-up removes it later.
-async fn empty_database() -> String {
+pub(crate) async fn empty_database() -> String {
     let name = format!("agents_api_t_{}_{}", now_secs(), Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&admin_url())
         .await
@@ -342,7 +342,7 @@ async fn empty_database() -> String {
     name
 }
 
-async fn drop_database(name: &str) {
+pub(crate) async fn drop_database(name: &str) {
     if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
@@ -353,7 +353,7 @@ async fn drop_database(name: &str) {
 }
 
 /// `_sqlx_migrations` holds every migration of the binary exactly once, all successful.
-async fn assert_migrations_applied_once(db: &str) {
+pub(crate) async fn assert_migrations_applied_once(db: &str) {
     let mut conn = PgConnection::connect(&admin_url_for(db))
         .await
         .expect("admin");
@@ -380,7 +380,7 @@ async fn assert_migrations_applied_once(db: &str) {
 /// The schema spec §4 requires: the twelve tables, RLS enabled and forced on every
 /// table, the NOLOGIN roles with `api_runtime` granted the other three, and the auth
 /// helpers.
-async fn assert_schema(db: &str) {
+pub(crate) async fn assert_schema(db: &str) {
     let mut conn = PgConnection::connect(&admin_url_for(db))
         .await
         .expect("admin");

@@ -158,6 +158,12 @@ pub async fn exec(conn: &mut PgConnection, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// Makes sure the runtime login role exists (it is created with the template), for
+/// tests that migrate an empty database of their own and then serve from it.
+pub async fn ensure_runtime_role() {
+    template().await;
+}
+
 /// A fresh, migrated database of its own.
 pub async fn fresh_database() -> String {
     let template = template().await;

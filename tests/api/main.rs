@@ -9,6 +9,8 @@ mod agents;
 mod audit;
 mod auth;
 mod cli;
+#[cfg(feature = "test-support")]
+mod cluster;
 mod crypto;
 mod edge;
 mod errors;
@@ -25,7 +27,11 @@ mod members;
 mod observability;
 mod openapi;
 mod orgs;
+#[cfg(feature = "test-support")]
+mod replicas;
 mod rls;
+#[cfg(feature = "test-support")]
+mod rolling_restart;
 #[cfg(feature = "test-support")]
 mod telemetry;
 mod webhooks;
