@@ -30,14 +30,14 @@ use crate::http::rate_limit::RateLimiter;
 use crate::jobs::{JobContext, JobQueue, JobSettings};
 use crate::kommo::Kommo;
 use crate::redis_conn::RedisConn;
-use crate::state::{AppState, Lifecycle};
+use crate::state::{AppState, Lifecycle, Shared};
 
 /// Connects (lazily) to PostgreSQL and Redis and builds what handlers share.
 pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     let pool = db::connect(&config)?;
     let redis = RedisConn::new(&config)?;
     let config = Arc::new(config);
-    Ok(AppState {
+    Ok(AppState::new(Shared {
         db: Db::new(pool, config.request_timeout),
         jobs: JobQueue::new(&redis, &JobSettings::from_config(&config)),
         kommo: Kommo::new(config.clone(), redis.clone())?,
@@ -51,7 +51,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         jwt: Arc::new(JwtVerifier::from_config(&config)?),
         lifecycle: Lifecycle::default(),
         config,
-    })
+    }))
 }
 
 /// `agents-api serve`: refuses a privileged database role, serves until SIGTERM or

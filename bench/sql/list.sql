@@ -1,5 +1,7 @@
--- pgbench mirror of one `GET /v1/orgs/{org_id}/agents?limit=20` (see src/db/rls.rs,
--- src/http/extract.rs OrgTx, src/db/members.rs role_of, src/db/agents.rs list + count).
+-- pgbench mirror of one `GET /v1/orgs/{org_id}/agents?limit=20` (see src/db/rls.rs
+-- begin_member, src/http/extract.rs OrgTx, src/db/agents.rs list + count). The API sends
+-- BEGIN, the set_config calls and the membership check as one simple query (one round
+-- trip); pgbench sends them one by one, as the statements below.
 -- Run with -M prepared: every :variable is sent as a bind parameter, as sqlx does.
 -- The filters the request does not use (status, search, cursor) are NULL in the API;
 -- pgbench variables cannot be SQL NULL, so they are written as typed NULL literals —
@@ -17,8 +19,6 @@ SELECT id, org_id, connection_id, name, status, model, instructions, channels,
    AND (NULL::text IS NULL OR name ILIKE NULL::text)
    AND (NULL::uuid IS NULL OR id < NULL::uuid)
  ORDER BY id DESC LIMIT 21;
-SELECT count(*) FROM agents
- WHERE org_id = :org_id
-   AND (NULL::text IS NULL OR status = NULL::text)
-   AND (NULL::text IS NULL OR name ILIKE NULL::text);
+SELECT coalesce(sum(n), 0)::bigint FROM agent_counts
+ WHERE org_id = :org_id AND (NULL::text IS NULL OR status = NULL::text);
 COMMIT;

@@ -33,12 +33,27 @@ pub fn connect(config: &Config) -> anyhow::Result<PgPool> {
         .application_name("agents-api")
         // Statements carry claims and ids; they are traced as spans elsewhere, not logged.
         .disable_statement_logging();
-    let pool = PgPoolOptions::new()
+    let pool = pool_options()
         .max_connections(config.database_max_connections)
         .min_connections(1.min(config.database_max_connections))
         .acquire_timeout(ACQUIRE_TIMEOUT)
+        // sqlx pings every connection when it returns to the pool; pinging it again when
+        // it leaves costs each request another round trip. `Db::begin` retries on another
+        // connection when an idle one turns out dead.
+        .test_before_acquire(false)
         .connect_lazy_with(options);
     Ok(pool)
+}
+
+/// The options every runtime pool needs: each new connection prepares the statements
+/// that `Db` runs inside simple queries (see `rls::MEMBER_ROLE`).
+pub fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new().after_connect(|conn, _meta| {
+        Box::pin(async move {
+            rls::prepare(conn).await?;
+            Ok(())
+        })
+    })
 }
 
 /// Applies `migrations/` as the owner role. sqlx holds a PostgreSQL advisory lock while

@@ -257,8 +257,7 @@ pub async fn list(
         status: query.status,
         search: query.search,
     };
-    let rows = db::agents::list(&mut tx, org_id, &filter, page).await?;
-    let total = db::agents::count(&mut tx, org_id, &filter).await?;
+    let (rows, total) = db::agents::list(&mut tx, org_id, &filter, page).await?;
     tx.commit().await?;
     let page = Paginated::from_rows(rows, page, |a| a.id);
     Ok(Json(AgentList {

@@ -262,8 +262,8 @@ async fn unknown_kid_is_found_after_rotation() {
         },
         |state| {
             // No back-off, so the rotation is picked up at once.
-            state.jwt =
-                Arc::new(JwtVerifier::with_min_refetch(&state.config, Duration::ZERO).unwrap());
+            let verifier = JwtVerifier::with_min_refetch(&state.config, Duration::ZERO).unwrap();
+            state.unshared_mut().expect("state not yet shared").jwt = Arc::new(verifier);
         },
     )
     .await;

@@ -331,7 +331,7 @@ async fn an_abandoned_transaction_never_reaches_the_next_user() {
     let port = slow_postgres(delay).await;
     let mut url = url::Url::parse(&runtime_url_for(&app.db_name)).unwrap();
     url.set_port(Some(port)).unwrap();
-    let pool = sqlx::postgres::PgPoolOptions::new()
+    let pool = agents_api::db::pool_options()
         .max_connections(1)
         .connect(url.as_str())
         .await
@@ -369,5 +369,42 @@ async fn an_abandoned_transaction_never_reaches_the_next_user() {
             .await
             .unwrap();
         assert_eq!(role, "none", "attempt {attempt}");
+    }
+}
+
+/// The pool does not ping a connection before handing it out (one round trip per
+/// request saved): a connection that died while idle — the database restarted or failed
+/// over — must cost no request an error; the transaction begins on another connection.
+#[tokio::test]
+async fn connections_that_died_idle_cost_no_request() {
+    let app = TestApp::spawn_with(|env| {
+        env.insert("DATABASE_MAX_CONNECTIONS".into(), "3".into());
+    })
+    .await;
+    let alice = Uuid::now_v7();
+    let org = app.create_org(alice).await;
+    let path = format!("/v1/orgs/{org}/agents");
+    // Open up to three connections, then leave them idle.
+    let (a, b, c) = tokio::join!(
+        app.get(&path, alice),
+        app.get(&path, alice),
+        app.get(&path, alice)
+    );
+    for response in [a, b, c] {
+        response.expect(200);
+    }
+    let mut admin = app.admin_db().await;
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND usename = $1) t",
+    )
+    .bind(RUNTIME_ROLE)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed >= 1, "no pooled connection to kill");
+    for _ in 0..4 {
+        app.get(&path, alice).await.expect(200);
     }
 }
