@@ -10,7 +10,9 @@
 # BENCH_CONNECTIONS (default "16 64"), BENCH_THREADS (load-generator threads and pgbench
 # -j, default 2), BENCH_DB_POOL (the server's DATABASE_MAX_CONNECTIONS, default 4 per
 # core: 8 on 2 cores; see bench/README.md for why not more),
-# BENCH_PORT (default 18080), BENCH_TOOL (wrk or oha; default: wrk if it can be had).
+# BENCH_PORT (default 18080), BENCH_TOOL (wrk or oha; default: wrk if it can be had),
+# BENCH_GROWTH (1 = also measure the list over 100,000 agents and 1,000,000 other rows;
+# default 1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -24,6 +26,10 @@ THREADS=${BENCH_THREADS:-2}
 POOL=${BENCH_DB_POOL:-$((4 * $(nproc)))}
 PORT=${BENCH_PORT:-18080}
 TOOL=${BENCH_TOOL:-}
+GROWTH=${BENCH_GROWTH:-1}
+GROWTH_AGENTS=100000   # in the measured org, the 50 included
+GROWTH_OTHER_ORGS=1000 # each with GROWTH_OTHER_AGENTS agents
+GROWTH_OTHER_AGENTS=1000
 
 DB_NAME=agents_api_bench
 RT_ROLE=agents_api_bench_rt
@@ -175,6 +181,38 @@ for (level, message), n in counts.most_common(8):
 PY
 }
 
+# The org grows to GROWTH_AGENTS agents and 1,000,000 agents appear in other orgs. The
+# count trigger is off while the rows go in (one statement, counted once afterwards, as
+# migration 7 does for existing rows), which makes seeding minutes shorter.
+seed_growth() {
+  psql_admin "$DB_NAME" -q <<SQL
+SET client_min_messages = warning;
+ALTER TABLE agents DISABLE TRIGGER agents_count;
+INSERT INTO agents (org_id, name, status, model, instructions, channels, settings)
+SELECT '$ORG_ID', 'Bench agent ' || i, (ARRAY['active', 'inactive', 'draft'])[1 + i % 3],
+       'gpt-4o-mini',
+       left(repeat('Qualify inbound leads politely, ask about budget and timeline, '
+                   || 'book a call when the lead is warm, and log every answer in Kommo. ', 10),
+            600),
+       ARRAY['chat', 'whatsapp'], '{"tone": "friendly", "language": "en"}'::jsonb
+FROM generate_series($AGENTS + 1, $GROWTH_AGENTS) AS i;
+INSERT INTO organizations (id, name, slug, created_by)
+SELECT gen_random_uuid(), 'Other org ' || o, 'other-' || o, gen_random_uuid()
+FROM generate_series(1, $GROWTH_OTHER_ORGS) AS o;
+INSERT INTO agents (org_id, name, status, model, instructions, channels)
+SELECT org.id, 'Other agent ' || i, (ARRAY['active', 'inactive', 'draft'])[1 + i % 3],
+       'gpt-4o-mini', 'Answer questions about the catalogue.', ARRAY['chat']
+FROM organizations org, generate_series(1, $GROWTH_OTHER_AGENTS) AS i
+WHERE org.slug LIKE 'other-%';
+ALTER TABLE agents ENABLE TRIGGER agents_count;
+TRUNCATE agent_counts;
+INSERT INTO agent_counts (org_id, status, n)
+SELECT org_id, status, count(*) FROM agents GROUP BY org_id, status;
+VACUUM ANALYZE;
+CHECKPOINT; -- the seeding's writes are flushed now, not during the measurement
+SQL
+}
+
 deliveries() {
   psql_admin "$DB_NAME" -Atc "SELECT count(*) FROM webhook_events WHERE kind = 'delivery'"
 }
@@ -196,6 +234,9 @@ SERVER_ENV=(
   RATE_LIMIT_USER_PER_MIN=1000000 RATE_LIMIT_ANON_PER_MIN=1000000
   RATE_LIMIT_WEBHOOK_PER_MIN=1000000
   SHUTDOWN_GRACE_SECS=5
+  # An API-only process (no job workers): what is measured is ingestion against its SQL;
+  # parsing the deliveries is the workers' job, on replicas of their own (bench/README.md).
+  JOB_CONCURRENCY=0
 )
 if [[ -n ${PGPASSWORD:-} ]]; then SERVER_ENV+=(PGPASSWORD="$PGPASSWORD"); fi
 
@@ -426,6 +467,11 @@ report() {
     (($(calc "${R[ratio.$c]} >= 0.5" %d))) || ratio_ok=0
     (($(calc "${R[wh_ratio.$c]} >= 0.5" %d))) || wh_ratio_ok=0
     ((${R[list.$c.errors]} + ${R[webhook.$c.errors]} == 0)) || errors_ok=0
+    if ((GROWTH)); then
+      R[growth_p50x.$c]=$(calc "${R[growth.$c.p50_ms]} / ${R[list.$c.p50_ms]}")
+      R[growth_p99x.$c]=$(calc "${R[growth.$c.p99_ms]} / ${R[list.$c.p99_ms]}")
+      ((${R[growth.$c.errors]} == 0)) || errors_ok=0
+    fi
   done
   local idle_mb load_mb hwm_mb
   idle_mb=$(calc "${R[rss_idle_kb]} / 1024" %.1f)
@@ -452,6 +498,12 @@ report() {
   row "pgbench webhook, average latency (ms)" "" %s pg_webhook.@.avg_ms
   row "**ratio API / ceiling (webhook)**" "≥ 0.5: $(pass_if "$wh_ratio_ok")" "**%s**" wh_ratio.@
   row "pgbench failed transactions (list / webhook)" "0" "%s / %s" pg_list.@.failed pg_webhook.@.failed
+  if ((GROWTH)); then
+    row "API list over $GROWTH_AGENTS agents (+ $((GROWTH_OTHER_ORGS * GROWTH_OTHER_AGENTS)) in other orgs), requests/s" "" %s growth.@.rps
+    row "… p50 (ms) / × the p50 over $AGENTS agents" "≤ 1.5×: $(verdict "${R[growth_p50x.$first]} <= 1.5")" "%s / %s×" growth.@.p50_ms growth_p50x.@
+    row "… p99 (ms) / × the p99 over $AGENTS agents" "" "%s / %s×" growth.@.p99_ms growth_p99x.@
+    row "… errors (non-2xx + socket)" "0" %s growth.@.errors
+  fi
   row "CPU, API list run (cores): server / PostgreSQL / Redis / $TOOL / other" "of $(nproc)" %s list.@.cpu
   row "CPU, pgbench list run (cores): – / PostgreSQL / Redis / pgbench / other" "of $(nproc)" %s pg_list.@.cpu
   row "CPU, API webhook run (cores): server / PostgreSQL / Redis / $TOOL / other" "of $(nproc)" %s webhook.@.cpu
@@ -477,7 +529,7 @@ machine() {
 - Redis: $(redis-cli -u "$REDIS_URL" INFO server | sed -n 's/^redis_version://p' | tr -d '\r')
 - Rust: $(rustc --version)
 - Load generator: ${R[tool_version]}, $THREADS threads; pgbench $(pgbench --version | awk '{ print $3 }'), -j $THREADS
-- Server: DATABASE_MAX_CONNECTIONS=$POOL, LOG_FORMAT=json, RUST_LOG=warn, metrics off, rate limits 1,000,000/min
+- Server: DATABASE_MAX_CONNECTIONS=$POOL, JOB_CONCURRENCY=0, LOG_FORMAT=json, RUST_LOG=warn, metrics off, rate limits 1,000,000/min
 - Everything (PostgreSQL, Redis, server, load generator) shares these $(nproc) cores.
 - Other load on the machine: load average ${R[load_before]} before the run, ${R[load_after]} after
   (this includes the benchmark's own clients); at most ${R[rustc_max]} rustc processes (other
@@ -597,6 +649,24 @@ PY
     sleep 1
     R[webhook.$c.new]=$(($(deliveries) - before))
   done
+  if ((GROWTH)); then
+    log "Growth: $GROWTH_AGENTS agents in the org, $((GROWTH_OTHER_ORGS * GROWTH_OTHER_AGENTS)) in $GROWTH_OTHER_ORGS others"
+    seed_growth
+    curl -fsS -H "Authorization: Bearer $token" "$list_url" >"$OUT/growth-response.json" ||
+      die "the list request failed"
+    python3 - "$OUT/growth-response.json" "$LIST_LIMIT" "$GROWTH_AGENTS" <<'PY' || die "unexpected list response"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert len(d["data"]) == int(sys.argv[2]), len(d["data"])
+assert d["total"] == int(sys.argv[3]), d["total"]
+PY
+    for c in "${CONNECTIONS[@]}"; do
+      note_rustc
+      warm_up growth "$c" GET "$list_url" bench/wrk/list.lua "$token"
+      measure_api growth "$c" GET "$list_url" bench/wrk/list.lua "$token"
+    done
+  fi
+
   R[rss_hwm_kb]=$(rss_kb VmHWM)
   R[jobs]=$(psql_admin "$DB_NAME" -Atc "SELECT string_agg(status || ' ' || n, ', ' ORDER BY status)
                                          FROM (SELECT status, count(*) n FROM jobs GROUP BY status) s")
@@ -621,7 +691,7 @@ PY
     echo
     echo "$table"
     echo
-    echo "Webhook jobs after the run (the server's workers parse deliveries while the load runs): ${R[jobs]:-none}."
+    echo "Webhook jobs after the run (the server runs no workers, JOB_CONCURRENCY=0; they wait for a worker replica): ${R[jobs]:-none}."
     echo
     echo "Server log (warnings and errors, by message):"
     echo

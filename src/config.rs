@@ -283,7 +283,7 @@ impl Config {
             shutdown_grace: p.required("SHUTDOWN_GRACE_SECS", |s| parse_secs(s, 0, 3600)),
             shutdown_drain_delay: p
                 .required("SHUTDOWN_DRAIN_DELAY_SECS", |s| parse_secs(s, 0, 3600)),
-            job_concurrency: p.required("JOB_CONCURRENCY", |s| parse_range(s, 1, 256)),
+            job_concurrency: p.required("JOB_CONCURRENCY", |s| parse_range(s, 0, 256)),
             job_heartbeat: p.required("JOB_HEARTBEAT_SECS", |s| parse_secs(s, 1, 600)),
             job_retry_base: p.required("JOB_RETRY_BASE_MS", |s| {
                 parse_range(s, 1u64, 3_600_000).map(Duration::from_millis)

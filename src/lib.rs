@@ -77,10 +77,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         stop.clone().cancelled_owned(),
     ));
     let job_context = job_context(&state);
-    let workers = tokio::spawn(jobs::run_workers(
-        job_context.clone(),
-        stop.clone().cancelled_owned(),
-    ));
+    // JOB_CONCURRENCY=0: an API-only replica; jobs run on the replicas that have workers.
+    let workers = if config.job_concurrency > 0 {
+        tokio::spawn(jobs::run_workers(
+            job_context.clone(),
+            stop.clone().cancelled_owned(),
+        ))
+    } else {
+        tracing::info!("JOB_CONCURRENCY=0: this process runs no jobs");
+        tokio::spawn(async { Ok(()) })
+    };
     tokio::spawn(scheduler(&state).run(stop.clone()));
     if let Some(addr) = config.metrics_addr {
         let metrics = TcpListener::bind(addr)

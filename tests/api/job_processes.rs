@@ -219,3 +219,31 @@ async fn no_job_runs_twice_at_the_same_time() {
         t0.elapsed()
     );
 }
+
+/// `JOB_CONCURRENCY=0` makes an API-only process: it accepts jobs but runs none, and a
+/// process with workers on the same database and Redis runs them.
+#[tokio::test]
+async fn an_api_only_process_queues_jobs_for_the_workers_of_another() {
+    let cluster = Cluster::new().await;
+    let mut api_only = cluster.start(&[("JOB_CONCURRENCY", "0")]).await;
+    let org = cluster.create_org(&api_only).await;
+    let job = cluster.enqueue_sleep(&api_only, org, 10).await;
+    // Long enough for a worker to have taken it many times over (jobs start within
+    // about 100 ms when a worker is idle).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let row = cluster.row(job).await;
+    assert_eq!(
+        (row.status.as_str(), row.attempts),
+        ("queued", 0),
+        "the API-only process ran a job\n{}",
+        api_only.process.output()
+    );
+    let mut worker = cluster.start(&[("JOB_CONCURRENCY", "1")]).await;
+    let done = cluster
+        .wait_status(&mut worker, org, job, "succeeded")
+        .await;
+    assert_eq!(done["attempts"], 1, "{done}");
+    api_only.process.terminate();
+    let status = api_only.process.wait_exit().await;
+    assert_exit_0(&api_only.process, status, "SIGTERM to the API-only process");
+}
