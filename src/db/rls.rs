@@ -207,7 +207,8 @@ impl Db {
     }
 
     /// A transaction as `api_worker` scoped to no org: it sees no rows, and may only call
-    /// the SECURITY DEFINER helpers of the scheduler.
+    /// the SECURITY DEFINER helpers (the scheduler's; a webhook's connection lookup, which
+    /// scopes the transaction to the connection's org).
     pub async fn begin_system(&self) -> Result<Tx, ApiError> {
         let sql = begin_sql(
             "api_worker",
@@ -218,16 +219,6 @@ impl Db {
 }
 
 impl Tx {
-    /// Scopes an `api_worker` transaction (from `begin_system`) to one org, once the org
-    /// is known (a webhook learns it from its connection).
-    pub async fn set_org(&mut self, org_id: Uuid) -> Result<(), ApiError> {
-        sqlx::query("SELECT set_config('app.org_id', $1, true)")
-            .bind(org_id.to_string())
-            .execute(&mut **self)
-            .await?;
-        Ok(())
-    }
-
     /// Closes the connection instead of returning it to the pool.
     fn discard(mut self) {
         if let Some(mut conn) = self.conn.take() {

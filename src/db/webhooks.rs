@@ -8,42 +8,69 @@ use uuid::Uuid;
 
 use crate::http::pagination::Page;
 
-/// The connection a webhook URL names, with its token digest (see the migration).
+/// The connection a webhook URL names, with its token digest (see the migration). The
+/// same statement scopes the `api_worker` transaction to the connection's org (one round
+/// trip less): the caller checks the token before it writes anything, and a refusal
+/// rolls the transaction back.
 pub async fn connection(
     conn: &mut PgConnection,
     connection_id: Uuid,
 ) -> sqlx::Result<Option<(Uuid, Vec<u8>, Option<i64>)>> {
-    sqlx::query_as("SELECT org_id, webhook_token_hash, account_id FROM auth.webhook_connection($1)")
-        .bind(connection_id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(
+        "SELECT org_id, webhook_token_hash, account_id,
+                set_config('app.org_id', org_id::text, true) AS scoped
+         FROM auth.webhook_connection($1)",
+    )
+    .bind(connection_id)
+    .fetch_optional(conn)
+    .await
+    .map(|row: Option<(Uuid, Vec<u8>, Option<i64>, String)>| {
+        row.map(|(org_id, digest, account_id, _)| (org_id, digest, account_id))
+    })
 }
 
-/// Stores a delivery unless the same body was accepted for this connection within the
-/// last 24 h (the unique digest index decides, also between replicas racing); `None` for
-/// a duplicate.
+/// Stores a delivery and the job that parses it, unless the same body was accepted for
+/// this connection within the last 24 h (the unique digest index decides, also between
+/// replicas racing): the job's id, `None` for a duplicate. One statement, so one round
+/// trip, for both rows.
 pub async fn insert_delivery(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    connection_id: Uuid,
-    digest: &[u8],
-    content_type: &str,
-    body: &str,
+    delivery: NewDelivery<'_>,
+    job_type: &str,
+    max_attempts: i32,
 ) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar(
-        "INSERT INTO webhook_events (id, org_id, connection_id, kind, body_sha256, content_type, raw_body)
-         VALUES ($1, $2, $3, 'delivery', $4, $5, $6)
-         ON CONFLICT (connection_id, body_sha256) WHERE kind = 'delivery' DO NOTHING
+        "WITH delivery AS (
+             INSERT INTO webhook_events
+                 (id, org_id, connection_id, kind, body_sha256, content_type, raw_body)
+             VALUES ($1, $2, $3, 'delivery', $4, $5, $6)
+             ON CONFLICT (connection_id, body_sha256) WHERE kind = 'delivery' DO NOTHING
+             RETURNING id)
+         INSERT INTO jobs (id, org_id, type, payload, max_attempts, created_by, enqueued_at)
+         SELECT $7, $2, $8, jsonb_build_object('delivery_id', delivery.id), $9, NULL, now()
+         FROM delivery
          RETURNING id",
     )
     .bind(Uuid::now_v7())
-    .bind(org_id)
-    .bind(connection_id)
-    .bind(digest)
-    .bind(content_type)
-    .bind(body)
+    .bind(delivery.org_id)
+    .bind(delivery.connection_id)
+    .bind(delivery.digest)
+    .bind(delivery.content_type)
+    .bind(delivery.body)
+    .bind(Uuid::now_v7())
+    .bind(job_type)
+    .bind(max_attempts)
     .fetch_optional(conn)
     .await
+}
+
+/// A webhook delivery as received.
+pub struct NewDelivery<'a> {
+    pub org_id: Uuid,
+    pub connection_id: Uuid,
+    pub digest: &'a [u8],
+    pub content_type: &'a str,
+    pub body: &'a str,
 }
 
 #[derive(Debug, sqlx::FromRow)]

@@ -9,7 +9,6 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
@@ -134,32 +133,21 @@ async fn accept(
         ));
     }
 
-    tx.set_org(org_id).await?;
     let body_digest = Sha256::digest(&body);
-    let Some(delivery_id) = db::webhooks::insert_delivery(
-        &mut tx,
+    let delivery = db::webhooks::NewDelivery {
         org_id,
         connection_id,
-        &body_digest,
-        &content_type,
-        text,
-    )
-    .await?
-    else {
-        tx.commit().await?;
+        digest: &body_digest,
+        content_type: &content_type,
+        body: text,
+    };
+    let job_id =
+        db::webhooks::insert_delivery(&mut tx, delivery, WEBHOOK, DEFAULT_MAX_ATTEMPTS).await?;
+    tx.commit().await?;
+    let Some(job_id) = job_id else {
         return Ok("duplicate");
     };
-    let job = db::jobs::insert(
-        &mut tx,
-        org_id,
-        WEBHOOK,
-        &json!({ "delivery_id": delivery_id }),
-        DEFAULT_MAX_ATTEMPTS,
-        None,
-    )
-    .await?;
-    tx.commit().await?;
-    app.jobs.enqueue_committed(&app.db, job.id, org_id).await;
+    app.jobs.enqueue_committed(&app.db, job_id, org_id).await;
     Ok("accepted")
 }
 
