@@ -127,6 +127,21 @@ END \$\$;
 SQL
 }
 
+# bench_agents FROM TO: the INSERT of the bench org's agents FROM..TO, 600-byte
+# instructions each, statuses in turn.
+bench_agents() {
+  cat <<SQL
+INSERT INTO agents (org_id, name, status, model, instructions, channels, settings)
+SELECT '$ORG_ID', 'Bench agent ' || i, (ARRAY['active', 'inactive', 'draft'])[1 + i % 3],
+       'gpt-4o-mini',
+       left(repeat('Qualify inbound leads politely, ask about budget and timeline, '
+                   || 'book a call when the lead is warm, and log every answer in Kommo. ', 10),
+            600),
+       ARRAY['chat', 'whatsapp'], '{"tone": "friendly", "language": "en"}'::jsonb
+FROM generate_series($1, $2) AS i;
+SQL
+}
+
 seed() {
   local token_sha256
   token_sha256=$(printf '%s' "$WEBHOOK_TOKEN" | sha256sum | cut -d' ' -f1)
@@ -137,14 +152,7 @@ INSERT INTO organizations (id, name, slug, created_by)
 VALUES ('$ORG_ID', 'Bench Org', 'bench', '$USER_ID');
 INSERT INTO organization_members (org_id, user_id, role)
 VALUES ('$ORG_ID', '$USER_ID', 'owner');
-INSERT INTO agents (org_id, name, status, model, instructions, channels, settings)
-SELECT '$ORG_ID', 'Bench agent ' || i, (ARRAY['active', 'inactive', 'draft'])[1 + i % 3],
-       'gpt-4o-mini',
-       left(repeat('Qualify inbound leads politely, ask about budget and timeline, '
-                   || 'book a call when the lead is warm, and log every answer in Kommo. ', 10),
-            600),
-       ARRAY['chat', 'whatsapp'], '{"tone": "friendly", "language": "en"}'::jsonb
-FROM generate_series(1, $AGENTS) AS i;
+$(bench_agents 1 "$AGENTS")
 INSERT INTO crm_connections (id, org_id, provider, base_domain, account_id, status,
                              webhook_token_hash, created_by)
 VALUES ('$CONNECTION_ID', '$ORG_ID', 'kommo', 'bench.kommo.com', $ACCOUNT_ID, 'connected',
@@ -188,14 +196,7 @@ seed_growth() {
   psql_admin "$DB_NAME" -q <<SQL
 SET client_min_messages = warning;
 ALTER TABLE agents DISABLE TRIGGER agents_count;
-INSERT INTO agents (org_id, name, status, model, instructions, channels, settings)
-SELECT '$ORG_ID', 'Bench agent ' || i, (ARRAY['active', 'inactive', 'draft'])[1 + i % 3],
-       'gpt-4o-mini',
-       left(repeat('Qualify inbound leads politely, ask about budget and timeline, '
-                   || 'book a call when the lead is warm, and log every answer in Kommo. ', 10),
-            600),
-       ARRAY['chat', 'whatsapp'], '{"tone": "friendly", "language": "en"}'::jsonb
-FROM generate_series($AGENTS + 1, $GROWTH_AGENTS) AS i;
+$(bench_agents "$((AGENTS + 1))" "$GROWTH_AGENTS")
 INSERT INTO organizations (id, name, slug, created_by)
 SELECT gen_random_uuid(), 'Other org ' || o, 'other-' || o, gen_random_uuid()
 FROM generate_series(1, $GROWTH_OTHER_ORGS) AS o;
