@@ -214,6 +214,19 @@ CHECKPOINT; -- the seeding's writes are flushed now, not during the measurement
 SQL
 }
 
+# check_list URL TOKEN FILE TOTAL: one list request, kept in FILE, must answer a full page
+# with a next_cursor and `total` TOTAL.
+check_list() {
+  curl -fsS -H "Authorization: Bearer $2" "$1" >"$3" || die "the list request failed"
+  python3 - "$3" "$LIST_LIMIT" "$4" <<'PY' || die "unexpected list response in $3"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert len(d["data"]) == int(sys.argv[2]), len(d["data"])
+assert d["total"] == int(sys.argv[3]), d["total"]
+assert d["next_cursor"], "no next_cursor"
+PY
+}
+
 deliveries() {
   psql_admin "$DB_NAME" -Atc "SELECT count(*) FROM webhook_events WHERE kind = 'delivery'"
 }
@@ -608,15 +621,7 @@ main() {
   # One request of each kind, checked, before any load.
   local list_url="$BASE/v1/orgs/$ORG_ID/agents?limit=$LIST_LIMIT"
   local webhook_url="$BASE/v1/kommo/webhooks/$CONNECTION_ID/$WEBHOOK_TOKEN"
-  curl -fsS -H "Authorization: Bearer $token" "$list_url" >"$OUT/list-response.json" ||
-    die "the list request failed"
-  python3 - "$OUT/list-response.json" "$LIST_LIMIT" "$AGENTS" <<'PY' || die "unexpected list response"
-import json, sys
-d = json.load(open(sys.argv[1]))
-assert len(d["data"]) == int(sys.argv[2]), len(d["data"])
-assert d["total"] == int(sys.argv[3]), d["total"]
-assert d["next_cursor"], "no next_cursor"
-PY
+  check_list "$list_url" "$token" "$OUT/list-response.json" "$AGENTS"
   R[list_bytes]=$(stat -c %s "$OUT/list-response.json")
   curl -fsS -H 'Content-Type: application/x-www-form-urlencoded' --data "$body" "$webhook_url" \
     >"$OUT/webhook-response.json" || die "the webhook request failed"
@@ -653,14 +658,7 @@ PY
   if ((GROWTH)); then
     log "Growth: $GROWTH_AGENTS agents in the org, $((GROWTH_OTHER_ORGS * GROWTH_OTHER_AGENTS)) in $GROWTH_OTHER_ORGS others"
     seed_growth
-    curl -fsS -H "Authorization: Bearer $token" "$list_url" >"$OUT/growth-response.json" ||
-      die "the list request failed"
-    python3 - "$OUT/growth-response.json" "$LIST_LIMIT" "$GROWTH_AGENTS" <<'PY' || die "unexpected list response"
-import json, sys
-d = json.load(open(sys.argv[1]))
-assert len(d["data"]) == int(sys.argv[2]), len(d["data"])
-assert d["total"] == int(sys.argv[3]), d["total"]
-PY
+    check_list "$list_url" "$token" "$OUT/growth-response.json" "$GROWTH_AGENTS"
     for c in "${CONNECTIONS[@]}"; do
       note_rustc
       warm_up growth "$c" GET "$list_url" bench/wrk/list.lua "$token"

@@ -157,14 +157,10 @@ impl Db {
     /// A transaction as `authenticated` with the user's claims: the policies see the
     /// rows of the orgs the user belongs to, and nothing else.
     pub async fn begin_user(&self, user: &AuthUser) -> Result<Tx, ApiError> {
-        let sql = begin_sql(
-            "authenticated",
-            &[
-                ("request.jwt.claims", &user.claims),
-                ("statement_timeout", &self.statement_timeout),
-            ],
-        );
-        Ok(self.begin("authenticated", sql).await?.0)
+        Ok(self
+            .begin("authenticated", self.user_begin_sql(user))
+            .await?
+            .0)
     }
 
     /// `begin_user`, and the user's role in `org_id` (`None` when they are not a member),
@@ -174,23 +170,24 @@ impl Db {
         user: &AuthUser,
         org_id: Uuid,
     ) -> Result<(Tx, Option<Role>), ApiError> {
-        let mut sql = begin_sql(
+        let mut sql = self.user_begin_sql(user);
+        // Uuids print as hex and dashes only.
+        let _ = write!(sql, " EXECUTE {MEMBER_ROLE}('{org_id}', '{}');", user.id);
+        let (tx, rows) = self.begin("authenticated", sql).await?;
+        let role = rows
+            .iter()
+            .find_map(|row| row.try_get::<Role, _>("member_role").ok());
+        Ok((tx, role))
+    }
+
+    fn user_begin_sql(&self, user: &AuthUser) -> String {
+        begin_sql(
             "authenticated",
             &[
                 ("request.jwt.claims", &user.claims),
                 ("statement_timeout", &self.statement_timeout),
             ],
-        );
-        // Uuids print as hex and dashes only.
-        let _ = write!(sql, " EXECUTE {MEMBER_ROLE}('{org_id}', '{}');", user.id);
-        let (tx, rows) = self.begin("authenticated", sql).await?;
-        let mut role = None;
-        for row in &rows {
-            if let Ok(found) = row.try_get::<Role, _>("member_role") {
-                role = Some(found);
-            }
-        }
-        Ok((tx, role))
+        )
     }
 
     /// A transaction as `api_worker` scoped to one org, for jobs and webhooks.
