@@ -39,7 +39,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     let config = Arc::new(config);
     Ok(AppState::new(Shared {
         db: Db::new(pool, config.request_timeout),
-        jobs: JobQueue::new(&redis, &JobSettings::from_config(&config)),
+        jobs: JobQueue::new(&redis),
         kommo: Kommo::new(config.clone(), redis.clone())?,
         limiter: RateLimiter::new(
             redis.clone(),
@@ -148,6 +148,7 @@ pub fn job_context(state: &AppState) -> JobContext {
         queue: state.jobs.clone(),
         kommo: state.kommo.clone(),
         settings: JobSettings::from_config(&state.config),
+        worker: jobs::worker_name().into(),
         in_flight: Default::default(),
     }
 }
@@ -160,7 +161,6 @@ pub fn scheduler(state: &AppState) -> jobs::scheduler::Scheduler {
         redis: state.redis.clone(),
         queue: state.jobs.clone(),
         period: settings.heartbeat,
-        grace: settings.lease,
         replica: jobs::worker_name(),
     }
 }

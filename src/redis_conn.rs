@@ -10,6 +10,7 @@ use crate::config::Config;
 
 #[derive(Clone)]
 pub struct RedisConn {
+    client: redis::Client,
     manager: ConnectionManager,
     /// Prepended to every key this process writes, so tests (and several deployments
     /// sharing one Redis) never see each other's keys.
@@ -24,8 +25,9 @@ impl RedisConn {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)?;
         Ok(RedisConn {
+            client,
             manager,
             prefix: config.redis_key_prefix.clone(),
         })
@@ -33,6 +35,20 @@ impl RedisConn {
 
     pub fn connection(&self) -> ConnectionManager {
         self.manager.clone()
+    }
+
+    /// A connection of its own, for a blocking command (`BLPOP`) that would hold up
+    /// everything else on the shared one. `timeout` bounds both the connect and each reply.
+    pub async fn dedicated(
+        &self,
+        timeout: Duration,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
     }
 
     pub fn key(&self, key: &str) -> String {

@@ -115,19 +115,6 @@ pub async fn insert(
     .await
 }
 
-/// Rows are written as pushed (`enqueued_at = now()`) and pushed right after the commit,
-/// which saves a round trip per job. When the push fails this takes it back, so the
-/// scheduler pushes the job after a short grace; a crash in between is caught later, once
-/// the push is stale.
-pub async fn set_enqueued(conn: &mut PgConnection, id: Uuid, pushed: bool) -> sqlx::Result<()> {
-    sqlx::query("UPDATE jobs SET enqueued_at = CASE WHEN $2 THEN now() END WHERE id = $1")
-        .bind(id)
-        .bind(pushed)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// queued → cancelled; `None` when the job is in any other state (or absent).
 pub async fn cancel(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Result<Option<Job>> {
     sqlx::query_as(concat!(
@@ -263,18 +250,22 @@ pub async fn fail(
 }
 
 /// Hands a running job back to the queue at once (its worker is shutting down and will
-/// not finish it), instead of leaving it until its lease lapses.
-pub async fn release(conn: &mut PgConnection, id: Uuid, worker: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+/// not finish it), instead of leaving it until its lease lapses; its type when it was.
+pub async fn release(
+    conn: &mut PgConnection,
+    id: Uuid,
+    worker: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
         "UPDATE jobs SET status = 'queued', lease_expires_at = NULL, worker = NULL,
                 enqueued_at = now(), updated_at = now()
-         WHERE id = $1 AND worker = $2 AND status = 'running'",
+         WHERE id = $1 AND worker = $2 AND status = 'running'
+         RETURNING type",
     )
     .bind(id)
     .bind(worker)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() > 0)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Back to the queue after a failed attempt, due again at `run_after`.
@@ -299,19 +290,28 @@ pub async fn requeue(
     Ok(())
 }
 
-/// `(id, org_id)` of jobs in every org that the queue may have lost (scheduler only; see
-/// `auth.jobs_needing_enqueue`).
-pub async fn needing_enqueue(
+/// An unfinished job as the sweep sees it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Unfinished {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub job_type: String,
+    /// How long until a waiting retry is due; 0 when it is due now.
+    pub due_in_ms: i64,
+}
+
+/// Jobs in every org that Redis should hold (scheduler only; see `auth.jobs_unfinished`).
+pub async fn unfinished(
     conn: &mut PgConnection,
-    grace_secs: f64,
-    stale_secs: f64,
-) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
+    settle_secs: f64,
+    limit: i64,
+) -> sqlx::Result<Vec<Unfinished>> {
     sqlx::query_as(
-        "SELECT id, org_id FROM auth.jobs_needing_enqueue(
-             make_interval(secs => $1), make_interval(secs => $2))",
+        "SELECT id, org_id, job_type, due_in_ms
+         FROM auth.jobs_unfinished(make_interval(secs => $1), $2)",
     )
-    .bind(grace_secs)
-    .bind(stale_secs)
+    .bind(settle_secs)
+    .bind(limit)
     .fetch_all(conn)
     .await
 }

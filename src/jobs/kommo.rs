@@ -208,12 +208,19 @@ struct Attachment {
     name: String,
 }
 
+/// What ends every note the job posts, so that a rerun can tell it was delivered.
+fn delivery_marker(job_id: Uuid) -> String {
+    format!("[ref:{job_id}]")
+}
+
 /// The note Kommo stores on the deal: `common` text for chat, `outgoing_email` for email.
-fn note(p: &MessagePayload) -> Value {
+fn note(p: &MessagePayload, job_id: Uuid) -> Value {
     let mut text = p.message.body.clone();
     for a in p.message.attachments.iter().flatten() {
         text.push_str(&format!("\n{}: {}", a.name, a.url));
     }
+    text.push_str("\n\n");
+    text.push_str(&delivery_marker(job_id));
     match p.channel.as_str() {
         "email" => json!({
             "note_type": "outgoing_email",
@@ -228,10 +235,40 @@ fn note(p: &MessagePayload) -> Value {
     }
 }
 
+/// Posts the note once. A previous attempt may have posted it and died before recording
+/// that (a crash, or PostgreSQL failing after Kommo answered): a rerun first looks for
+/// the job's marker among the lead's latest notes.
 pub async fn send_message(ctx: &JobContext, job: &ClaimedJob) -> Result<Value, JobError> {
     let p: MessagePayload = payload(job)?;
-    let note = note(&p);
+    let note = note(&p, job.id);
     let kommo = &ctx.kommo;
+    if job.attempts > 1 {
+        let marker = delivery_marker(job.id);
+        let notes =
+            kommo
+                .with_token(
+                    &ctx.db,
+                    job.org_id,
+                    p.connection_id,
+                    |domain, token| async move {
+                        kommo.client.lead_notes(&domain, &token, p.deal_id).await
+                    },
+                )
+                .await?;
+        let delivered = notes.iter().find(|n| {
+            n["params"]["text"]
+                .as_str()
+                .is_some_and(|text| text.contains(&marker))
+        });
+        if let Some(delivered) = delivered {
+            tracing::info!(job_id = %job.id, "the note was delivered by an earlier attempt");
+            return Ok(json!({
+                "note_id": delivered["id"].as_i64(),
+                "deal_id": p.deal_id,
+                "delivered_earlier": true,
+            }));
+        }
+    }
     let id = kommo
         .with_token(&ctx.db, job.org_id, p.connection_id, |domain, token| {
             let note = note.clone();
@@ -292,7 +329,7 @@ pub async fn schedule_token_refreshes(db: &crate::db::Db, queue: &crate::jobs::J
             Ok::<_, crate::http::error::ApiError>(job)
         };
         match queued.await {
-            Ok(job) => queue.enqueue_committed(db, job.id, org_id).await,
+            Ok(job) => queue.enqueue_committed(job.id, org_id, &job.job_type).await,
             Err(e) => tracing::warn!(%connection_id, error = %e, "could not queue a token refresh"),
         }
     }

@@ -1,41 +1,50 @@
-//! Background jobs: apalis workers on Redis inside `serve`, with the `jobs` table as the
-//! record the API reads. Redis carries only `{job_id, org_id}`; the row holds the type,
-//! payload and state, and a worker must claim the row before running it, which makes
-//! every delivery idempotent and a job never run twice at the same time.
+//! Background jobs: workers inside `serve`, a queue in Redis (`queue`), and the `jobs`
+//! table as the record the API reads. Redis carries only job and org ids; the row holds
+//! the type, payload and state, and a worker must claim the row before running it, which
+//! makes every delivery idempotent and a job never run twice at the same time. Whatever
+//! Redis loses — a restart, a flush, a push that failed — the sweep finds from the rows
+//! and pushes again within seconds.
 
 pub mod handlers;
 pub mod kommo;
+pub mod queue;
 pub mod runner;
 pub mod scheduler;
 pub mod types;
+pub mod worker;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use apalis::prelude::*;
-use apalis_redis::{Config as QueueConfig, RedisStorage};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::db::{self, Db};
 use crate::redis_conn::RedisConn;
 
-pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
-/// Missed heartbeats after which apalis hands a silent worker's jobs to others; the row
-/// lease is as long, so both agree on when a worker is dead.
-const MISSED_HEARTBEATS: u32 = 3;
-/// How often an idle worker asks Redis for work.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// A pushed job nobody took for this long is pushed again by the scheduler.
-const STALE_AFTER: Duration = Duration::from_secs(300);
+pub use queue::Lane;
+pub use worker::{WorkerHealth, WorkersState, run_workers};
 
-/// What travels through Redis.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+/// Heartbeats a worker may miss before its job's lease lapses and another takes it.
+const MISSED_HEARTBEATS: u32 = 3;
+/// How long a push may take before the caller goes on without it (the sweep pushes the
+/// job later); a blackholed Redis must not hold every write that queues a job.
+const PUSH_BUDGET: Duration = Duration::from_millis(250);
+/// After a failed push, pushes are not even tried for this long.
+const BREAKER_OPEN: Duration = Duration::from_secs(5);
+/// A queued row younger than this may still be on its way to Redis; the sweep leaves it.
+const SWEEP_SETTLE: Duration = Duration::from_secs(2);
+/// Rows the sweep checks per run, oldest first.
+const SWEEP_BATCH: i64 = 1000;
+
+/// A job id taken from a lane, on its way to the runner.
+#[derive(Debug, Clone, Copy)]
 pub struct JobMessage {
     pub job_id: Uuid,
     pub org_id: Uuid,
+    pub lane: Lane,
 }
 
 /// How a handler fails: worth another attempt (after at least `after`, e.g. a
@@ -102,6 +111,8 @@ pub struct JobContext {
     pub queue: JobQueue,
     pub kommo: crate::kommo::Kommo,
     pub settings: JobSettings,
+    /// This process's name on the rows it claims (unique per process and run).
+    pub worker: Arc<str>,
     /// Jobs this process is running: `job id → (org id, worker name)`.
     pub in_flight: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, String)>>>,
 }
@@ -126,11 +137,13 @@ impl JobContext {
                 Ok::<_, crate::http::error::ApiError>(released)
             };
             match released.await {
-                Ok(true) => {
+                Ok(Some(job_type)) => {
                     tracing::warn!(%job_id, "job handed back to the queue at shutdown");
-                    self.queue.enqueue_committed(&self.db, job_id, org_id).await;
+                    self.queue
+                        .enqueue_committed(job_id, org_id, &job_type)
+                        .await;
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(%job_id, error = %e, "could not hand the job back; its lease will lapse")
                 }
@@ -139,106 +152,113 @@ impl JobContext {
     }
 }
 
-/// The Redis side of the queue.
+/// Pushes are skipped for a while after one failed, so that a Redis outage costs each
+/// write at most one `PUSH_BUDGET`, not one per job.
+#[derive(Default)]
+struct Breaker {
+    open_until_ms: AtomicU64,
+}
+
+impl Breaker {
+    fn is_open(&self) -> bool {
+        now_ms() < self.open_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// True when this failure opened the breaker (so it is logged once per outage).
+    fn trip(&self) -> bool {
+        let until = now_ms() + BREAKER_OPEN.as_millis() as u64;
+        let before = self.open_until_ms.swap(until, Ordering::Relaxed);
+        before < now_ms()
+    }
+
+    fn close(&self) {
+        self.open_until_ms.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The queue as the rest of the service sees it.
 #[derive(Clone)]
 pub struct JobQueue {
-    storage: RedisStorage<JobMessage>,
+    store: queue::RedisQueue,
+    breaker: Arc<Breaker>,
+    pub health: Arc<WorkerHealth>,
 }
 
 impl JobQueue {
-    /// The queue is named explicitly (`<prefix>jobs`), so deployments and tests sharing
-    /// one Redis never take each other's jobs.
-    pub fn new(redis: &RedisConn, settings: &JobSettings) -> JobQueue {
-        // A worker fetches no more than it runs at once, so idle replicas get work too.
-        let config = QueueConfig::default()
-            .queue(redis.key("jobs"))
-            .heartbeat_interval(settings.heartbeat)
-            .missed_heartbeats(MISSED_HEARTBEATS as usize)
-            .batch_size(settings.concurrency.max(1));
+    pub fn new(redis: &RedisConn) -> JobQueue {
         JobQueue {
-            storage: RedisStorage::new(redis.connection()).with_config(config),
+            store: queue::RedisQueue::new(redis.clone()),
+            breaker: Arc::default(),
+            health: Arc::default(),
         }
     }
 
-    #[tracing::instrument(name = "redis.job_push", skip_all, fields(otel.kind = "client", db.system = "redis", job_id = %msg.job_id))]
-    async fn push(&self, msg: JobMessage, delay: Option<Duration>) -> Result<(), BoxDynError> {
-        // A fresh task id per push: apalis ignores a second push of an id it has seen,
-        // and a job is pushed again for each retry.
-        let mut task =
-            TaskBuilder::new(msg).task_id(TaskId::from_string(Uuid::new_v4().to_string()));
-        if let Some(delay) = delay {
-            // apalis schedules in whole seconds; rounding up keeps a retry from coming
-            // early (the claim refuses an early one anyway, see runner::execute).
-            task = task.run_after(Duration::from_secs(delay.as_secs_f64().ceil() as u64));
-        }
-        let mut storage = self.storage.clone();
-        storage.push_task(task.build()).await?;
-        Ok(())
-    }
-
-    /// Pushes a job whose row is committed (and written as pushed). A failed push is
-    /// only logged and marked on the row: the scheduler pushes the job later.
-    pub async fn enqueue_committed(&self, db: &Db, job_id: Uuid, org_id: Uuid) {
-        self.enqueue(db, job_id, org_id, None, false).await
-    }
-
-    pub async fn enqueue_later(&self, db: &Db, job_id: Uuid, org_id: Uuid, delay: Duration) {
-        self.enqueue(db, job_id, org_id, Some(delay), false).await
-    }
-
-    /// `touch`: record the push on the row (for pushes the row does not know about).
-    async fn enqueue(
-        &self,
-        db: &Db,
-        job_id: Uuid,
-        org_id: Uuid,
-        delay: Option<Duration>,
-        touch: bool,
-    ) {
-        let pushed = match self.push(JobMessage { job_id, org_id }, delay).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(%job_id, error = %e, "could not push the job; the scheduler will retry");
-                false
-            }
-        };
-        if pushed && !touch {
+    #[tracing::instrument(name = "redis.job_push", skip_all, fields(otel.kind = "client", db.system = "redis", %job_id))]
+    async fn push(&self, job_id: Uuid, org_id: Uuid, lane: Lane, delay: Option<Duration>) {
+        if self.breaker.is_open() {
             return;
         }
-        let marked = async {
-            let mut tx = db.begin_worker(org_id).await?;
-            db::jobs::set_enqueued(&mut tx, job_id, pushed).await?;
-            tx.commit().await
+        let pushed =
+            tokio::time::timeout(PUSH_BUDGET, self.store.push(lane, org_id, job_id, delay)).await;
+        let error = match pushed {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", PUSH_BUDGET.as_millis()),
         };
-        if let Err(e) = marked.await {
-            tracing::warn!(%job_id, error = %e, "could not record the job's push");
+        if self.breaker.trip() {
+            tracing::warn!(%job_id, error = %error,
+                "could not push a job; pushes pause for 5 s and the sweep pushes what is waiting");
         }
     }
 
-    /// Pushes again the jobs the queue may have lost (see `auth.jobs_needing_enqueue`).
-    pub async fn enqueue_stragglers(&self, db: &Db, grace: Duration) {
-        let found = async {
+    /// Pushes a job whose row is committed. A push that fails is not an error: the row is
+    /// the record, and the sweep pushes the job within seconds.
+    pub async fn enqueue_committed(&self, job_id: Uuid, org_id: Uuid, job_type: &str) {
+        self.push(job_id, org_id, Lane::of(job_type), None).await
+    }
+
+    pub async fn enqueue_later(&self, job_id: Uuid, org_id: Uuid, lane: Lane, delay: Duration) {
+        self.push(job_id, org_id, lane, Some(delay)).await
+    }
+
+    /// Pushes again every unfinished job that Redis does not hold: pushes that failed,
+    /// entries lost to a Redis restart or flush, and running jobs whose worker died
+    /// (their lease lapsed). A job pushed twice is harmless: only one claim succeeds.
+    /// Returns how many were pushed.
+    pub async fn sweep(&self, db: &Db) -> anyhow::Result<usize> {
+        let rows = {
             let mut tx = db.begin_system().await?;
             let rows =
-                db::jobs::needing_enqueue(&mut tx, grace.as_secs_f64(), STALE_AFTER.as_secs_f64())
-                    .await?;
+                db::jobs::unfinished(&mut tx, SWEEP_SETTLE.as_secs_f64(), SWEEP_BATCH).await?;
             tx.commit().await?;
-            Ok::<_, crate::http::error::ApiError>(rows)
+            rows
         };
-        match found.await {
-            Ok(rows) => {
-                for (job_id, org_id) in rows {
-                    tracing::info!(%job_id, "pushing a job the queue may have lost");
-                    self.enqueue(db, job_id, org_id, None, true).await;
-                }
+        let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+        let held = tokio::time::timeout(Duration::from_secs(1), self.store.held(&ids))
+            .await
+            .map_err(|_| anyhow::anyhow!("Redis did not answer within 1 s"))??;
+        // Redis answers again: pushes may resume before the breaker would have let them.
+        self.breaker.close();
+        let mut pushed = 0;
+        for (row, held) in rows.iter().zip(held) {
+            if held {
+                continue;
             }
-            Err(e) => tracing::warn!(error = %e, "could not look for lost jobs"),
+            let delay = Duration::from_millis(row.due_in_ms.max(0) as u64);
+            tokio::time::timeout(
+                Duration::from_secs(1),
+                self.store
+                    .push(Lane::of(&row.job_type), row.org_id, row.id, Some(delay)),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("Redis did not answer within 1 s"))??;
+            pushed += 1;
         }
+        Ok(pushed)
     }
 }
 
-/// A name unique to this process and run: apalis recovers a dead worker's jobs through
-/// the heartbeats of the others, which only works when no two workers share a name.
+/// A name unique to this process and run, recorded on the rows its workers claim.
 pub fn worker_name() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
@@ -250,42 +270,9 @@ pub fn worker_name() -> String {
     format!("agents-api-{host}-{}-{}", std::process::id(), &run[..8])
 }
 
-async fn handle(
-    msg: JobMessage,
-    ctx: Data<JobContext>,
-    worker: WorkerContext,
-) -> Result<(), BoxDynError> {
-    runner::execute(&ctx, worker.name(), msg)
-        .await
-        .map_err(|e| e.into())
-}
-
-/// Runs `JOB_CONCURRENCY` jobs at a time until `stop` resolves; then takes no new job
-/// and waits up to `SHUTDOWN_GRACE_SECS` for the running ones. A job still running after
-/// that keeps its row lease until it lapses, and is then taken over by another worker.
-pub async fn run_workers(
-    ctx: JobContext,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let storage = ctx.queue.storage.clone();
-    let concurrency = ctx.settings.concurrency;
-    let grace = ctx.settings.shutdown_grace;
-    let name = worker_name();
-    tracing::info!(worker = %name, concurrency, "job workers starting");
-    Monitor::new()
-        .register(move |run| {
-            WorkerBuilder::new(format!("{name}-{run}"))
-                .backend(storage.clone().poll_with_interval(POLL_INTERVAL))
-                .data(ctx.clone())
-                .concurrency(concurrency)
-                .build(handle)
-        })
-        .shutdown_timeout(grace)
-        .run_with_signal(async move {
-            stop.await;
-            Ok(())
-        })
-        .await?;
-    tracing::info!("job workers stopped");
-    Ok(())
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

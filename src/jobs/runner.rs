@@ -2,7 +2,7 @@
 //! claim alive while the handler works, and records the outcome — success, a retry after
 //! an exponential, jittered delay, or a visible failure.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rand::Rng;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::db;
 use crate::db::jobs::ClaimedJob;
 use crate::http::error::ApiError;
-use crate::jobs::{JobContext, JobError, JobMessage, handlers};
+use crate::jobs::{JobContext, JobError, JobMessage, Lane, handlers};
 
 /// Delay before attempt `attempt + 1`: `base · 2^(attempt-1)`, capped, with jitter drawn
 /// from [½, 1] of that, so retries of many jobs that failed together spread out.
@@ -24,11 +24,16 @@ pub fn backoff(base: Duration, attempt: i32, cap: Duration) -> Duration {
 }
 
 const BACKOFF_CAP: Duration = Duration::from_secs(15 * 60);
+/// How long a finished job keeps trying to record its outcome while PostgreSQL is away.
+/// The lease is renewed meanwhile, so nobody runs the job again before we give up.
+const RECORD_PATIENCE: Duration = Duration::from_secs(5 * 60);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Outcome for the transport: `Err` only when the database could not be reached, so
 /// the delivery is retried (the row itself is the truth and stays consistent).
 #[tracing::instrument(name = "job.run", skip_all, fields(job_id = %msg.job_id, org_id = %msg.org_id))]
-pub async fn execute(ctx: &JobContext, worker: &str, msg: JobMessage) -> Result<(), ApiError> {
+pub async fn execute(ctx: &JobContext, msg: JobMessage) -> Result<(), ApiError> {
+    let worker: &str = &ctx.worker;
     let lease = ctx.settings.lease;
     let (claimed, early) = {
         let mut tx = ctx.db.begin_worker(msg.org_id).await?;
@@ -45,10 +50,10 @@ pub async fn execute(ctx: &JobContext, worker: &str, msg: JobMessage) -> Result<
             // Delivered before its retry is due (the queue's clock has whole seconds).
             ctx.queue
                 .enqueue_later(
-                    &ctx.db,
                     msg.job_id,
                     msg.org_id,
-                    Duration::from_secs_f64(secs),
+                    msg.lane,
+                    Duration::from_secs_f64(secs.max(0.0)),
                 )
                 .await;
             return Ok(());
@@ -89,33 +94,62 @@ pub async fn execute(ctx: &JobContext, worker: &str, msg: JobMessage) -> Result<
             "the job's handler was cancelled: {e}"
         ))),
     };
-    // Stopped between renewals, never in the middle of one: aborting a task inside a
-    // transaction would hand the pool a connection with the transaction still open.
-    stop_renewal.cancel();
-    let _ = renewal.await;
     let label = match &outcome {
         Ok(_) => "succeeded",
         Err(JobError::Retry { .. }) if job.attempts < job.max_attempts => "retried",
         Err(_) => "failed",
     };
     crate::metrics::observe_job(&job.job_type, label, started.elapsed());
-    let recorded = record(ctx, worker, &job, outcome).await;
+    record_durably(ctx, worker, &job, &outcome).await;
+    // Stopped between renewals, never in the middle of one: aborting a task inside a
+    // transaction would hand the pool a connection with the transaction still open.
+    stop_renewal.cancel();
+    let _ = renewal.await;
     if let Ok(mut running) = ctx.in_flight.lock() {
         running.remove(&job.id);
     }
-    recorded
+    Ok(())
+}
+
+/// Records the outcome, trying again while the database is away: an outcome that is lost
+/// makes the job run again after its lease, repeating whatever it did.
+async fn record_durably(
+    ctx: &JobContext,
+    worker: &str,
+    job: &ClaimedJob,
+    outcome: &Result<serde_json::Value, JobError>,
+) {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(200);
+    let mut tries = 1u32;
+    loop {
+        let error = match record(ctx, worker, job, outcome).await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        if started.elapsed() >= RECORD_PATIENCE {
+            tracing::error!(job_id = %job.id, tries, error = %error,
+                "gave up recording the job's outcome; it runs again once its lease lapses");
+            return;
+        }
+        tracing::warn!(job_id = %job.id, tries, error = %error,
+            "could not record the job's outcome; trying again");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RECORD_RETRY_MAX);
+        tries += 1;
+    }
 }
 
 async fn record(
     ctx: &JobContext,
     worker: &str,
     job: &ClaimedJob,
-    outcome: Result<serde_json::Value, JobError>,
+    outcome: &Result<serde_json::Value, JobError>,
 ) -> Result<(), ApiError> {
     let mut tx = ctx.db.begin_worker(job.org_id).await?;
     match outcome {
         Ok(result) => {
-            db::jobs::succeed(&mut tx, job.id, worker, &result).await?;
+            db::jobs::succeed(&mut tx, job.id, worker, result).await?;
             tx.commit().await?;
             tracing::info!(job_id = %job.id, job_type = %job.job_type, "job succeeded");
         }
@@ -123,16 +157,16 @@ async fn record(
             let delay = backoff(ctx.settings.retry_base, job.attempts, BACKOFF_CAP)
                 .max(after.unwrap_or_default());
             let due = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-            db::jobs::requeue(&mut tx, job.id, worker, &message, due).await?;
+            db::jobs::requeue(&mut tx, job.id, worker, message, due).await?;
             tx.commit().await?;
             tracing::warn!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts,
                 delay_ms = delay.as_millis() as u64, error = %message, "job failed; retrying");
             ctx.queue
-                .enqueue_later(&ctx.db, job.id, job.org_id, delay)
+                .enqueue_later(job.id, job.org_id, Lane::of(&job.job_type), delay)
                 .await;
         }
         Err(JobError::Retry { message, .. }) | Err(JobError::Permanent(message)) => {
-            db::jobs::fail(&mut tx, job.id, worker, &message).await?;
+            db::jobs::fail(&mut tx, job.id, worker, message).await?;
             tx.commit().await?;
             tracing::error!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts,
                 error = %message, "job failed");

@@ -10,14 +10,16 @@ use crate::db::Db;
 use crate::jobs::JobQueue;
 use crate::redis_conn::RedisConn;
 
+/// How often the queue is compared with the rows (one replica per period does it).
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+const LOCK_BUDGET: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct Scheduler {
     pub db: Db,
     pub redis: RedisConn,
     pub queue: JobQueue,
     pub period: Duration,
-    /// How long a queued job may wait for its push before the scheduler pushes it.
-    pub grace: Duration,
     /// Who won a tick, recorded for operators (and tests) in the tick's lock value.
     pub replica: String,
 }
@@ -25,6 +27,7 @@ pub struct Scheduler {
 impl Scheduler {
     /// Ticks until `stop` is cancelled.
     pub async fn run(self, stop: CancellationToken) {
+        tokio::spawn(self.clone().sweep(stop.clone()));
         let mut interval = tokio::time::interval(self.period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -47,20 +50,58 @@ impl Scheduler {
         }
     }
 
+    /// Pushes again what Redis lost, on its own short period (`SWEEP_EVERY`) so that a
+    /// lost job waits seconds, not a heartbeat.
+    async fn sweep(self, stop: CancellationToken) {
+        let mut interval = tokio::time::interval(SWEEP_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let tick = tick_number(SWEEP_EVERY);
+            let outcome = match self.try_lock("sweep", tick).await {
+                Ok(false) => continue,
+                Ok(true) => self.queue.sweep(&self.db).await,
+                Err(e) => Err(e.into()),
+            };
+            match outcome {
+                Ok(pushed) => {
+                    if pushed > 0 {
+                        tracing::info!(pushed, "pushed jobs the queue did not hold");
+                    }
+                    failing = false;
+                }
+                // Logged once per outage: the workers report the same cause.
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cannot sweep the job queue");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
     /// True when this replica owns `task` for `tick`. The key outlives the tick, so a
     /// replica whose clock lags cannot take the same tick again.
     pub async fn try_lock(&self, task: &str, tick: u64) -> redis::RedisResult<bool> {
         let key = self.redis.key(&format!("scheduler:{task}:{tick}"));
         let ttl = (self.period.as_secs() * 10).max(60);
         let mut conn = self.redis.connection();
-        let won: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(&self.replica)
-            .arg("NX")
-            .arg("EX")
-            .arg(ttl)
-            .query_async(&mut conn)
-            .await?;
+        let won: Option<String> = tokio::time::timeout(
+            LOCK_BUDGET,
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(&self.replica)
+                .arg("NX")
+                .arg("EX")
+                .arg(ttl)
+                .query_async(&mut conn),
+        )
+        .await
+        .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "no answer in time")))??;
         Ok(won.is_some())
     }
 
@@ -80,7 +121,6 @@ impl Scheduler {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
         }
-        self.queue.enqueue_stragglers(&self.db, self.grace).await;
         crate::jobs::kommo::schedule_token_refreshes(&self.db, &self.queue).await;
     }
 }

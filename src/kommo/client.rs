@@ -354,6 +354,30 @@ impl KommoClient {
         }))
     }
 
+    /// The lead's latest notes (250 at most, newest first).
+    pub async fn lead_notes(
+        &self,
+        base_domain: &str,
+        token: &str,
+        lead_id: i64,
+    ) -> Result<Vec<Value>, KommoError> {
+        #[derive(Deserialize)]
+        struct Embedded {
+            #[serde(default)]
+            notes: Vec<Value>,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "_embedded")]
+            embedded: Embedded,
+        }
+        let path = format!("/api/v4/leads/{lead_id}/notes?limit=250&order[id]=desc");
+        let answer: Option<Answer> = self
+            .api(base_domain, Method::GET, &path, token, None)
+            .await?;
+        Ok(answer.map(|a| a.embedded.notes).unwrap_or_default())
+    }
+
     /// Adds a note to a lead (deal); returns the note id.
     pub async fn add_note(
         &self,

@@ -454,7 +454,7 @@ pub async fn push_jobs(state: &AppState, jobs: &[Job]) {
     for job in jobs {
         state
             .jobs
-            .enqueue_committed(&state.db, job.id, job.org_id)
+            .enqueue_committed(job.id, job.org_id, &job.job_type)
             .await;
     }
 }

@@ -1,5 +1,6 @@
 //! Liveness and readiness. Readiness checks PostgreSQL and Redis, each within 1 s, and
-//! turns 503 as soon as the process starts draining.
+//! this process's job workers (when it runs any), and turns 503 as soon as the process
+//! starts draining.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+use crate::jobs::WorkersState;
 use crate::state::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
@@ -38,6 +40,9 @@ pub struct Readiness {
 pub struct Checks {
     postgres: Check,
     redis: Check,
+    /// `off` in a process that runs no jobs; `fail` when a lane's workers are not running
+    /// or have not reached Redis for more than 5 s.
+    workers: Check,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -55,7 +60,8 @@ pub async fn live() -> Json<Live> {
     Json(Live { status: "ok" })
 }
 
-/// 200 when PostgreSQL and Redis both answer within 1 s and the process is not draining.
+/// 200 when PostgreSQL and Redis both answer within 1 s, the job workers (if any) run,
+/// and the process is not draining.
 #[utoipa::path(get, path = "/health/ready", tag = "health",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn ready(State(state): State<AppState>) -> Response {
@@ -69,12 +75,34 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         }),
         check(async { state.redis.ping().await.map_err(|e| e.to_string()) }),
     );
+    let workers = match state.jobs.health.state() {
+        WorkersState::Off => Check {
+            status: "off",
+            latency_ms: 0,
+            error: None,
+        },
+        WorkersState::Ok => Check {
+            status: "ok",
+            latency_ms: 0,
+            error: None,
+        },
+        WorkersState::Down(why) => Check {
+            status: "fail",
+            latency_ms: 0,
+            error: Some(why),
+        },
+    };
     let draining = state.lifecycle.is_draining();
-    let healthy = postgres.status == "ok" && redis.status == "ok" && !draining;
+    let healthy =
+        postgres.status == "ok" && redis.status == "ok" && workers.status != "fail" && !draining;
     let body = Readiness {
         status: if healthy { "ok" } else { "fail" },
         draining,
-        checks: Checks { postgres, redis },
+        checks: Checks {
+            postgres,
+            redis,
+            workers,
+        },
     };
     let status = if healthy {
         StatusCode::OK

@@ -103,10 +103,10 @@ pub async fn create(
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     // Committed first, so a worker never sees a job its row does not yet show. If the
-    // push fails the row stays queued and the scheduler pushes it later.
+    // push fails the row stays queued and the scheduler's sweep pushes it.
     state
         .jobs
-        .enqueue_committed(&state.db, job.id, org_id)
+        .enqueue_committed(job.id, org_id, &job.job_type)
         .await;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
@@ -172,7 +172,7 @@ pub async fn retry(
     tx.commit().await?;
     state
         .jobs
-        .enqueue_committed(&state.db, job.id, org_id)
+        .enqueue_committed(job.id, org_id, &job.job_type)
         .await;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }

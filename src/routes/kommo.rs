@@ -476,6 +476,8 @@ pub async fn send_message(
     );
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
-    app.jobs.enqueue_committed(&app.db, job.id, org_id).await;
+    app.jobs
+        .enqueue_committed(job.id, org_id, &job.job_type)
+        .await;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }

@@ -147,7 +147,7 @@ async fn accept(
     let Some(job_id) = job_id else {
         return Ok("duplicate");
     };
-    app.jobs.enqueue_committed(&app.db, job_id, org_id).await;
+    app.jobs.enqueue_committed(job_id, org_id, WEBHOOK).await;
     Ok("accepted")
 }
 

@@ -79,6 +79,9 @@ struct State {
     requests: Vec<RecordedRequest>,
     refresh_attempts: Vec<RefreshAttempt>,
     next_note_id: i64,
+    /// How long every `/api/v4` answer is held after the request took effect: a hanging
+    /// Kommo, or one whose answer is lost after it stored a note.
+    answer_delay: Duration,
 }
 
 impl State {
@@ -136,6 +139,7 @@ impl FakeKommo {
             requests: Vec::new(),
             refresh_attempts: Vec::new(),
             next_note_id: FIRST_NOTE_ID,
+            answer_delay: Duration::ZERO,
         }));
         let shared = state.clone();
         let app = Router::new().fallback(move |req: Request| handle(shared.clone(), req));
@@ -228,6 +232,12 @@ impl FakeKommo {
     }
 
     /// The current access token now answers 401 (the refresh token stays valid).
+    /// Holds every `/api/v4` answer for `delay` after the request took effect (a note is
+    /// stored at once and answered late).
+    pub fn set_answer_delay(&self, delay: Duration) {
+        self.lock().answer_delay = delay;
+    }
+
     pub fn expire_access_token(&self, base_domain: &str) {
         self.lock().account(base_domain).access_expired = true;
     }
@@ -479,7 +489,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request) -> Response {
         return token_endpoint(&state, &base_domain, &body).await;
     }
     if path.starts_with("/api/") {
-        return api(
+        let answer = api(
             &state,
             &base_domain,
             &method,
@@ -488,6 +498,11 @@ async fn handle(state: Arc<Mutex<State>>, req: Request) -> Response {
             authorization,
             &body,
         );
+        let delay = state.lock().unwrap_or_else(|e| e.into_inner()).answer_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        return answer;
     }
     not_found()
 }
@@ -726,6 +741,28 @@ fn api(
                 links["prev"] = json!({"href": format!("{href}?limit={limit}&page={}", page - 1)});
             }
             hal(json!({"_page": page, "_links": links, "_embedded": {"contacts": contacts}}))
+        }
+        (Method::GET, ["api", "v4", "leads", lead_id, "notes"]) => {
+            // Newest first, 250 at most, 204 when the lead has none: like Kommo with
+            // `order[id]=desc&limit=250`.
+            let Ok(lead_id) = lead_id.parse::<i64>() else {
+                return not_found();
+            };
+            let notes: Vec<Value> = account
+                .notes
+                .iter()
+                .rev()
+                .filter(|n| n["entity_id"] == json!(lead_id))
+                .take(250)
+                .cloned()
+                .collect();
+            if notes.is_empty() {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            hal(json!({
+                "_links": {"self": {"href": format!("{base}/api/v4/leads/{lead_id}/notes")}},
+                "_embedded": {"notes": notes},
+            }))
         }
         (Method::POST, ["api", "v4", "leads", lead_id, "notes"]) => {
             let Ok(lead_id) = lead_id.parse::<i64>() else {

@@ -849,7 +849,9 @@ async fn message_is_posted_as_a_note() {
     let notes = c.fake.notes(DOMAIN);
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(notes[0]["note_type"], "common");
-    assert_eq!(notes[0]["params"]["text"], "Hello");
+    // The text ends with the job's marker, which a rerun looks for before posting again.
+    let marker = format!("\n\n[ref:{}]", done["id"].as_str().unwrap());
+    assert_eq!(notes[0]["params"]["text"], format!("Hello{marker}"));
     assert_eq!(notes[0]["entity_id"], 42);
     assert_eq!(done["result"]["note_id"], notes[0]["id"], "{done}");
     assert_eq!(done["result"]["deal_id"], 42, "{done}");
@@ -874,7 +876,8 @@ async fn message_is_posted_as_a_note() {
     assert_eq!(notes.len(), 2, "{notes:?}");
     assert_eq!(notes[1]["note_type"], "outgoing_email");
     assert_eq!(notes[1]["params"]["subject"], "Your offer");
-    assert_eq!(notes[1]["params"]["text"], "Hi, here it is.");
+    let marker = format!("\n\n[ref:{}]", done["id"].as_str().unwrap());
+    assert_eq!(notes[1]["params"]["text"], format!("Hi, here it is.{marker}"));
     assert_eq!(notes[1]["entity_id"], 43);
 
     // Attachments are listed under the text.
@@ -894,9 +897,10 @@ async fn message_is_posted_as_a_note() {
     let notes = c.fake.notes(DOMAIN);
     assert_eq!(notes.len(), 3, "{notes:?}");
     assert_eq!(notes[2]["note_type"], "common");
+    let marker = format!("\n\n[ref:{}]", done["id"].as_str().unwrap());
     assert_eq!(
         notes[2]["params"]["text"],
-        "See the offer\noffer.pdf: https://files.example.com/offer.pdf"
+        format!("See the offer\noffer.pdf: https://files.example.com/offer.pdf{marker}")
     );
     assert_eq!(notes[2]["entity_id"], 44);
 

@@ -1,0 +1,281 @@
+//! The Redis side of the job queue: which job runs next, and a wake-up for idle workers.
+//! The `jobs` row is the record; Redis only orders job ids, so anything lost here is
+//! found again by the sweep (`JobQueue::sweep`), which compares the unfinished rows with
+//! the set of ids Redis holds.
+//!
+//! Keys, all under `REDIS_KEY_PREFIX`:
+//! - `q:<lane>:org:<org>`: a list of job ids of one org, oldest first;
+//! - `q:<lane>:ring`: the orgs that have work in the lane, each once; popping rotates it,
+//!   so orgs take turns and a burst of one org waits behind nobody else's single job;
+//! - `q:<lane>:wake`: tokens that end an idle worker's blocking pop (at most 64 kept);
+//! - `q:delayed`: jobs not due yet (retries), scored by due time in ms;
+//! - `q:pending`: every job id in a list or in `q:delayed`.
+//!
+//! Every change is one Lua script, so the ring, the lists and `q:pending` always agree.
+//! The scripts touch keys they compute from the prefix, which a standalone Redis (what
+//! the service supports) allows.
+
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::Script;
+use uuid::Uuid;
+
+use crate::redis_conn::RedisConn;
+
+/// Work is split by what it waits on, so that a hanging Kommo holds only Kommo-bound
+/// jobs while webhook parsing (and everything else local) carries on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Jobs that mostly wait on PostgreSQL: webhook parsing, local processing.
+    Internal,
+    /// Jobs that call Kommo.
+    External,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Internal, Lane::External];
+
+    pub fn of(job_type: &str) -> Lane {
+        if job_type.starts_with("crm:")
+            || (job_type.starts_with("kommo:") && job_type != super::types::WEBHOOK)
+        {
+            Lane::External
+        } else {
+            Lane::Internal
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Internal => "internal",
+            Lane::External => "external",
+        }
+    }
+}
+
+/// `KEYS`: org list, ring, pending, wake; `ARGV`: org, job.
+const PUSH: &str = r"
+redis.call('SADD', KEYS[3], ARGV[2])
+if redis.call('RPUSH', KEYS[1], ARGV[2]) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+end
+redis.call('LPUSH', KEYS[4], '1')
+redis.call('LTRIM', KEYS[4], 0, 63)
+return 1
+";
+
+/// `KEYS`: delayed, pending; `ARGV`: member (`lane|org|job`), due (ms), job.
+const PUSH_DELAYED: &str = r"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[3])
+return 1
+";
+
+/// `KEYS`: ring, pending; `ARGV`: org list prefix, then the orgs to pass over (this
+/// process already runs its share of their jobs). When only passed-over orgs have work,
+/// the first of them is served anyway: no worker idles while the lane has work.
+const POP: &str = r"
+local ring, pending, prefix = KEYS[1], KEYS[2], ARGV[1]
+local skip = {}
+for i = 2, #ARGV do skip[ARGV[i]] = true end
+local function take(org)
+  local list = prefix .. org
+  local job = redis.call('LPOP', list)
+  if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 0, org) end
+  if job then
+    redis.call('SREM', pending, job)
+    return {org, job}
+  end
+  return false
+end
+local fallback = false
+local n = redis.call('LLEN', ring)
+for _ = 1, n do
+  local org = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+  if not org then break end
+  if not skip[org] then
+    local got = take(org)
+    if got then return got end
+  elseif not fallback then
+    fallback = org
+  end
+end
+if fallback then return take(fallback) end
+return false
+";
+
+/// `KEYS`: delayed; `ARGV`: key prefix (`…q:`), now (ms), limit. Moves due jobs to their
+/// lane and wakes a worker for each.
+const PROMOTE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[1], member)
+  local lane, org, job = string.match(member, '^([^|]+)|([^|]+)|([^|]+)$')
+  if lane then
+    local base = ARGV[1] .. lane
+    if redis.call('RPUSH', base .. ':org:' .. org, job) == 1 then
+      redis.call('RPUSH', base .. ':ring', org)
+    end
+    redis.call('LPUSH', base .. ':wake', '1')
+    redis.call('LTRIM', base .. ':wake', 0, 63)
+  end
+end
+return #due
+";
+
+// Hashed once: `EVALSHA` with a fallback to `EVAL` when Redis lost its script cache.
+static PUSH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUSH));
+static PUSH_DELAYED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUSH_DELAYED));
+static POP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(POP));
+static PROMOTE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PROMOTE));
+
+/// A job id taken from a lane.
+#[derive(Debug, Clone, Copy)]
+pub struct Popped {
+    pub job_id: Uuid,
+    pub org_id: Uuid,
+}
+
+#[derive(Clone)]
+pub struct RedisQueue {
+    redis: RedisConn,
+    base: String,
+}
+
+impl RedisQueue {
+    pub fn new(redis: RedisConn) -> RedisQueue {
+        let base = redis.key("q:");
+        RedisQueue { redis, base }
+    }
+
+    pub fn redis(&self) -> &RedisConn {
+        &self.redis
+    }
+
+    fn lane_key(&self, lane: Lane, what: &str) -> String {
+        format!("{}{}:{what}", self.base, lane.name())
+    }
+
+    fn org_prefix(&self, lane: Lane) -> String {
+        self.lane_key(lane, "org:")
+    }
+
+    pub fn wake_key(&self, lane: Lane) -> String {
+        self.lane_key(lane, "wake")
+    }
+
+    fn delayed_key(&self) -> String {
+        format!("{}delayed", self.base)
+    }
+
+    fn pending_key(&self) -> String {
+        format!("{}pending", self.base)
+    }
+
+    pub async fn push(
+        &self,
+        lane: Lane,
+        org_id: Uuid,
+        job_id: Uuid,
+        delay: Option<Duration>,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.redis.connection();
+        match delay.filter(|d| !d.is_zero()) {
+            None => {
+                PUSH_SCRIPT
+                    .key(format!("{}{org_id}", self.org_prefix(lane)))
+                    .key(self.lane_key(lane, "ring"))
+                    .key(self.pending_key())
+                    .key(self.wake_key(lane))
+                    .arg(org_id.to_string())
+                    .arg(job_id.to_string())
+                    .invoke_async::<i64>(&mut conn)
+                    .await?;
+            }
+            Some(delay) => {
+                let due = now_ms().saturating_add(delay.as_millis() as u64);
+                PUSH_DELAYED_SCRIPT
+                    .key(self.delayed_key())
+                    .key(self.pending_key())
+                    .arg(format!("{}|{org_id}|{job_id}", lane.name()))
+                    .arg(due)
+                    .arg(job_id.to_string())
+                    .invoke_async::<i64>(&mut conn)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next job of the lane, passing over `skip` unless nobody else has work.
+    pub async fn pop(&self, lane: Lane, skip: &[Uuid]) -> redis::RedisResult<Option<Popped>> {
+        let mut conn = self.redis.connection();
+        let mut invocation = POP_SCRIPT.prepare_invoke();
+        invocation
+            .key(self.lane_key(lane, "ring"))
+            .key(self.pending_key())
+            .arg(self.org_prefix(lane));
+        for org in skip {
+            invocation.arg(org.to_string());
+        }
+        let got: Option<(String, String)> = invocation.invoke_async(&mut conn).await?;
+        Ok(got.and_then(|(org, job)| {
+            // Anything else in a list was not written by us; dropping it is safe because
+            // the sweep works from the rows, not from Redis.
+            Some(Popped {
+                job_id: job.parse().ok()?,
+                org_id: org.parse().ok()?,
+            })
+        }))
+    }
+
+    /// Moves jobs whose delay is over into their lanes; how many moved.
+    pub async fn promote_due(&self, limit: usize) -> redis::RedisResult<i64> {
+        let mut conn = self.redis.connection();
+        PROMOTE_SCRIPT
+            .key(self.delayed_key())
+            .arg(&self.base)
+            .arg(now_ms())
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await
+    }
+
+    /// For each id, whether Redis holds it (in a lane or delayed).
+    pub async fn held(&self, ids: &[Uuid]) -> redis::RedisResult<Vec<bool>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.redis.connection();
+        let mut cmd = redis::cmd("SMISMEMBER");
+        cmd.arg(self.pending_key());
+        for id in ids {
+            cmd.arg(id.to_string());
+        }
+        cmd.query_async(&mut conn).await
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kommo_bound_types_go_to_the_external_lane() {
+        assert_eq!(Lane::of("crm:sync-pipelines"), Lane::External);
+        assert_eq!(Lane::of("crm:sync-contacts"), Lane::External);
+        assert_eq!(Lane::of("kommo:send-message"), Lane::External);
+        assert_eq!(Lane::of("kommo:token-refresh"), Lane::External);
+        assert_eq!(Lane::of("kommo:webhook"), Lane::Internal);
+        assert_eq!(Lane::of("process-asset"), Lane::Internal);
+        assert_eq!(Lane::of("test:sleep"), Lane::Internal);
+    }
+}
