@@ -877,7 +877,10 @@ async fn message_is_posted_as_a_note() {
     assert_eq!(notes[1]["note_type"], "outgoing_email");
     assert_eq!(notes[1]["params"]["subject"], "Your offer");
     let marker = format!("\n\n[ref:{}]", done["id"].as_str().unwrap());
-    assert_eq!(notes[1]["params"]["text"], format!("Hi, here it is.{marker}"));
+    assert_eq!(
+        notes[1]["params"]["text"],
+        format!("Hi, here it is.{marker}")
+    );
     assert_eq!(notes[1]["entity_id"], 43);
 
     // Attachments are listed under the text.
