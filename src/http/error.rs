@@ -198,6 +198,10 @@ impl From<sqlx::Error> for ApiError {
         if let sqlx::Error::PoolTimedOut = error {
             return ApiError::Unavailable("The database is busy; retry shortly.".into());
         }
+        if connection_lost(&error) {
+            tracing::warn!(%error, "database connection lost");
+            return ApiError::Unavailable("The database is unavailable; retry shortly.".into());
+        }
         if let Some(db) = error.as_database_error() {
             // Constraint names are ours (see migrations/), so they map to field errors.
             match (db.code().as_deref(), db.constraint()) {
@@ -238,6 +242,24 @@ impl From<sqlx::Error> for ApiError {
             }
         }
         ApiError::Internal(error.into())
+    }
+}
+
+/// Whether the error says the database went away (restart, network, overload) rather
+/// than that this request was wrong: the client should retry, so it is a 503, not a 500.
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08 is connection exceptions; 57P01–57P03 are admin/crash shutdown and
+            // "cannot connect now"; 53300 is too many connections.
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
 

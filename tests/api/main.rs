@@ -15,6 +15,9 @@ mod crypto;
 mod edge;
 mod errors;
 mod fake_kommo;
+mod fault_proxy;
+#[cfg(feature = "test-support")]
+mod faults;
 mod health;
 #[cfg(feature = "test-support")]
 mod job_processes;
