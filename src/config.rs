@@ -44,6 +44,7 @@ pub const KEYS: &[&str] = &[
     "RATE_LIMIT_USER_PER_MIN",
     "RATE_LIMIT_WEBHOOK_PER_MIN",
     "REQUEST_TIMEOUT_SECS",
+    "BODY_READ_TIMEOUT_SECS",
     "BODY_LIMIT_BYTES",
     "WEBHOOK_BODY_LIMIT_BYTES",
     "SHUTDOWN_GRACE_SECS",
@@ -51,6 +52,8 @@ pub const KEYS: &[&str] = &[
     "JOB_CONCURRENCY",
     "JOB_HEARTBEAT_SECS",
     "JOB_RETRY_BASE_MS",
+    "RETENTION_WEBHOOK_DAYS",
+    "RETENTION_JOBS_DAYS",
     "SENTRY_DSN",
     "SENTRY_ENVIRONMENT",
     "SENTRY_TRACES_SAMPLE_RATE",
@@ -152,6 +155,8 @@ pub struct Config {
     pub rate_limit_user_per_min: u32,
     pub rate_limit_webhook_per_min: u32,
     pub request_timeout: Duration,
+    /// How long a client may take to send its body; a slower one gets 408.
+    pub body_read_timeout: Duration,
     pub body_limit_bytes: usize,
     pub webhook_body_limit_bytes: usize,
     pub shutdown_grace: Duration,
@@ -162,6 +167,10 @@ pub struct Config {
     pub job_heartbeat: Duration,
     /// The first retry delay; each further attempt doubles it (with jitter).
     pub job_retry_base: Duration,
+    /// Days webhook deliveries and events are kept; 0 keeps them.
+    pub retention_webhook_days: u32,
+    /// Days finished jobs are kept; 0 keeps them.
+    pub retention_jobs_days: u32,
     pub sentry_dsn: Option<SecretString>,
     pub sentry_environment: Option<String>,
     pub sentry_traces_sample_rate: f32,
@@ -276,6 +285,7 @@ impl Config {
                 parse_range(s, 1, 1_000_000)
             }),
             request_timeout: p.required("REQUEST_TIMEOUT_SECS", |s| parse_secs(s, 1, 3600)),
+            body_read_timeout: p.required("BODY_READ_TIMEOUT_SECS", |s| parse_secs(s, 1, 3600)),
             body_limit_bytes: p.required("BODY_LIMIT_BYTES", |s| parse_range(s, 1024, 1 << 30)),
             webhook_body_limit_bytes: p.required("WEBHOOK_BODY_LIMIT_BYTES", |s| {
                 parse_range(s, 1024, 1 << 30)
@@ -288,6 +298,9 @@ impl Config {
             job_retry_base: p.required("JOB_RETRY_BASE_MS", |s| {
                 parse_range(s, 1u64, 3_600_000).map(Duration::from_millis)
             }),
+            retention_webhook_days: p
+                .required("RETENTION_WEBHOOK_DAYS", |s| parse_range(s, 0, 36_500)),
+            retention_jobs_days: p.required("RETENTION_JOBS_DAYS", |s| parse_range(s, 0, 36_500)),
             sentry_dsn: p.optional("SENTRY_DSN", |s| {
                 parse_http_url(s).map(|_| SecretString::from(s.to_string()))
             }),

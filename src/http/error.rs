@@ -31,6 +31,9 @@ pub enum ApiError {
     Conflict(Cow<'static, str>),
     #[error("payload too large")]
     PayloadTooLarge,
+    /// The client did not send its whole body within `BODY_READ_TIMEOUT_SECS`.
+    #[error("request body timeout")]
+    RequestTimeout,
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(Cow<'static, str>),
     #[error("validation failed")]
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -100,6 +104,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -120,6 +125,7 @@ impl ApiError {
             ApiError::NotFound => "The requested resource does not exist.".into(),
             ApiError::MethodNotAllowed => "This method is not allowed on this resource.".into(),
             ApiError::PayloadTooLarge => "The request body is larger than allowed.".into(),
+            ApiError::RequestTimeout => "The request body did not arrive in time.".into(),
             ApiError::Validation(_) => "The request did not pass validation.".into(),
             ApiError::RateLimited { .. } => "Too many requests; retry later.".into(),
             ApiError::Timeout => "The request took too long and was abandoned.".into(),

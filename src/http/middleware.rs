@@ -97,6 +97,52 @@ pub async fn cors_only_for_allowed(request: Request, next: Next) -> Response {
     response
 }
 
+/// Reads the whole request body, within its size limit and `BODY_READ_TIMEOUT_SECS`,
+/// before the handler's extractors run. Extractors open the request's RLS transaction
+/// before the body extractor reads, so without this a client trickling its body would
+/// hold a pooled connection all that time; here it holds nothing but its socket.
+pub async fn buffer_body(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    if axum::body::HttpBody::is_end_stream(&body) {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let limit = if parts.uri.path().starts_with("/v1/kommo/webhooks/") {
+        app.config.webhook_body_limit_bytes
+    } else {
+        app.config.body_limit_bytes
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::PayloadTooLarge.into_response();
+    }
+    let read = tokio::time::timeout(
+        app.config.body_read_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await;
+    match read {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+        Ok(Err(error)) => {
+            // `to_bytes` reports the limit through a `LengthLimitError` in the chain.
+            let too_large = std::error::Error::source(&error)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::PayloadTooLarge.into_response()
+            } else {
+                ApiError::BadRequest("The request body could not be read.".into()).into_response()
+            }
+        }
+        Err(_) => ApiError::RequestTimeout.into_response(),
+    }
+}
+
 /// A handler that runs longer than `REQUEST_TIMEOUT_SECS` is dropped, which rolls its
 /// transaction back, and the client gets 504.
 pub async fn timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {

@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
     // Innermost first: what a handler sees, up to what every response passes through.
     let mut router = routes
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(from_fn_with_state(state.clone(), middleware::buffer_body))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(from_fn_with_state(
             config.request_timeout,

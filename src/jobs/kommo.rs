@@ -351,10 +351,26 @@ pub async fn webhook(ctx: &JobContext, job: &ClaimedJob) -> Result<Value, JobErr
         .ok_or_else(|| JobError::Permanent("the webhook delivery no longer exists".into()))?;
     let content_type = delivery.content_type.clone().unwrap_or_default();
     let body = delivery.raw_body.clone().unwrap_or_default();
-    match webhook::to_document(&content_type, body.as_bytes()) {
-        Ok(document) => {
-            let events = webhook::events(&document);
-            let rows: Vec<db::webhooks::NewEvent<'_>> = events
+    // Parsing is CPU work linear in the body (bounded by WEBHOOK_BODY_LIMIT_BYTES): it
+    // runs off the runtime, so a big body cannot stall other tasks.
+    let parsed = tokio::task::spawn_blocking(move || {
+        webhook::to_document(&content_type, body.as_bytes())
+            .map(|document| webhook::events(&document))
+    })
+    .await
+    .map_err(|e| JobError::retry(format!("the parser stopped: {e}")))?;
+    match parsed {
+        Ok(found) => {
+            if found.dropped > 0 {
+                tracing::warn!(
+                    delivery_id = %delivery.id,
+                    kept = found.events.len(),
+                    dropped = found.dropped,
+                    "a webhook delivery had more entities than one delivery may make events"
+                );
+            }
+            let rows: Vec<db::webhooks::NewEvent<'_>> = found
+                .events
                 .iter()
                 .map(|e| db::webhooks::NewEvent {
                     kind: &e.kind,
@@ -365,7 +381,7 @@ pub async fn webhook(ctx: &JobContext, job: &ClaimedJob) -> Result<Value, JobErr
                 .collect();
             db::webhooks::store_events(&mut tx, &delivery, &rows).await?;
             tx.commit().await?;
-            Ok(json!({ "events": rows.len() }))
+            Ok(json!({ "events": rows.len(), "events_dropped": found.dropped }))
         }
         Err(e) => {
             let message = e.to_string();

@@ -22,7 +22,7 @@ use crate::http::pagination::{Page, Paginated};
 use crate::http::rate_limit::{Decision, LimitClass};
 use crate::jobs::DEFAULT_MAX_ATTEMPTS;
 use crate::jobs::types::WEBHOOK;
-use crate::kommo::webhook::{self, is_form, is_json};
+use crate::kommo::webhook::{self, AccountClaim, is_form, is_json};
 use crate::metrics;
 use crate::state::AppState;
 
@@ -121,16 +121,30 @@ async fn accept(
         .ok_or_else(|| {
             ApiError::BadRequest("The body is not UTF-8 text without NUL bytes.".into())
         })?;
-    // The account check needs the body parsed; a body that does not parse is still
-    // stored (and fails visibly in its job), never lost.
-    if let Ok(document) = webhook::to_document(&content_type, &body)
-        && let (Some(claimed), Some(ours)) = (webhook::account_id(&document), account_id)
-        && claimed != ours
-    {
-        return Err(ApiError::validation(
-            "account[id]",
-            "does not match the Kommo account of this connection",
-        ));
+    // The account check needs the body parsed. Parsing takes time linear in the body,
+    // so it runs off the runtime. A body over the parser's bounds is refused; one that
+    // merely does not parse is still stored (and fails visibly in its job), never lost.
+    let parsed = {
+        let (content_type, body) = (content_type.clone(), body.clone());
+        tokio::task::spawn_blocking(move || webhook::to_document(&content_type, &body))
+            .await
+            .map_err(|e| ApiError::internal(anyhow::Error::new(e).context("parsing a webhook")))?
+    };
+    match parsed {
+        Ok(document) => match (webhook::account_id(&document), account_id) {
+            (AccountClaim::Id(claimed), Some(ours)) if claimed == ours => {}
+            (AccountClaim::Absent, _) | (AccountClaim::Id(_), None) => {}
+            _ => {
+                return Err(ApiError::validation(
+                    "account[id]",
+                    "does not match the Kommo account of this connection",
+                ));
+            }
+        },
+        Err(error @ webhook::ParseError::Limit(_)) => {
+            return Err(ApiError::validation("body", error.to_string()));
+        }
+        Err(_) => {}
     }
 
     let body_digest = Sha256::digest(&body);

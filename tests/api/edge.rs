@@ -1014,3 +1014,80 @@ async fn a_second_sigterm_exits_at_once() {
     server.terminate();
     wait_forced_exit(&mut server, Duration::from_secs(5)).await;
 }
+
+// --- stalled bodies ---
+
+/// Sends the head of a POST and the first byte of its body, then stalls.
+async fn stall_post(app: &TestApp, path: &str, token: &str) -> TcpStream {
+    let stream = TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{",
+        app.addr
+    );
+    write_all(&stream, head.as_bytes()).await.expect("head");
+    stream
+}
+
+/// Clients that send headers and trickle their body hold no pooled connection: with
+/// twice as many stalled as the pool holds, other requests and readiness are served at
+/// once, and each stalled one gets 408 when its read timeout ends.
+#[tokio::test]
+async fn stalled_bodies_hold_no_database_connection_and_get_408() {
+    let app = TestApp::spawn_with(|env| {
+        set(
+            env,
+            &[
+                ("DATABASE_MAX_CONNECTIONS", "4"),
+                ("BODY_READ_TIMEOUT_SECS", "2"),
+                ("RATE_LIMIT_USER_PER_MIN", "1000"),
+            ],
+        )
+    })
+    .await;
+    let users = app.org_with_roles().await;
+    let admin = app.token(users.admin);
+    let agents = format!("/v1/orgs/{}/agents", users.org);
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        stalled.push(stall_post(&app, &agents, &admin).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    app.get(&agents, users.member).await.expect(200);
+    let ready = reqwest::get(app.url("/health/ready")).await.expect("ready");
+    assert_eq!(ready.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "served only after {:?}: the stalled bodies held the pool",
+        started.elapsed()
+    );
+    for stream in &stalled {
+        let (status, body) = read_response(stream, Duration::from_secs(5)).await;
+        assert_eq!(status, 408, "{body}");
+        let problem: Value = serde_json::from_str(&body).expect("problem+json");
+        assert_eq!(problem["code"], "request_timeout", "{body}");
+    }
+    // Nothing was written by the abandoned requests.
+    let listed = app.get(&agents, users.member).await.expect(200);
+    assert_eq!(listed.body["data"], json!([]));
+}
+
+/// A declared length over the limit is refused before a byte of the body is read.
+#[tokio::test]
+async fn a_declared_oversize_body_gets_413_without_being_read() {
+    let app = TestApp::spawn_with(|env| set(env, &[("BODY_LIMIT_BYTES", "4096")])).await;
+    let users = app.org_with_roles().await;
+    let stream = TcpStream::connect(app.addr).await.expect("connect");
+    let head = format!(
+        "POST /v1/orgs/{}/agents HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n",
+        users.org,
+        app.addr,
+        app.token(users.admin)
+    );
+    write_all(&stream, head.as_bytes()).await.expect("head");
+    let (status, body) = read_response(&stream, Duration::from_secs(3)).await;
+    assert_eq!(status, 413, "{body}");
+}

@@ -512,7 +512,11 @@ async fn kommo_form_bodies_are_accepted_parsed_by_the_job_and_listed() {
     let jobs = h.wait_webhook_jobs(4).await;
     for job in &jobs {
         assert_eq!(job["status"], "succeeded", "{job}");
-        assert_eq!(job["result"], json!({"events": 1}), "{job}");
+        assert_eq!(
+            job["result"],
+            json!({"events": 1, "events_dropped": 0}),
+            "{job}"
+        );
         assert_eq!(job["attempts"], 1, "{job}");
     }
     assert_eq!(h.deliveries().await, 4);
@@ -834,6 +838,124 @@ async fn a_body_from_another_kommo_account_is_refused_and_not_stored() {
     assert_eq!(h.deliveries().await, 1);
     let jobs = h.wait_webhook_jobs(1).await;
     assert_eq!(jobs[0]["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn an_account_id_that_is_not_exactly_ours_is_refused() {
+    let h = Hooked::start(false, &[]).await;
+    let lead = format!("leads[add][0][id]={LEAD_ID}");
+    for account in [
+        format!("account[id]={ACCOUNT_ID}.0"),
+        "account[id]=1e3".to_string(),
+        format!("account[id][]={ACCOUNT_ID}"),
+        format!("account[id]={ACCOUNT_ID}x"),
+        format!("account[id]=%20{ACCOUNT_ID}"),
+    ] {
+        let r = h
+            .send(FORM, format!("{lead}&{account}"))
+            .await
+            .expect_problem(422, "validation_failed");
+        assert_eq!(
+            r.error_fields(),
+            vec!["account[id]"],
+            "{account}: {}",
+            r.text
+        );
+    }
+    for body in [
+        json!({"leads": {"add": [{"id": LEAD_ID}]}, "account": {"id": ACCOUNT_ID as f64}}),
+        json!({"leads": {"add": [{"id": LEAD_ID}]}, "account": {"id": format!("{ACCOUNT_ID}x")}}),
+    ] {
+        h.send(JSON, body.to_string())
+            .await
+            .expect_problem(422, "validation_failed");
+    }
+    assert_eq!(h.deliveries().await, 0);
+    h.send_ok(format!("{lead}&account[id]={ACCOUNT_ID}"), "accepted")
+        .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 5b. Hostile bodies: nesting, counts, fan-out
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_deeply_nested_body_is_refused_and_the_server_lives_on() {
+    let h = Hooked::start(true, &[]).await;
+    // ~9 KB, 3,000 levels: this overflowed the stack and aborted the process.
+    let form = format!("a{}=1", "[b]".repeat(3_000));
+    let r = h
+        .send(FORM, form)
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(r.error_fields(), vec!["body"], "{}", r.text);
+    let json_body = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+    h.send(JSON, json_body)
+        .await
+        .expect_problem(422, "validation_failed");
+    assert_eq!(h.deliveries().await, 0);
+    // Still serving, and a normal body still goes through.
+    h.send_ok(lead_added(LEAD_ID), "accepted").await;
+    assert_eq!(h.wait_events("", 1).await.len(), 1);
+}
+
+#[tokio::test]
+async fn one_delivery_makes_at_most_500_events_and_keeps_its_body() {
+    let h = Hooked::start(true, &[("WEBHOOK_BODY_LIMIT_BYTES", "2000000")]).await;
+    let mut body: String = (0..1_200)
+        .map(|i| format!("leads[update][{i}][id]={}&", 1_000 + i))
+        .collect();
+    body.push_str(&format!("account[id]={ACCOUNT_ID}"));
+    h.send_ok(body.clone(), "accepted").await;
+    let jobs = h.wait_webhook_jobs(1).await;
+    assert_eq!(jobs[0]["status"], "succeeded", "{}", jobs[0]);
+    assert_eq!(jobs[0]["result"]["events"], 500, "{}", jobs[0]);
+    assert_eq!(jobs[0]["result"]["events_dropped"], 700, "{}", jobs[0]);
+    let stored: (i64, String) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM webhook_events WHERE kind = 'event'),
+                (SELECT raw_body FROM webhook_events WHERE kind = 'delivery')",
+    )
+    .fetch_one(&mut h.app.admin_db().await)
+    .await
+    .unwrap();
+    assert_eq!(stored.0, 500);
+    assert_eq!(stored.1, body, "the whole body is kept");
+}
+
+#[tokio::test]
+async fn a_stored_payload_too_deep_or_too_big_is_listed_without_it() {
+    let h = Hooked::start(true, &[]).await;
+    h.send_ok(lead_added(LEAD_ID), "accepted").await;
+    h.wait_events("", 1).await;
+    // Rows stored before the parser's bounds existed: 200 levels, and 100 KB.
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let big = json!({ "text": "x".repeat(100_000) }).to_string();
+    for payload in [deep, big] {
+        sqlx::query(
+            "INSERT INTO webhook_events (id, org_id, connection_id, kind, type, subtype, payload, status)
+             SELECT gen_random_uuid(), org_id, connection_id, 'event', 'leads', 'update', $1::jsonb, 'processed'
+             FROM webhook_events WHERE kind = 'event' LIMIT 1",
+        )
+        .bind(payload)
+        .execute(&mut h.app.admin_db().await)
+        .await
+        .unwrap();
+    }
+    let listed = h.events("").await;
+    let data = listed["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3, "{listed}");
+    let truncated: Vec<&Value> = data
+        .iter()
+        .filter(|e| e["payload_truncated"] == true)
+        .collect();
+    assert_eq!(truncated.len(), 2, "{listed}");
+    assert!(truncated.iter().all(|e| e["payload"].is_null()));
+    let whole = data
+        .iter()
+        .find(|e| e["payload_truncated"] == false)
+        .unwrap();
+    assert_eq!(whole["entity_id"], LEAD_ID);
+    assert!(whole["payload"].is_object());
 }
 
 // ---------------------------------------------------------------------------------------
