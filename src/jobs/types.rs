@@ -25,6 +25,9 @@ pub const TEST_TYPES: &[&str] = &["test:sleep", "test:fail", "test:panic"];
 #[cfg(not(feature = "test-support"))]
 pub const TEST_TYPES: &[&str] = &[];
 
+/// The most chunk ids one knowledge-graph job may name.
+pub const MAX_CHUNK_IDS: usize = 1000;
+
 pub const CLIENT_TYPES: &[&str] = &[
     PROCESS_ASSET,
     EXTRACT_KNOWLEDGE_GRAPH,
@@ -102,6 +105,16 @@ pub async fn validate(body: Value, tx: &mut Tx, org_id: Uuid) -> ApiResult<NewJo
                 return Err(ApiError::validation(
                     "asset_id",
                     "one of asset_id, article_id, agent_id or chunk_ids is required",
+                ));
+            }
+            if job
+                .chunk_ids
+                .as_ref()
+                .is_some_and(|ids| ids.len() > MAX_CHUNK_IDS)
+            {
+                return Err(ApiError::validation(
+                    "chunk_ids",
+                    format!("must hold at most {MAX_CHUNK_IDS} ids"),
                 ));
             }
             if let Some(agent_id) = job.agent_id

@@ -211,7 +211,8 @@ pub struct SetStatus {
 #[serde(deny_unknown_fields)]
 pub struct ListAgents {
     pub status: Option<AgentStatus>,
-    /// Case-insensitive part of the name.
+    /// Case-insensitive part of the name (at most 100 characters).
+    #[param(max_length = 100)]
     pub search: Option<String>,
     /// 1..=100, default 25.
     #[param(minimum = 1, maximum = 100)]
@@ -253,6 +254,17 @@ pub async fn list(
     ApiQuery(query): ApiQuery<ListAgents>,
 ) -> ApiResult<Json<AgentList>> {
     let page = Page::new(query.limit, query.cursor.as_deref())?;
+    // Names are at most 100 characters; a longer search can match nothing.
+    if query
+        .search
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > 100)
+    {
+        return Err(ApiError::validation(
+            "search",
+            "must be at most 100 characters",
+        ));
+    }
     let filter = AgentFilter {
         status: query.status,
         search: query.search,

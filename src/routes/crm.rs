@@ -126,7 +126,14 @@ fn credentials_view(creds: Option<db::crm::Credentials>) -> CredentialsView {
 }
 
 /// A body field that must be an absolute http(s) URL.
+/// The longest URL the API stores (they are echoed by status endpoints and audit rows).
+pub const MAX_URL_CHARS: usize = 2048;
+
 pub fn validate_http_url(url: &str) -> Result<(), validator::ValidationError> {
+    if url.chars().count() > MAX_URL_CHARS {
+        return Err(validator::ValidationError::new("length")
+            .with_message(format!("must be at most {MAX_URL_CHARS} characters").into()));
+    }
     match url::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
         _ => {
@@ -147,6 +154,7 @@ pub struct PutCredentials {
     #[schema(min_length = 1, max_length = 1000)]
     pub client_secret: String,
     #[validate(custom(function = "validate_http_url"))]
+    #[schema(max_length = 2048)]
     pub redirect_uri: Option<String>,
 }
 
@@ -311,8 +319,10 @@ pub struct CreateConnection {
     /// With an access token from OAuth: its refresh token (write-only).
     #[validate(length(min = 1, max = 4000, message = "must be 1 to 4000 characters"))]
     pub refresh_token: Option<String>,
-    /// Seconds until the access token expires (absent: does not expire).
-    #[validate(range(min = 1, message = "must be positive"))]
+    /// Seconds until the access token expires (absent: does not expire); at most ten
+    /// years, which also keeps the expiry time representable.
+    #[validate(range(min = 1, max = 315_360_000, message = "must be 1 to 315360000 seconds"))]
+    #[schema(minimum = 1, maximum = 315_360_000)]
     pub expires_in: Option<i64>,
 }
 
@@ -385,7 +395,8 @@ pub async fn create_connection(
         refresh_token_enc: refresh.as_deref(),
         expires_at: body
             .expires_in
-            .map(|s| Utc::now() + chrono::Duration::seconds(s)),
+            .and_then(|s| chrono::Duration::try_seconds(s))
+            .and_then(|d| Utc::now().checked_add_signed(d)),
     };
     db::crm::store_tokens(&mut tx, id, &tokens, Some(account.id)).await?;
     let (token, hash) = new_webhook_token();

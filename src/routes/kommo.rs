@@ -51,6 +51,7 @@ fn state_hash(state: &str) -> Vec<u8> {
 pub struct StartOauth {
     /// Default: the credentials' redirect URI, else `OAUTH_REDIRECT_URL`.
     #[validate(custom(function = "validate_http_url"))]
+    #[schema(max_length = 2048)]
     pub redirect_uri: Option<String>,
 }
 

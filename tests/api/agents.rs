@@ -389,6 +389,11 @@ async fn list_filters_paginates_and_counts() {
         ("status=paused", 400, "bad_request"),
         ("cursor=%%%", 400, "bad_request"),
         ("cursor=bm90LWEtdXVpZA", 400, "bad_request"),
+        (
+            format!("search={}", "a".repeat(101)).as_str(),
+            422,
+            "validation_failed",
+        ),
     ] {
         app.get(&format!("{}?{query}", agents_path(org)), member)
             .await

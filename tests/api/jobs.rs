@@ -236,6 +236,11 @@ async fn invalid_jobs_are_refused_with_the_field() {
             json!({"type": "extract-knowledge-graph", "agent_id": foreign_agent["id"]}),
             "agent_id",
         ),
+        // 130,000 ids made one page of the jobs list 120 MB.
+        (
+            json!({"type": "extract-knowledge-graph", "chunk_ids": vec![Uuid::nil(); 1001]}),
+            "chunk_ids",
+        ),
         (json!({"type": "crm:sync-pipelines"}), "connection_id"),
         (
             json!({"type": "crm:sync-contacts", "connection_id": Uuid::now_v7()}),

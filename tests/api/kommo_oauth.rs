@@ -453,6 +453,8 @@ async fn invalid_credentials_are_422_and_not_stored() {
         json!("javascript:alert(1)"),
         json!(""),
         json!(42),
+        // 4 MB was accepted, then echoed by the status endpoint and copied into audit rows.
+        json!(format!("https://app.example.com/{}", "a".repeat(2_100))),
     ] {
         let mut body = valid.clone();
         body["redirect_uri"] = bad_uri;
@@ -795,6 +797,18 @@ async fn foreign_base_domains_are_refused_without_calling_anyone() {
             r.text
         );
         assert_hides(&r, &[&access, &refresh]);
+    }
+    // ~9.2e15 seconds overflowed the expiry time: a panic, answered 500.
+    for expires_in in [json!(9_300_000_000_000_000i64), json!(i64::MAX), json!(0)] {
+        let r = post(
+            &app,
+            &connections_path(users.org),
+            users.admin,
+            json!({"base_domain": DOMAIN, "access_token": access, "expires_in": expires_in}),
+        )
+        .await
+        .expect_problem(422, "validation_failed");
+        assert_eq!(r.error_fields(), vec!["expires_in"], "{}", r.text);
     }
     assert!(
         fake.requests().is_empty(),
