@@ -162,6 +162,8 @@ pub fn scheduler(state: &AppState) -> jobs::scheduler::Scheduler {
         queue: state.jobs.clone(),
         period: settings.heartbeat,
         replica: jobs::worker_name(),
+        retention_webhook_days: state.config.retention_webhook_days,
+        retention_jobs_days: state.config.retention_jobs_days,
     }
 }
 

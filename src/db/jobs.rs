@@ -317,6 +317,24 @@ pub async fn unfinished(
 }
 
 /// Housekeeping across orgs: expired OAuth states, and webhook digests older than 24 h.
+/// Deletes one batch of webhook deliveries (with their events) older than
+/// `webhook_days` and of jobs finished more than `job_days` ago; 0 keeps them.
+pub async fn retention(
+    conn: &mut PgConnection,
+    webhook_days: u32,
+    job_days: u32,
+    batch: i32,
+) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as(
+        "SELECT deleted_deliveries, deleted_jobs FROM auth.retention($1::int, $2::int, $3)",
+    )
+    .bind(i32::try_from(webhook_days).unwrap_or(i32::MAX))
+    .bind(i32::try_from(job_days).unwrap_or(i32::MAX))
+    .bind(batch)
+    .fetch_one(conn)
+    .await
+}
+
 pub async fn housekeeping(conn: &mut PgConnection) -> sqlx::Result<(i64, i64)> {
     sqlx::query_as("SELECT expired_oauth_states, released_webhook_digests FROM auth.housekeeping()")
         .fetch_one(conn)

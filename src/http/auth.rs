@@ -141,9 +141,13 @@ impl JwtVerifier {
             }
             _ => return Err(TokenError::Algorithm),
         };
+        check_claims(&claims)?;
+        // Only the hyphenated form: `Uuid::parse_str` also takes `urn:uuid:…`, which
+        // PostgreSQL's `::uuid` (in the RLS policies) refuses.
         let id = claims
             .get("sub")
             .and_then(Value::as_str)
+            .filter(|s| s.len() == 36)
             .and_then(|s| Uuid::parse_str(s).ok())
             .ok_or(TokenError::Subject)?;
         let email = claims
@@ -156,6 +160,39 @@ impl JwtVerifier {
             claims: claims.to_string().into(),
         })
     }
+}
+
+/// The last second of year 9999: a time claim beyond it is not a time.
+const MAX_TIME_CLAIM: u64 = 253_402_300_799;
+
+/// What the signature cannot vouch for but PostgreSQL would trip on (the claims become
+/// `request.jwt.claims`, read as jsonb): U+0000 anywhere, which jsonb refuses, and time
+/// claims that are not plain seconds within range. Iterative, since the claims are the
+/// client's JSON.
+fn check_claims(claims: &Value) -> Result<(), TokenError> {
+    let invalid = |why: &str| Err(TokenError::Invalid(why.into()));
+    for name in ["exp", "nbf", "iat"] {
+        if let Some(value) = claims.get(name)
+            && value.as_u64().is_none_or(|t| t > MAX_TIME_CLAIM)
+        {
+            return invalid("a time claim is out of range");
+        }
+    }
+    let mut stack = vec![claims];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::String(s) if s.contains('\0') => return invalid("a claim holds U+0000"),
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => {
+                if map.keys().any(|k| k.contains('\0')) {
+                    return invalid("a claim holds U+0000");
+                }
+                stack.extend(map.values());
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn rules(config: &Config, algorithm: Algorithm) -> Validation {

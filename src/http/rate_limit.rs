@@ -3,9 +3,12 @@
 //! process falls back to its own in-memory governor limiter — logged once, counted — and
 //! keeps serving rather than failing requests.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, HeaderValue};
@@ -105,7 +108,13 @@ pub struct RateLimiter {
     warned: Arc<AtomicBool>,
     /// Decisions taken by the in-memory fallback (for metrics).
     pub fallbacks: Arc<AtomicU64>,
+    /// Client addresses whose refused webhooks used up their quota, until when. Kept in
+    /// the process so that a blocked address costs no Redis or database round trip.
+    webhook_blocked: Arc<Mutex<HashMap<IpAddr, Instant>>>,
 }
+
+/// Addresses remembered as blocked at most; past it, expired entries are dropped first.
+const BLOCKED_ADDRESSES: usize = 10_000;
 
 fn class_limit(per_minute: u32) -> Arc<ClassLimit> {
     let n = NonZeroU32::new(per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
@@ -134,7 +143,46 @@ impl RateLimiter {
             redis_down_until_ms: Arc::new(AtomicU64::new(0)),
             warned: Arc::new(AtomicBool::new(false)),
             fallbacks: Arc::new(AtomicU64::new(0)),
+            webhook_blocked: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// How long `ip` must still wait after too many refused webhooks, if it must. Checked
+    /// before any database work, so junk sent to webhook URLs costs the database nothing
+    /// once its quota (`RATE_LIMIT_ANON_PER_MIN` refusals per address) is used.
+    pub fn webhook_blocked(&self, ip: IpAddr) -> Option<Duration> {
+        let blocked = self
+            .webhook_blocked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let until = *blocked.get(&ip)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Counts one refused webhook from `ip` (unknown connection, wrong token) against the
+    /// address's anonymous quota, shared by every replica; once it is used up, the
+    /// address is blocked here until the quota allows it again.
+    pub async fn webhook_refused(&self, ip: IpAddr) -> Decision {
+        let decision = self
+            .check(LimitClass::Anon, &format!("webhook-refused:{ip}"))
+            .await;
+        if !decision.allowed {
+            let mut blocked = self
+                .webhook_blocked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            if blocked.len() >= BLOCKED_ADDRESSES {
+                blocked.retain(|_, until| *until > now);
+            }
+            if blocked.len() < BLOCKED_ADDRESSES {
+                blocked.insert(
+                    ip,
+                    now + decision.retry_after.max(Duration::from_millis(100)),
+                );
+            }
+        }
+        decision
     }
 
     fn class(&self, class: LimitClass) -> &ClassLimit {

@@ -13,6 +13,10 @@ use crate::redis_conn::RedisConn;
 /// How often the queue is compared with the rows (one replica per period does it).
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 const LOCK_BUDGET: Duration = Duration::from_secs(1);
+/// Rows retention deletes per statement, and statements per tick: a backlog drains over
+/// several ticks instead of one long transaction.
+const RETENTION_BATCH: i32 = 1000;
+const RETENTION_BATCHES_PER_TICK: usize = 20;
 
 #[derive(Clone)]
 pub struct Scheduler {
@@ -22,6 +26,9 @@ pub struct Scheduler {
     pub period: Duration,
     /// Who won a tick, recorded for operators (and tests) in the tick's lock value.
     pub replica: String,
+    /// `RETENTION_WEBHOOK_DAYS` and `RETENTION_JOBS_DAYS` (0 keeps the rows).
+    pub retention_webhook_days: u32,
+    pub retention_jobs_days: u32,
 }
 
 impl Scheduler {
@@ -121,7 +128,49 @@ impl Scheduler {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
         }
+        self.retention().await;
         crate::jobs::kommo::schedule_token_refreshes(&self.db, &self.queue).await;
+    }
+
+    async fn retention(&self) {
+        if self.retention_webhook_days == 0 && self.retention_jobs_days == 0 {
+            return;
+        }
+        let (mut deliveries, mut jobs) = (0, 0);
+        for _ in 0..RETENTION_BATCHES_PER_TICK {
+            let batch = async {
+                let mut tx = self.db.begin_system().await?;
+                let deleted = crate::db::jobs::retention(
+                    &mut tx,
+                    self.retention_webhook_days,
+                    self.retention_jobs_days,
+                    RETENTION_BATCH,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok::<_, crate::http::error::ApiError>(deleted)
+            };
+            match batch.await {
+                Ok((d, j)) => {
+                    deliveries += d;
+                    jobs += j;
+                    if d < i64::from(RETENTION_BATCH) && j < i64::from(RETENTION_BATCH) {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention failed");
+                    break;
+                }
+            }
+        }
+        if deliveries + jobs > 0 {
+            tracing::info!(
+                deleted_webhook_deliveries = deliveries,
+                deleted_jobs = jobs,
+                "retention"
+            );
+        }
     }
 }
 

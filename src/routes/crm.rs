@@ -395,7 +395,7 @@ pub async fn create_connection(
         refresh_token_enc: refresh.as_deref(),
         expires_at: body
             .expires_in
-            .and_then(|s| chrono::Duration::try_seconds(s))
+            .and_then(chrono::Duration::try_seconds)
             .and_then(|d| Utc::now().checked_add_signed(d)),
     };
     db::crm::store_tokens(&mut tx, id, &tokens, Some(account.id)).await?;

@@ -14,9 +14,7 @@ use crate::db;
 use crate::db::audit::Change;
 use crate::db::members::Member;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{
-    ApiJson, ApiPath, ApiQuery, OrgTx, OwnerOnly, RequestMeta, Role, Write,
-};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Role, Write};
 use crate::http::pagination::{Page, Paginated};
 use crate::state::AppState;
 
@@ -111,7 +109,8 @@ pub async fn upsert(
     Ok((status, Json(member)))
 }
 
-/// Removes a member. The last owner cannot be removed (409).
+/// Removes a member: owners remove anyone, and every member may leave (remove
+/// themselves). The last owner cannot go (409).
 #[utoipa::path(delete, path = "/v1/orgs/{org_id}/members/{user_id}", tag = "members",
     security(("bearer" = [])), params(("org_id" = Uuid, Path), ("user_id" = Uuid, Path)),
     responses((status = 204)))]
@@ -119,21 +118,35 @@ pub async fn remove(
     OrgTx {
         user,
         org_id,
+        role: caller,
         mut tx,
         ..
-    }: OrgTx<OwnerOnly>,
+    }: OrgTx,
     meta: RequestMeta,
     ApiPath((_, user_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
+    let leaving = user_id == user.id;
+    if !leaving && caller != Role::Owner {
+        return Err(ApiError::forbidden(
+            "Only owners may remove other members; anyone may leave.",
+        ));
+    }
     let current = db::members::role_of(&mut tx, org_id, user_id)
         .await?
         .ok_or(ApiError::NotFound)?;
     if current == Role::Owner {
         ensure_other_owner(&mut tx, org_id, user_id).await?;
     }
-    db::members::delete(&mut tx, org_id, user_id).await?;
-    let change = Change::new("member.remove", "member", user_id, json!({"role": current}));
+    let action = if leaving {
+        "member.leave"
+    } else {
+        "member.remove"
+    };
+    let change = Change::new(action, "member", user_id, json!({"role": current}));
+    // The audit row goes first: the policy lets members write it, and one who leaves is
+    // no longer a member once the delete has run.
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
+    db::members::delete(&mut tx, org_id, user_id).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -83,6 +83,10 @@ async fn accept(
     if !allowed.is_empty() && !allowed.iter().any(|net| net.contains(&ip)) {
         return Err(ApiError::forbidden("This address may not send webhooks."));
     }
+    // An address that sent too many refused webhooks waits, before any database work.
+    if let Some(retry_after) = app.limiter.webhook_blocked(ip) {
+        return Err(ApiError::RateLimited { retry_after });
+    }
     // The body is read before any database work, so a client trickling it in holds no
     // pooled connection (the request timeout bounds how long it may take).
     let content_type = content_type(request.headers());
@@ -95,15 +99,23 @@ async fn accept(
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
 
-    // Anything wrong with the URL is the same 404, whichever part it was.
-    let connection_id = Uuid::parse_str(connection_id).map_err(|_| ApiError::NotFound)?;
+    // Anything wrong with the URL is the same 404, whichever part it was; a URL that
+    // cannot be one we issued is refused without asking the database.
+    let connection_id = match Uuid::parse_str(connection_id) {
+        Ok(id) if well_formed_token(token) => id,
+        _ => return Err(refused(app, ip).await),
+    };
     let mut tx = app.db.begin_system().await?;
-    let (org_id, stored_digest, account_id) = db::webhooks::connection(&mut tx, connection_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let Some((org_id, stored_digest, account_id)) =
+        db::webhooks::connection(&mut tx, connection_id).await?
+    else {
+        drop(tx);
+        return Err(refused(app, ip).await);
+    };
     let digest = Sha256::digest(token.as_bytes());
     if !bool::from(digest[..].ct_eq(&stored_digest)) {
-        return Err(ApiError::NotFound);
+        drop(tx);
+        return Err(refused(app, ip).await);
     }
     let decision = app
         .limiter
@@ -163,6 +175,27 @@ async fn accept(
     };
     app.jobs.enqueue_committed(job_id, org_id, WEBHOOK).await;
     Ok("accepted")
+}
+
+/// Our webhook tokens are 32 random bytes in unpadded base64url: 43 characters.
+fn well_formed_token(token: &str) -> bool {
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The answer to a webhook URL that names no connection of ours: 404, counted against
+/// the sender's address; 429 once the address has used up its quota of refusals.
+async fn refused(app: &AppState, ip: std::net::IpAddr) -> ApiError {
+    let decision = app.limiter.webhook_refused(ip).await;
+    if decision.allowed {
+        ApiError::NotFound
+    } else {
+        ApiError::RateLimited {
+            retry_after: decision.retry_after,
+        }
+    }
 }
 
 fn content_type(headers: &HeaderMap) -> String {

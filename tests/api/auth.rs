@@ -92,6 +92,17 @@ async fn refused_tokens_are_401() {
         ("wrong audience", with(json!({"aud": "someone-else"}))),
         ("no audience", with(json!({"aud": null}))),
         ("non-uuid sub", with(json!({"sub": "user-42"}))),
+        // Accepted by the verifier, refused by PostgreSQL: these answered 500.
+        ("urn sub", with(json!({"sub": format!("urn:uuid:{user}")}))),
+        ("braced sub", with(json!({"sub": format!("{{{user}}}")}))),
+        ("NUL in a claim", with(json!({"name": "a\u{0}b"}))),
+        ("NUL in a key", with(json!({"x\u{0}": 1}))),
+        (
+            "exp of 2^63",
+            with(json!({"exp": 9_223_372_036_854_775_808u64})),
+        ),
+        ("negative iat", with(json!({"iat": -1}))),
+        ("fractional nbf", with(json!({"nbf": 1.5}))),
         ("no sub", with(json!({"sub": null}))),
         (
             "wrong signature",

@@ -525,12 +525,48 @@ async fn admin_cannot_remove_members() {
 async fn member_cannot_remove_members() {
     let app = TestApp::spawn().await;
     let users = app.org_with_roles().await;
-    for target in [users.admin, users.owner, users.member] {
+    for target in [users.admin, users.owner] {
         app.delete(&member_path(users.org, target), users.member)
             .await
             .expect_problem(403, "forbidden");
     }
     assert_eq!(roles(&app, users.org, users.owner).await.len(), 3);
+}
+
+/// Members and admins could not leave at all, and an owner's leave failed its audit
+/// insert and rolled back. Each may leave now, with an audit row the owners can read.
+#[tokio::test]
+async fn members_admins_and_a_second_owner_may_leave() {
+    let app = TestApp::spawn().await;
+    let users = app.org_with_roles().await;
+    let second = Uuid::now_v7();
+    app.add_member(users.org, users.owner, second, "owner")
+        .await;
+    for leaver in [users.member, users.admin, users.owner] {
+        app.delete(&member_path(users.org, leaver), leaver)
+            .await
+            .expect(204);
+        app.get(&format!("/v1/orgs/{}", users.org), leaver)
+            .await
+            .expect_problem(404, "not_found");
+    }
+    let after = roles(&app, users.org, second).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    let audit = app
+        .get(&format!("/v1/orgs/{}/audit-logs", users.org), second)
+        .await
+        .expect(200);
+    let leaves: Vec<&Value> = audit.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "member.leave")
+        .collect();
+    assert_eq!(leaves.len(), 3, "{}", audit.text);
+    // The last owner still cannot.
+    app.delete(&member_path(users.org, second), second)
+        .await
+        .expect_problem(409, "conflict");
 }
 
 #[tokio::test]

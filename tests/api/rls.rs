@@ -408,3 +408,75 @@ async fn connections_that_died_idle_cost_no_request() {
         app.get(&path, alice).await.expect(200);
     }
 }
+
+/// Every SECURITY DEFINER function pins `search_path` with `pg_temp` last and is not
+/// executable through PUBLIC.
+#[tokio::test]
+async fn definer_functions_pin_their_search_path_and_refuse_public() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.admin_db().await;
+    let rows = sqlx::query(
+        "SELECT p.oid::regprocedure::text AS name,
+                coalesce('search_path=pg_catalog, public, pg_temp' = ANY (p.proconfig), false) AS pinned,
+                EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                        WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') AS public_execute
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'auth' AND p.prosecdef",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(rows.len() >= 10, "only {} definer functions", rows.len());
+    for row in rows {
+        let name: String = row.get("name");
+        assert!(
+            row.get::<bool, _>("pinned"),
+            "{name} has a loose search_path"
+        );
+        assert!(
+            !row.get::<bool, _>("public_execute"),
+            "{name} is executable by PUBLIC"
+        );
+    }
+}
+
+/// A temporary table named like ours no longer stands in for it: the count trigger writes
+/// the real `agent_counts`, so the session cannot shift the counts it reads.
+#[tokio::test]
+async fn a_temporary_table_cannot_stand_in_for_agent_counts() {
+    let app = TestApp::spawn().await;
+    let users = app.org_with_roles().await;
+    let mut conn = runtime_conn(&app).await;
+    sqlx::query(
+        "CREATE TEMP TABLE agent_counts (org_id uuid, status text, n bigint, PRIMARY KEY (org_id, status))",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("GRANT ALL ON pg_temp.agent_counts TO PUBLIC")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    as_user(&mut conn, users.admin).await;
+    sqlx::query(
+        "INSERT INTO agents (id, org_id, name, model, status, channels) VALUES (gen_random_uuid(), $1, 'Temp', 'gpt-4o-mini', 'draft', ARRAY['chat'])",
+    )
+    .bind(users.org)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    let planted: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_temp.agent_counts")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        planted, 0,
+        "the trigger wrote the session's temporary table"
+    );
+    let listed = app
+        .get(&format!("/v1/orgs/{}/agents", users.org), users.member)
+        .await
+        .expect(200);
+    assert_eq!(listed.body["total"], 1, "{}", listed.text);
+}
