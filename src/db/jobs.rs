@@ -55,6 +55,11 @@ pub struct JobFilter {
     pub job_type: Option<String>,
 }
 
+/// The most of one job's payload or result a list returns; larger ones (stored before
+/// inputs were capped) are listed as `{"truncated": true}` and shown whole by `GET` of
+/// the job itself.
+const LISTED_JSON_BYTES: i32 = 64 * 1024;
+
 pub async fn list(
     conn: &mut PgConnection,
     org_id: Uuid,
@@ -62,8 +67,12 @@ pub async fn list(
     page: Page,
 ) -> sqlx::Result<Vec<Job>> {
     sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
+        "SELECT id, org_id, type AS job_type, status,
+                CASE WHEN octet_length(payload::text) <= $6 THEN payload
+                     ELSE '{\"truncated\": true}'::jsonb END AS payload,
+                CASE WHEN octet_length(result::text) <= $6 THEN result
+                     WHEN result IS NOT NULL THEN '{\"truncated\": true}'::jsonb END AS result,
+                error, attempts, max_attempts, created_at, started_at, finished_at, run_after",
         " FROM jobs
          WHERE org_id = $1
            AND ($2::text IS NULL OR status = $2)
@@ -76,6 +85,7 @@ pub async fn list(
     .bind(filter.job_type.as_deref())
     .bind(page.after)
     .bind(page.fetch_limit())
+    .bind(LISTED_JSON_BYTES)
     .fetch_all(conn)
     .await
 }

@@ -344,3 +344,50 @@ pub fn mint_token(
     )?;
     Ok(token)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn claims_postgres_would_trip_on_are_refused() {
+        let base = json!({"sub": Uuid::nil().to_string(), "exp": 2_000_000_000u64});
+        assert!(check_claims(&base).is_ok());
+        for bad in [
+            json!({"exp": 9_223_372_036_854_775_808u64}),
+            json!({"exp": -1}),
+            json!({"nbf": 1.5}),
+            json!({"iat": "now"}),
+            json!({"name": "a\u{0}b"}),
+            json!({"nested": [{"k\u{0}": 1}]}),
+        ] {
+            let mut claims = base.clone();
+            for (k, v) in bad.as_object().unwrap() {
+                claims[k] = v.clone();
+            }
+            assert!(check_claims(&claims).is_err(), "{claims}");
+        }
+    }
+
+    proptest! {
+        // Any token text: refused or verified, never a panic (header parsing faces the
+        // internet before any key is consulted).
+        #[test]
+        fn any_token_header_parses_or_fails(token in "\\PC{0,300}") {
+            let _ = jsonwebtoken::decode_header(&token);
+        }
+
+        // Claims nested to any depth are walked without recursion.
+        #[test]
+        fn deep_claims_are_walked(depth in 0usize..500, nul in any::<bool>()) {
+            let mut value = json!(if nul { "a\u{0}" } else { "leaf" });
+            for _ in 0..depth {
+                value = json!([value]);
+            }
+            let claims = json!({"exp": 1, "deep": value});
+            prop_assert_eq!(check_claims(&claims).is_ok(), !nul);
+        }
+    }
+}

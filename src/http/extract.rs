@@ -339,3 +339,68 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Named {
+        name: String,
+    }
+
+    fn refused(error: &ApiError) -> bool {
+        matches!(error, ApiError::BadRequest(_) | ApiError::Validation(_))
+    }
+
+    #[test]
+    fn json_content_types() {
+        for (content_type, json) in [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            ("application/problem+json", true),
+            ("text/json", false),
+            ("application/x-www-form-urlencoded", false),
+            ("", false),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            assert_eq!(is_json(&headers), json, "{content_type}");
+        }
+    }
+
+    proptest! {
+        // Any bytes: the value, 400 or 422, never a panic.
+        #[test]
+        fn any_bytes_are_a_body_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+            if let Err(error) = parse_json::<Named>(&bytes) {
+                prop_assert!(refused(&error), "{error:?}");
+            }
+        }
+
+        // Nesting of any depth, with U+0000 somewhere inside or not.
+        #[test]
+        fn any_nesting_is_refused_cleanly(depth in 0usize..400, nul in any::<bool>()) {
+            let leaf = if nul { r#""a\u0000b""# } else { "1" };
+            let body = format!(r#"{{"name":"x","deep":{}{leaf}{}}}"#, "[".repeat(depth), "]".repeat(depth));
+            match parse_json::<Named>(body.as_bytes()) {
+                // Unknown fields are allowed by `Named`; only a NUL-free body passes.
+                Ok(_) => prop_assert!(!nul && depth < 128),
+                Err(error) => prop_assert!(refused(&error), "{error:?}"),
+            }
+        }
+
+        // Any header value as a content type.
+        #[test]
+        fn any_content_type_is_judged(content_type in "\\PC{0,100}") {
+            if let Ok(value) = HeaderValue::from_str(&content_type) {
+                let mut headers = HeaderMap::new();
+                headers.insert(CONTENT_TYPE, value);
+                let _ = is_json(&headers);
+            }
+        }
+    }
+}

@@ -99,4 +99,29 @@ mod tests {
         let last = Paginated::from_rows(ids[..2].to_vec(), page, |id| *id);
         assert_eq!(last.next_cursor, None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            // Any cursor text: a page or a 400, never a panic.
+            #[test]
+            fn any_cursor_is_a_page_or_a_bad_request(cursor in "\\PC{0,200}", limit in any::<i64>()) {
+                match Page::new(Some(limit), Some(&cursor)) {
+                    Ok(page) => prop_assert!((1..=MAX_LIMIT).contains(&page.limit)),
+                    Err(ApiError::BadRequest(_) | ApiError::Validation(_)) => {}
+                    Err(other) => prop_assert!(false, "unexpected {other:?}"),
+                }
+            }
+
+            // Every cursor we issue decodes to the id it was made from.
+            #[test]
+            fn issued_cursors_round_trip(bytes in any::<[u8; 16]>()) {
+                let id = Uuid::from_bytes(bytes);
+                let page = Page::new(None, Some(&encode_cursor(id))).expect("our cursor");
+                prop_assert_eq!(page.after, Some(id));
+            }
+        }
+    }
 }

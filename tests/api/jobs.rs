@@ -558,3 +558,96 @@ async fn job_start_latency() {
         waits[49], waits[89], waits[99]
     );
 }
+
+/// apalis kept its queue list under an unprefixed key, so two deployments sharing a
+/// Redis consumed each other's queue. On a Redis database of its own, this app's every
+/// key (queue, wake lists, limits, scheduler locks) is under its `REDIS_KEY_PREFIX`.
+#[tokio::test]
+async fn every_redis_key_is_under_the_prefix() {
+    let isolated = format!("{}/13", crate::helpers::redis_url().trim_end_matches('/'));
+    let prefix = format!("isolated:{}:", Uuid::new_v4().simple());
+    let app = TestApp::spawn_with_jobs(|env| {
+        env.insert("REDIS_URL".into(), isolated.clone());
+        env.insert("REDIS_KEY_PREFIX".into(), prefix.clone());
+    })
+    .await;
+    let OrgUsers { org, admin, .. } = app.org_with_roles().await;
+    let mut jobs = Vec::new();
+    for millis in [1, 1, 300] {
+        jobs.push(
+            enqueue(
+                &app,
+                org,
+                admin,
+                json!({"type": "test:sleep", "millis": millis}),
+            )
+            .await,
+        );
+    }
+    let retried = enqueue(
+        &app,
+        org,
+        admin,
+        json!({"type": "test:fail", "failures": 1}),
+    )
+    .await;
+    for job in jobs.iter().chain([&retried]) {
+        wait_for(&app, org, admin, job, finished).await;
+    }
+    let client = redis::Client::open(isolated.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "the app wrote nothing to Redis");
+    let foreign: Vec<&String> = keys
+        .iter()
+        .filter(|k| !k.starts_with("isolated:"))
+        .collect();
+    assert!(foreign.is_empty(), "keys outside any prefix: {foreign:?}");
+    let ours = keys.iter().filter(|k| k.starts_with(&prefix)).count();
+    assert!(ours > 0, "{keys:?}");
+}
+
+/// 25 jobs of 130,000 chunk ids (stored before the cap) made one page 120 MB: a list
+/// returns at most 64 KB of each job's payload, the job itself shows it whole.
+#[tokio::test]
+async fn a_list_bounds_what_it_returns_per_job() {
+    let app = TestApp::spawn().await;
+    let OrgUsers { org, admin, .. } = app.org_with_roles().await;
+    let ids: Vec<String> = (0..5_000).map(|_| Uuid::now_v7().to_string()).collect();
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO jobs (id, org_id, type, payload, max_attempts)
+         VALUES ($1, $2, 'extract-knowledge-graph', $3, 1)",
+    )
+    .bind(id)
+    .bind(org)
+    .bind(json!({ "chunk_ids": ids }))
+    .execute(&mut app.admin_db().await)
+    .await
+    .unwrap();
+    let small = enqueue(
+        &app,
+        org,
+        admin,
+        json!({"type": "process-asset", "asset_id": Uuid::now_v7()}),
+    )
+    .await;
+    let list = app.get(&jobs_path(org), admin).await.expect(200);
+    let data = list.body["data"].as_array().unwrap();
+    let big = data.iter().find(|j| j["id"] == id.to_string()).unwrap();
+    assert_eq!(big["payload"], json!({"truncated": true}));
+    let listed_small = data.iter().find(|j| j["id"] == small["id"]).unwrap();
+    assert_eq!(listed_small["payload"], small["payload"]);
+    let whole = app
+        .get(&format!("{}/{id}", jobs_path(org)), admin)
+        .await
+        .expect(200);
+    assert_eq!(
+        whole.body["payload"]["chunk_ids"].as_array().map(Vec::len),
+        Some(5_000)
+    );
+}
