@@ -830,3 +830,166 @@ async fn junk_webhooks_are_limited_per_address_before_any_database_work() {
     );
     proxy.set(Fault::Pass);
 }
+
+/// A Redis server of this test's own (the shared one must stay up), without persistence:
+/// killed with SIGKILL and started again empty, as a Redis restart without data is.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    async fn start() -> OwnRedis {
+        let mut redis = OwnRedis {
+            port: crate::process::free_port(),
+            child: None,
+        };
+        redis.restart().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn restart(&mut self) {
+        self.kill();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package) must be installed");
+        self.child = Some(child);
+        let started = Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The real thing behind the proxy's resets: the Redis process killed under load and
+/// started again with no data, twice (down for 2 s, then restarted at once). Every
+/// accepted job runs, once, and the workers come back without the service restarting.
+#[tokio::test]
+async fn redis_killed_and_restarted_empty_loses_no_job() {
+    let mut redis = OwnRedis::start().await;
+    let url = redis.url();
+    let app = TestApp::spawn_with_jobs(|env| {
+        env.insert("REDIS_URL".into(), url);
+    })
+    .await;
+    let users = app.org_with_roles().await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let jobs_url = app.url(&format!("/v1/orgs/{}/jobs", users.org));
+    let token = app.token(users.admin);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut accepted = Vec::<Uuid>::new();
+            let mut statuses = BTreeMap::<u16, usize>::new();
+            while !stop.is_cancelled() {
+                let sent = client
+                    .post(&jobs_url)
+                    .bearer_auth(&token)
+                    .json(&json!({"type": "test:sleep", "millis": 5}))
+                    .send()
+                    .await
+                    .expect("the service answers");
+                let status = sent.status().as_u16();
+                *statuses.entry(status).or_default() += 1;
+                if status == 202 {
+                    let body: Value = sent.json().await.unwrap();
+                    accepted.push(body["id"].as_str().unwrap().parse().unwrap());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (accepted, statuses)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let down: Value = reqwest::get(app.url("/health/ready"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    redis.restart().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.restart().await;
+    let restarted = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    let (accepted, statuses) = load.await.unwrap();
+    println!(
+        "redis_restart: statuses {statuses:?}; readiness while down: {}",
+        down["checks"]
+    );
+    assert!(
+        statuses.keys().all(|s| matches!(s, 202 | 503)),
+        "{statuses:?}"
+    );
+    assert_eq!(down["checks"]["redis"]["status"], "fail", "{down}");
+
+    let mut db = app.admin_db().await;
+    loop {
+        let (done, failed): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status = 'succeeded' AND attempts = 1),
+                    count(*) FILTER (WHERE status IN ('failed', 'cancelled'))
+             FROM jobs WHERE id = ANY($1)",
+        )
+        .bind(&accepted)
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+        assert_eq!(failed, 0);
+        if done as usize == accepted.len() {
+            println!(
+                "redis_restart: all {} accepted jobs ran once, the last {:?} after the second restart",
+                accepted.len(),
+                restarted.elapsed()
+            );
+            break;
+        }
+        assert!(
+            restarted.elapsed() < PATIENCE,
+            "{done} of {} accepted jobs ran",
+            accepted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready: Value = reqwest::get(app.url("/health/ready"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["workers"]["status"], "ok", "{ready}");
+}
