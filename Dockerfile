@@ -14,9 +14,11 @@ RUN mkdir src \
  && touch src/lib.rs \
  && cargo build --release --locked --bin agents-api
 
-# migrations/ and config/ may be embedded at compile time (sqlx::migrate!, include_str!).
+# Everything the crate reads at compile time: migrations/ (sqlx::migrate!), config/ and
+# assets/ (include_str!). scripts/check-image.sh rebuilds from exactly these lines.
 COPY migrations ./migrations
 COPY config ./config
+COPY assets ./assets
 COPY src ./src
 # COPY keeps the context's mtimes, which can be older than the stub build: touch so
 # cargo rebuilds the crate instead of shipping the stub.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole suite: format, lint, unit and integration tests against real
 # PostgreSQL and Redis (started here when installed but not running), then Schemathesis
-# against a running server (scripts/schemathesis.sh).
+# against a running server (scripts/schemathesis.sh), the Kubernetes manifests
+# (scripts/validate-k8s.sh) and the container image without Docker (scripts/check-image.sh).
 # Extra arguments go to the test binaries, e.g. ./scripts/test.sh --nocapture agents
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,5 +39,7 @@ step="schemathesis"
 ./scripts/schemathesis.sh
 step="kubernetes manifests"
 ./scripts/validate-k8s.sh
+step="container image"
+./scripts/check-image.sh
 
-echo "test.sh: OK (fmt, clippy, tests, schemathesis, manifests) in $((SECONDS - started))s"
+echo "test.sh: OK (fmt, clippy, tests, schemathesis, manifests, image) in $((SECONDS - started))s"
