@@ -8,32 +8,10 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::http::extract::RequestMeta;
-use crate::http::pagination::Page;
+use crate::domain::RequestMeta;
+use crate::domain::page::Page;
 
-/// One change: `action` like `agent.update`, the entity and its id, and what changed.
-pub struct Change<'a> {
-    pub action: &'a str,
-    pub entity: &'a str,
-    pub entity_id: Option<String>,
-    pub changes: Value,
-}
-
-impl<'a> Change<'a> {
-    pub fn new(
-        action: &'a str,
-        entity: &'a str,
-        entity_id: impl ToString,
-        changes: Value,
-    ) -> Change<'a> {
-        Change {
-            action,
-            entity,
-            entity_id: Some(entity_id.to_string()),
-            changes,
-        }
-    }
-}
+pub use crate::domain::Change;
 
 pub async fn record(
     conn: &mut PgConnection,

@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::http::pagination::Page;
+use crate::domain::page::Page;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Credentials {

@@ -5,8 +5,8 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::http::extract::Role;
-use crate::http::pagination::Page;
+use crate::domain::Role;
+use crate::domain::page::Page;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Member {

@@ -4,8 +4,10 @@
 pub mod agents;
 pub mod audit;
 pub mod crm;
+pub mod error;
 pub mod jobs;
 pub mod members;
+pub mod oauth;
 pub mod orgs;
 mod rls;
 pub mod webhooks;
@@ -18,6 +20,7 @@ use sqlx::{ConnectOptions, PgPool};
 
 use crate::config::{AppEnv, Config};
 
+pub use error::{Error, Result};
 pub use rls::{Db, Tx};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

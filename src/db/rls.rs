@@ -18,9 +18,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
-use crate::http::auth::AuthUser;
-use crate::http::error::ApiError;
-use crate::http::extract::Role;
+use crate::db::error::{Error, Result};
+use crate::domain::AuthUser;
+use crate::domain::Role;
 
 #[derive(Clone)]
 pub struct Db {
@@ -119,7 +119,7 @@ impl Db {
         &self,
         role: &'static str,
         sql: String,
-    ) -> Result<(Tx, Vec<sqlx::postgres::PgRow>), ApiError> {
+    ) -> Result<(Tx, Vec<sqlx::postgres::PgRow>)> {
         let conn = self.pool.acquire().await?;
         let pool = self.pool.clone();
         let started = tokio::spawn(async move {
@@ -148,15 +148,16 @@ impl Db {
         match started.await {
             Ok(Ok(started)) => Ok(started),
             Ok(Err(error)) => Err(error.into()),
-            Err(join) => Err(ApiError::internal(
-                anyhow::Error::new(join).context("beginning a transaction"),
-            )),
+            Err(join) => {
+                tracing::error!(error = %join, "the task beginning a transaction stopped");
+                Err(Error::Aborted("beginning a transaction"))
+            }
         }
     }
 
     /// A transaction as `authenticated` with the user's claims: the policies see the
     /// rows of the orgs the user belongs to, and nothing else.
-    pub async fn begin_user(&self, user: &AuthUser) -> Result<Tx, ApiError> {
+    pub async fn begin_user(&self, user: &AuthUser) -> Result<Tx> {
         Ok(self
             .begin("authenticated", self.user_begin_sql(user))
             .await?
@@ -165,11 +166,7 @@ impl Db {
 
     /// `begin_user`, and the user's role in `org_id` (`None` when they are not a member),
     /// read under their claims in the same round trip.
-    pub async fn begin_member(
-        &self,
-        user: &AuthUser,
-        org_id: Uuid,
-    ) -> Result<(Tx, Option<Role>), ApiError> {
+    pub async fn begin_member(&self, user: &AuthUser, org_id: Uuid) -> Result<(Tx, Option<Role>)> {
         let mut sql = self.user_begin_sql(user);
         // Uuids print as hex and dashes only.
         let _ = write!(sql, " EXECUTE {MEMBER_ROLE}('{org_id}', '{}');", user.id);
@@ -191,7 +188,7 @@ impl Db {
     }
 
     /// A transaction as `api_worker` scoped to one org, for jobs and webhooks.
-    pub async fn begin_worker(&self, org_id: Uuid) -> Result<Tx, ApiError> {
+    pub async fn begin_worker(&self, org_id: Uuid) -> Result<Tx> {
         let org = org_id.to_string();
         let sql = begin_sql(
             "api_worker",
@@ -206,7 +203,7 @@ impl Db {
     /// A transaction as `api_worker` scoped to no org: it sees no rows, and may only call
     /// the SECURITY DEFINER helpers (the scheduler's; a webhook's connection lookup, which
     /// scopes the transaction to the connection's org).
-    pub async fn begin_system(&self) -> Result<Tx, ApiError> {
+    pub async fn begin_system(&self) -> Result<Tx> {
         let sql = begin_sql(
             "api_worker",
             &[("statement_timeout", &self.statement_timeout)],
@@ -225,7 +222,7 @@ impl Tx {
 
     /// Commits in a task of its own: once a handler commits, its writes land even if
     /// the client hangs up meanwhile, and the connection never returns mid-`COMMIT`.
-    pub async fn commit(mut self) -> Result<(), ApiError> {
+    pub async fn commit(mut self) -> Result<()> {
         let Some(mut conn) = self.conn.take() else {
             return Ok(());
         };
@@ -249,9 +246,10 @@ impl Tx {
                 span.record("outcome", "error");
                 Err(error.into())
             }
-            Err(join) => Err(ApiError::internal(
-                anyhow::Error::new(join).context("committing"),
-            )),
+            Err(join) => {
+                tracing::error!(error = %join, "the task committing a transaction stopped");
+                Err(Error::Aborted("committing"))
+            }
         }
     }
 }

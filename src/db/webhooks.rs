@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::http::pagination::Page;
+use crate::domain::page::Page;
 
 /// The connection a webhook URL names, with its token digest (see the migration). The
 /// same statement scopes the `api_worker` transaction to the connection's org (one round

@@ -2,7 +2,6 @@
 //! ES256 through a cached JWKS) and the `AuthUser` extractor.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
@@ -20,14 +19,7 @@ use crate::http::error::ApiError;
 use crate::http::request_id;
 use crate::state::AppState;
 
-/// The caller, as proven by a verified access token.
-#[derive(Debug, Clone)]
-pub struct AuthUser {
-    pub id: Uuid,
-    pub email: Option<String>,
-    /// The verified claims as JSON text, handed to PostgreSQL as `request.jwt.claims`.
-    pub claims: Arc<str>,
-}
+pub use crate::domain::AuthUser;
 
 /// Refetching the key set on every unknown `kid` would let anyone with garbage tokens
 /// make us hammer the identity provider.

@@ -9,11 +9,7 @@ use serde::Serialize;
 
 use crate::http::request_id;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
+pub use crate::domain::FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -266,6 +262,69 @@ fn connection_lost(error: &sqlx::Error) -> bool {
             code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
         }),
         _ => false,
+    }
+}
+
+impl From<crate::db::Error> for ApiError {
+    fn from(error: crate::db::Error) -> ApiError {
+        match error {
+            crate::db::Error::Sqlx(error) => error.into(),
+            aborted @ crate::db::Error::Aborted(_) => ApiError::internal(aborted),
+        }
+    }
+}
+
+impl From<crate::jobs::types::Rejected> for ApiError {
+    fn from(rejected: crate::jobs::types::Rejected) -> ApiError {
+        match rejected {
+            crate::jobs::types::Rejected::Invalid(field) => ApiError::Validation(vec![field]),
+            crate::jobs::types::Rejected::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::domain::PageError> for ApiError {
+    fn from(error: crate::domain::PageError) -> ApiError {
+        match error {
+            crate::domain::PageError::Limit => ApiError::validation("limit", error.to_string()),
+            crate::domain::PageError::Cursor => ApiError::BadRequest(error.to_string().into()),
+        }
+    }
+}
+
+impl From<crate::kommo::tokens::TokenError> for ApiError {
+    fn from(e: crate::kommo::tokens::TokenError) -> ApiError {
+        match e {
+            crate::kommo::tokens::TokenError::NotFound => ApiError::NotFound,
+            crate::kommo::tokens::TokenError::NotConnected(why) => {
+                ApiError::conflict(format!("The connection cannot call Kommo: {why}."))
+            }
+            crate::kommo::tokens::TokenError::InvalidGrant(_) => ApiError::conflict(
+                "Kommo refused the refresh token; the connection is now in error. Reconnect the account.",
+            ),
+            crate::kommo::tokens::TokenError::Kommo(k) => kommo_unavailable(k),
+            crate::kommo::tokens::TokenError::Crypto(crate::crypto::CryptoError::NoKey) => {
+                ApiError::Unavailable(
+                    "Secrets cannot be stored: ENCRYPTION_KEYS is not configured.".into(),
+                )
+            }
+            crate::kommo::tokens::TokenError::Crypto(c) => ApiError::internal(c),
+            crate::kommo::tokens::TokenError::Db(d) => d.into(),
+        }
+    }
+}
+
+/// A Kommo call failed: the cause is logged, the client told to come back.
+pub fn kommo_unavailable(e: crate::kommo::KommoError) -> ApiError {
+    tracing::warn!(error = %e, "Kommo call failed");
+    ApiError::Unavailable(
+        "Kommo could not be reached or refused the request; try again later.".into(),
+    )
+}
+
+impl From<crate::crypto::CryptoError> for ApiError {
+    fn from(e: crate::crypto::CryptoError) -> ApiError {
+        crate::kommo::tokens::TokenError::Crypto(e).into()
     }
 }
 

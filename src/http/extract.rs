@@ -2,7 +2,7 @@
 //! caller once, and scope a request to one org before the handler runs.
 
 use std::marker::PhantomData;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -13,14 +13,14 @@ use axum::http::header::{CONTENT_TYPE, USER_AGENT};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+
 use uuid::Uuid;
 use validator::Validate;
 
 use crate::db::Tx;
-use crate::http::auth::AuthUser;
+pub use crate::domain::{AuthUser, RequestMeta, Role};
 use crate::http::client_ip;
-use crate::http::error::{ApiError, FieldError};
+use crate::http::error::ApiError;
 use crate::http::request_id::{self, RequestId};
 use crate::state::AppState;
 
@@ -113,40 +113,7 @@ fn nul_path(value: &serde_json::Value, path: &str) -> Option<String> {
 
 /// Deserializes a JSON object already parsed, with 422 naming the field on mismatch.
 pub fn parse_json_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    if !value.is_object() {
-        return Err(ApiError::validation("", "the body must be a JSON object"));
-    }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::Validation(vec![data_error(&path, &e.into_inner().to_string())])
-    })
-}
-
-/// serde_path_to_error names the offending field, except for a missing one, which serde
-/// reports at its parent.
-fn data_error(path: &str, message: &str) -> FieldError {
-    let parent = if path == "." { "" } else { path };
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        let name = rest.split('`').next().unwrap_or("");
-        let field = if parent.is_empty() {
-            name.to_string()
-        } else {
-            format!("{parent}.{name}")
-        };
-        return FieldError {
-            field,
-            message: "is required".into(),
-        };
-    }
-    let message = if message.starts_with("unknown field") {
-        "is not a known field".to_string()
-    } else {
-        message.to_string()
-    };
-    FieldError {
-        field: parent.to_string(),
-        message,
-    }
+    crate::domain::fields::from_value(value).map_err(|e| ApiError::Validation(vec![e]))
 }
 
 /// Query parameters; a malformed query is a 400.
@@ -191,66 +158,28 @@ where
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    sqlx::Type,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-#[sqlx(type_name = "text", rename_all = "lowercase")]
-pub enum Role {
-    Member,
-    Admin,
-    Owner,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Member => "member",
-            Role::Admin => "admin",
-            Role::Owner => "owner",
-        }
+/// The request's audit metadata: the client address (through trusted proxies), its
+/// request id and user agent.
+fn request_meta(parts: &Parts, state: &AppState) -> RequestMeta {
+    let ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| {
+            client_ip::resolve(addr.ip(), &parts.headers, &state.config.trusted_proxies)
+        });
+    RequestMeta {
+        request_id: parts.extensions.get::<RequestId>().map(|id| id.0.clone()),
+        ip,
+        user_agent: parts
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(512).collect()),
     }
 }
 
-/// Who and where a request came from, for the audit log. An extractor of its own, so only
-/// the handlers that write pay for it (reads are the hot path).
-#[derive(Debug, Clone, Default)]
-pub struct RequestMeta {
-    pub request_id: Option<String>,
-    pub ip: Option<IpAddr>,
-    pub user_agent: Option<String>,
-}
-
-impl RequestMeta {
-    fn from_parts(parts: &Parts, state: &AppState) -> RequestMeta {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| {
-                client_ip::resolve(addr.ip(), &parts.headers, &state.config.trusted_proxies)
-            });
-        RequestMeta {
-            request_id: parts.extensions.get::<RequestId>().map(|id| id.0.clone()),
-            ip,
-            user_agent: parts
-                .headers
-                .get(USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|ua| ua.chars().take(512).collect()),
-        }
-    }
-}
-
+/// An extractor of its own, so only the handlers that write pay for it (reads are the
+/// hot path).
 impl FromRequestParts<AppState> for RequestMeta {
     type Rejection = std::convert::Infallible;
 
@@ -258,7 +187,7 @@ impl FromRequestParts<AppState> for RequestMeta {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Ok(RequestMeta::from_parts(parts, state))
+        Ok(request_meta(parts, state))
     }
 }
 
@@ -345,6 +274,7 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
     use proptest::prelude::*;
+    use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
     #[allow(dead_code)]

@@ -5,10 +5,10 @@ pub mod client_ip;
 pub mod error;
 pub mod extract;
 pub mod middleware;
-pub mod pagination;
 pub mod rate_limit;
 pub mod request_id;
 pub mod server;
+pub mod validate;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

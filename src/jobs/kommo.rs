@@ -304,7 +304,7 @@ pub async fn schedule_token_refreshes(db: &crate::db::Db, queue: &crate::jobs::J
         let mut tx = db.begin_system().await?;
         let rows = db::crm::due_for_refresh(&mut tx, REFRESH_AHEAD.num_seconds() as f64).await?;
         tx.commit().await?;
-        Ok::<_, crate::http::error::ApiError>(rows)
+        Ok::<_, crate::db::Error>(rows)
     };
     let rows = match due.await {
         Ok(rows) => rows,
@@ -326,7 +326,7 @@ pub async fn schedule_token_refreshes(db: &crate::db::Db, queue: &crate::jobs::J
             )
             .await?;
             tx.commit().await?;
-            Ok::<_, crate::http::error::ApiError>(job)
+            Ok::<_, crate::db::Error>(job)
         };
         match queued.await {
             Ok(job) => queue.enqueue_committed(job.id, org_id, &job.job_type).await,

@@ -67,16 +67,21 @@ impl JobError {
     }
 }
 
+/// What a job stores in `jobs.error` when the database failed it: users read that column
+/// through the API, so the cause goes to the log and the row gets this.
+pub const DATABASE_TROUBLE: &str = "a database error interrupted the job; it is retried";
+
 /// Database trouble is worth another attempt.
-impl From<crate::http::error::ApiError> for JobError {
-    fn from(e: crate::http::error::ApiError) -> JobError {
-        JobError::retry(e.to_string())
+impl From<crate::db::Error> for JobError {
+    fn from(e: crate::db::Error) -> JobError {
+        tracing::warn!(error = %e, "a job met a database error");
+        JobError::retry(DATABASE_TROUBLE)
     }
 }
 
 impl From<sqlx::Error> for JobError {
     fn from(e: sqlx::Error) -> JobError {
-        JobError::retry(e.to_string())
+        crate::db::Error::from(e).into()
     }
 }
 
@@ -134,7 +139,7 @@ impl JobContext {
                 let mut tx = self.db.begin_worker(org_id).await?;
                 let released = db::jobs::release(&mut tx, job_id, &worker).await?;
                 tx.commit().await?;
-                Ok::<_, crate::http::error::ApiError>(released)
+                Ok::<_, crate::db::Error>(released)
             };
             match released.await {
                 Ok(Some(job_type)) => {

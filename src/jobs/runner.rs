@@ -11,7 +11,6 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::db::jobs::ClaimedJob;
-use crate::http::error::ApiError;
 use crate::jobs::{JobContext, JobError, JobMessage, Lane, handlers};
 
 /// Delay before attempt `attempt + 1`: `base · 2^(attempt-1)`, capped, with jitter drawn
@@ -32,7 +31,7 @@ const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Outcome for the transport: `Err` only when the database could not be reached, so
 /// the delivery is retried (the row itself is the truth and stays consistent).
 #[tracing::instrument(name = "job.run", skip_all, fields(job_id = %msg.job_id, org_id = %msg.org_id))]
-pub async fn execute(ctx: &JobContext, msg: JobMessage) -> Result<(), ApiError> {
+pub async fn execute(ctx: &JobContext, msg: JobMessage) -> crate::db::Result<()> {
     let worker: &str = &ctx.worker;
     let lease = ctx.settings.lease;
     let (claimed, early) = {
@@ -145,7 +144,7 @@ async fn record(
     worker: &str,
     job: &ClaimedJob,
     outcome: &Result<serde_json::Value, JobError>,
-) -> Result<(), ApiError> {
+) -> crate::db::Result<()> {
     let mut tx = ctx.db.begin_worker(job.org_id).await?;
     match outcome {
         Ok(result) => {
@@ -200,7 +199,7 @@ async fn renew_lease(
             let mut tx = ctx.db.begin_worker(org_id).await?;
             let ok = db::jobs::renew_lease(&mut tx, job_id, &worker, lease.as_secs_f64()).await?;
             tx.commit().await?;
-            Ok::<_, ApiError>(ok)
+            Ok::<_, crate::db::Error>(ok)
         };
         match renewed.await {
             Ok(true) => {}

@@ -117,7 +117,7 @@ impl Scheduler {
             let mut tx = self.db.begin_system().await?;
             let counts = crate::db::jobs::housekeeping(&mut tx).await?;
             tx.commit().await?;
-            Ok::<_, crate::http::error::ApiError>(counts)
+            Ok::<_, crate::db::Error>(counts)
         };
         match outcome.await {
             Ok((states, digests)) if states + digests > 0 => tracing::info!(
@@ -148,7 +148,7 @@ impl Scheduler {
                 )
                 .await?;
                 tx.commit().await?;
-                Ok::<_, crate::http::error::ApiError>(deleted)
+                Ok::<_, crate::db::Error>(deleted)
             };
             match batch.await {
                 Ok((d, j)) => {

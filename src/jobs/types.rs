@@ -6,8 +6,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::db::{self, Tx};
-use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::parse_json_value;
+use crate::domain::FieldError;
 
 pub const PROCESS_ASSET: &str = "process-asset";
 pub const EXTRACT_KNOWLEDGE_GRAPH: &str = "extract-knowledge-graph";
@@ -79,16 +78,36 @@ pub struct NewJob {
     pub payload: Value,
 }
 
+/// Why a client's job was not accepted: a field that does not fit (422), or the
+/// database could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected {
+    #[error("{}: {}", .0.field, .0.message)]
+    Invalid(FieldError),
+    #[error(transparent)]
+    Db(#[from] db::Error),
+}
+
+impl From<sqlx::Error> for Rejected {
+    fn from(e: sqlx::Error) -> Rejected {
+        Rejected::Db(e.into())
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Rejected {
+    Rejected::Invalid(FieldError::new(field, message))
+}
+
 /// Checks `{type, …}` from a client: a known type, the fields of that type and nothing
 /// else, and ids that belong to the caller's org.
-pub async fn validate(body: Value, tx: &mut Tx, org_id: Uuid) -> ApiResult<NewJob> {
+pub async fn validate(body: Value, tx: &mut Tx, org_id: Uuid) -> Result<NewJob, Rejected> {
     let Value::Object(mut fields) = body else {
-        return Err(ApiError::validation("", "the body must be a JSON object"));
+        return Err(invalid("", "the body must be a JSON object"));
     };
     let job_type = match fields.remove("type") {
         Some(Value::String(t)) => t,
-        Some(_) => return Err(ApiError::validation("type", "must be a string")),
-        None => return Err(ApiError::validation("type", "is required")),
+        Some(_) => return Err(invalid("type", "must be a string")),
+        None => return Err(invalid("type", "is required")),
     };
     let payload = Value::Object(fields.clone());
     match job_type.as_str() {
@@ -102,7 +121,7 @@ pub async fn validate(body: Value, tx: &mut Tx, org_id: Uuid) -> ApiResult<NewJo
                 && job.agent_id.is_none()
                 && job.chunk_ids.as_ref().is_none_or(Vec::is_empty)
             {
-                return Err(ApiError::validation(
+                return Err(invalid(
                     "asset_id",
                     "one of asset_id, article_id, agent_id or chunk_ids is required",
                 ));
@@ -112,7 +131,7 @@ pub async fn validate(body: Value, tx: &mut Tx, org_id: Uuid) -> ApiResult<NewJo
                 .as_ref()
                 .is_some_and(|ids| ids.len() > MAX_CHUNK_IDS)
             {
-                return Err(ApiError::validation(
+                return Err(invalid(
                     "chunk_ids",
                     format!("must hold at most {MAX_CHUNK_IDS} ids"),
                 ));
@@ -120,16 +139,13 @@ pub async fn validate(body: Value, tx: &mut Tx, org_id: Uuid) -> ApiResult<NewJo
             if let Some(agent_id) = job.agent_id
                 && db::agents::get(tx, org_id, agent_id).await?.is_none()
             {
-                return Err(ApiError::validation(
-                    "agent_id",
-                    "must be an agent of this organization",
-                ));
+                return Err(invalid("agent_id", "must be an agent of this organization"));
             }
         }
         SYNC_PIPELINES | SYNC_CONTACTS => {
             let job: ConnectionSync = parse(fields)?;
             if !db::agents::connection_exists(tx, org_id, job.connection_id).await? {
-                return Err(ApiError::validation(
+                return Err(invalid(
                     "connection_id",
                     "must be a CRM connection of this organization",
                 ));
@@ -148,7 +164,7 @@ pub async fn validate(body: Value, tx: &mut Tx, org_id: Uuid) -> ApiResult<NewJo
             parse::<Map<String, Value>>(fields)?;
         }
         _ => {
-            return Err(ApiError::validation(
+            return Err(invalid(
                 "type",
                 format!("must be one of {}", CLIENT_TYPES.join(", ")),
             ));
@@ -157,6 +173,6 @@ pub async fn validate(body: Value, tx: &mut Tx, org_id: Uuid) -> ApiResult<NewJo
     Ok(NewJob { job_type, payload })
 }
 
-fn parse<T: DeserializeOwned>(fields: Map<String, Value>) -> ApiResult<T> {
-    parse_json_value(Value::Object(fields))
+fn parse<T: DeserializeOwned>(fields: Map<String, Value>) -> Result<T, Rejected> {
+    crate::domain::fields::from_value(Value::Object(fields)).map_err(Rejected::Invalid)
 }

@@ -2,6 +2,7 @@
 //! shapes of Kommo's answers.
 
 pub mod client;
+pub mod connect;
 pub mod rate_limit;
 pub mod tokens;
 pub mod webhook;

@@ -12,7 +12,6 @@ use uuid::Uuid;
 use crate::crypto::{self, CryptoError};
 use crate::db::crm::{ConnectionSecrets, StoredTokens};
 use crate::db::{self, Db, Tx};
-use crate::http::error::ApiError;
 use crate::kommo::{Kommo, KommoError, TokenSet};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +27,7 @@ pub enum TokenError {
     #[error("stored secrets cannot be read: {0}")]
     Crypto(#[from] CryptoError),
     #[error(transparent)]
-    Db(#[from] ApiError),
+    Db(#[from] crate::db::Error),
 }
 
 impl From<sqlx::Error> for TokenError {

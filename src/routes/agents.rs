@@ -12,9 +12,9 @@ use validator::{Validate, ValidationError};
 use crate::db;
 use crate::db::agents::{Agent, AgentFields, AgentFilter, AgentStatus};
 use crate::db::audit::Change;
+use crate::domain::page::{Page, Paginated};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
-use crate::http::pagination::{Page, Paginated};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {

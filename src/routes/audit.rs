@@ -7,9 +7,9 @@ use serde::Deserialize;
 
 use crate::db;
 use crate::db::audit::AuditEntry;
+use crate::domain::page::{Page, Paginated};
 use crate::http::error::ApiResult;
 use crate::http::extract::{ApiQuery, OrgTx, Write};
-use crate::http::pagination::{Page, Paginated};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {

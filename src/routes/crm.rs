@@ -17,12 +17,13 @@ use crate::db;
 use crate::db::audit::Change;
 use crate::db::crm::{Connection, ContactView, PipelineView, StoredTokens};
 use crate::db::jobs::Job;
-use crate::http::error::{ApiError, ApiResult};
+use crate::domain::page::{Page, Paginated};
+use crate::http::error::{ApiError, ApiResult, kommo_unavailable};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
-use crate::http::pagination::{Page, Paginated};
-use crate::jobs::DEFAULT_MAX_ATTEMPTS;
+use crate::http::validate::validate_http_url;
 use crate::jobs::types::{SYNC_CONTACTS, SYNC_PIPELINES};
-use crate::kommo::tokens::{RefreshReason, TokenError};
+use crate::kommo::connect::{push_jobs, queue_syncs};
+use crate::kommo::tokens::RefreshReason;
 use crate::kommo::{KommoError, is_valid_base_domain, new_webhook_token, webhook_url};
 use crate::state::AppState;
 
@@ -73,39 +74,6 @@ fn provider(name: &str) -> ApiResult<&'static str> {
     }
 }
 
-impl From<TokenError> for ApiError {
-    fn from(e: TokenError) -> ApiError {
-        match e {
-            TokenError::NotFound => ApiError::NotFound,
-            TokenError::NotConnected(why) => {
-                ApiError::conflict(format!("The connection cannot call Kommo: {why}."))
-            }
-            TokenError::InvalidGrant(_) => ApiError::conflict(
-                "Kommo refused the refresh token; the connection is now in error. Reconnect the account.",
-            ),
-            TokenError::Kommo(k) => kommo_unavailable(k),
-            TokenError::Crypto(crypto::CryptoError::NoKey) => ApiError::Unavailable(
-                "Secrets cannot be stored: ENCRYPTION_KEYS is not configured.".into(),
-            ),
-            TokenError::Crypto(c) => ApiError::internal(c),
-            TokenError::Db(d) => d,
-        }
-    }
-}
-
-pub fn kommo_unavailable(e: KommoError) -> ApiError {
-    tracing::warn!(error = %e, "Kommo call failed");
-    ApiError::Unavailable(
-        "Kommo could not be reached or refused the request; try again later.".into(),
-    )
-}
-
-impl From<crypto::CryptoError> for ApiError {
-    fn from(e: crypto::CryptoError) -> ApiError {
-        TokenError::Crypto(e).into()
-    }
-}
-
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct CredentialsView {
     pub provider: String,
@@ -126,22 +94,6 @@ fn credentials_view(creds: Option<db::crm::Credentials>) -> CredentialsView {
 }
 
 /// A body field that must be an absolute http(s) URL.
-/// The longest URL the API stores (they are echoed by status endpoints and audit rows).
-pub const MAX_URL_CHARS: usize = 2048;
-
-pub fn validate_http_url(url: &str) -> Result<(), validator::ValidationError> {
-    if url.chars().count() > MAX_URL_CHARS {
-        return Err(validator::ValidationError::new("length")
-            .with_message(format!("must be at most {MAX_URL_CHARS} characters").into()));
-    }
-    match url::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(()),
-        _ => {
-            Err(validator::ValidationError::new("url")
-                .with_message("must be an http(s) URL".into()))
-        }
-    }
-}
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -413,7 +365,7 @@ pub async fn create_connection(
     );
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
-    push_jobs(&state, &jobs).await;
+    push_jobs(&state.jobs, &jobs).await;
     Ok((
         StatusCode::CREATED,
         Json(ConnectionCreated {
@@ -422,52 +374,6 @@ pub async fn create_connection(
             jobs,
         }),
     ))
-}
-
-/// Records sync jobs (and the queued state on the connection) in `tx`.
-pub async fn queue_syncs(
-    tx: &mut db::Tx,
-    org_id: Uuid,
-    connection_id: Uuid,
-    types: &[&str],
-    created_by: Option<Uuid>,
-) -> ApiResult<Vec<Job>> {
-    let mut jobs = Vec::new();
-    for job_type in types {
-        let job = db::jobs::insert(
-            tx,
-            org_id,
-            job_type,
-            &json!({ "connection_id": connection_id }),
-            DEFAULT_MAX_ATTEMPTS,
-            created_by,
-        )
-        .await?;
-        let part = if *job_type == SYNC_PIPELINES {
-            "pipelines"
-        } else {
-            "contacts"
-        };
-        db::crm::set_sync_state(
-            tx,
-            connection_id,
-            part,
-            &json!({"status": "queued", "queued_at": job.created_at, "job_id": job.id}),
-        )
-        .await?;
-        jobs.push(job);
-    }
-    Ok(jobs)
-}
-
-/// Pushes jobs whose rows were just committed.
-pub async fn push_jobs(state: &AppState, jobs: &[Job]) {
-    for job in jobs {
-        state
-            .jobs
-            .enqueue_committed(job.id, job.org_id, &job.job_type)
-            .await;
-    }
 }
 
 /// One connection: status, account, token expiry, sync state, last error.
@@ -560,7 +466,7 @@ pub async fn sync(
     );
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
-    push_jobs(&state, &jobs).await;
+    push_jobs(&state.jobs, &jobs).await;
     Ok((StatusCode::ACCEPTED, Json(QueuedJobs { jobs })))
 }
 
@@ -685,47 +591,4 @@ pub async fn refresh_token(
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok(Json(RefreshedToken { token_expires_at }))
-}
-
-/// Used by the OAuth callback: stores the tokens of a freshly connected account and
-/// queues its first syncs. Returns the connection, its webhook URL and the jobs.
-pub async fn complete_oauth(
-    state: &AppState,
-    org_id: Uuid,
-    user_id: Uuid,
-    base_domain: &str,
-    tokens: &crate::kommo::TokenSet,
-    account_id: i64,
-    meta: &RequestMeta,
-) -> Result<(Connection, String), TokenError> {
-    let mut tx = state.db.begin_worker(org_id).await?;
-    let (id, _) =
-        db::crm::lock_connection_id(&mut tx, org_id, "kommo", base_domain, user_id).await?;
-    state
-        .kommo
-        .store(&mut tx, id, tokens, Some(account_id))
-        .await?;
-    let (token, hash) = new_webhook_token();
-    db::crm::set_webhook_token_hash(&mut tx, org_id, id, &hash).await?;
-    let jobs = queue_syncs(
-        &mut tx,
-        org_id,
-        id,
-        &[SYNC_PIPELINES, SYNC_CONTACTS],
-        Some(user_id),
-    )
-    .await?;
-    let connection = db::crm::connection(&mut tx, org_id, id)
-        .await?
-        .ok_or(TokenError::NotFound)?;
-    let change = Change::new(
-        "kommo.oauth.connect",
-        "crm_connection",
-        id,
-        json!({"base_domain": base_domain, "account_id": account_id}),
-    );
-    db::audit::record(&mut tx, org_id, Some(user_id), meta, change).await?;
-    tx.commit().await?;
-    push_jobs(state, &jobs).await;
-    Ok((connection, webhook_url(&state.config, id, &token)))
 }

@@ -14,9 +14,9 @@ use validator::{Validate, ValidationErrors};
 use crate::db;
 use crate::db::audit::Change;
 use crate::db::jobs::{Job, JobFilter, JobStatus};
+use crate::domain::page::{Page, Paginated};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
-use crate::http::pagination::{Page, Paginated};
 use crate::jobs::types;
 use crate::state::AppState;
 

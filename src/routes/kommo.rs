@@ -21,13 +21,16 @@ use crate::db;
 use crate::db::audit::Change;
 use crate::db::crm::Connection;
 use crate::db::jobs::Job;
+use crate::db::oauth::ConsumedState;
+use crate::http::error::kommo_unavailable;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiQuery, OrgTx, RequestMeta, UserTx, Write};
+use crate::http::validate::validate_http_url;
 use crate::jobs::DEFAULT_MAX_ATTEMPTS;
 use crate::jobs::types::SEND_MESSAGE;
+use crate::kommo::connect::{Connected, Connector};
 use crate::kommo::tokens::TokenError;
 use crate::kommo::{KommoError, is_valid_base_domain};
-use crate::routes::crm::{complete_oauth, kommo_unavailable, validate_http_url};
 use crate::state::AppState;
 
 const STATE_TTL_MINUTES: i64 = 15;
@@ -95,17 +98,14 @@ pub async fn start(
     rand::rng().fill_bytes(&mut bytes);
     let state = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let expires_at = Utc::now() + chrono::Duration::minutes(STATE_TTL_MINUTES);
-    sqlx::query(
-        "INSERT INTO oauth_states (id, org_id, user_id, provider, state_hash, redirect_uri, expires_at)
-         VALUES ($1, $2, $3, 'kommo', $4, $5, $6)",
+    db::oauth::insert_state(
+        &mut tx,
+        org_id,
+        user.id,
+        &state_hash(&state),
+        &redirect_uri,
+        expires_at,
     )
-    .bind(Uuid::now_v7())
-    .bind(org_id)
-    .bind(user.id)
-    .bind(state_hash(&state))
-    .bind(&redirect_uri)
-    .bind(expires_at)
-    .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     let mut auth_url = app.config.kommo_authorize_url.clone();
@@ -140,12 +140,6 @@ pub struct OauthConnected {
 }
 
 /// A consumed state: whose it was and where Kommo redirected.
-struct ConsumedState {
-    org_id: Uuid,
-    user_id: Uuid,
-    redirect_uri: String,
-}
-
 /// Why a callback failed, as the browser redirect reports it (`reason=`).
 #[derive(Debug)]
 enum CallbackError {
@@ -208,9 +202,11 @@ async fn finish(
             .db
             .begin_worker(consumed.org_id)
             .await
-            .map_err(CallbackError::Other)?;
+            .map_err(|e| CallbackError::Other(e.into()))?;
         let creds = app.kommo.credentials(&mut tx, consumed.org_id).await?;
-        tx.commit().await.map_err(CallbackError::Other)?;
+        tx.commit()
+            .await
+            .map_err(|e| CallbackError::Other(e.into()))?;
         creds
     };
     let tokens = app
@@ -234,16 +230,25 @@ async fn finish(
         .account(referer, &tokens.access_token)
         .await
         .map_err(|e| CallbackError::Other(kommo_unavailable(e)))?;
-    let (connection, webhook_url) = complete_oauth(
-        app,
-        consumed.org_id,
-        consumed.user_id,
-        referer,
-        &tokens,
-        account.id,
-        meta,
-    )
-    .await?;
+    let connector = Connector {
+        db: &app.db,
+        kommo: &app.kommo,
+        queue: &app.jobs,
+        config: &app.config,
+    };
+    let Connected {
+        connection,
+        webhook_url,
+    } = connector
+        .complete_oauth(
+            consumed.org_id,
+            consumed.user_id,
+            referer,
+            &tokens,
+            account.id,
+            meta,
+        )
+        .await?;
     tracing::info!(connection_id = %connection.id, org_id = %consumed.org_id, "Kommo account connected");
     Ok(OauthConnected {
         connection,
@@ -263,26 +268,12 @@ pub async fn callback(
     ApiJson(body): ApiJson<OauthCallback>,
 ) -> ApiResult<Json<OauthConnected>> {
     // Consumed under the user's claims: the policy shows only their own states.
-    let row: Option<(Uuid, String, bool, bool)> = sqlx::query_as(
-        "DELETE FROM oauth_states s WHERE s.state_hash = $1 AND s.user_id = $2
-         RETURNING s.org_id, s.redirect_uri, s.expires_at < now(),
-                   EXISTS (SELECT 1 FROM organization_members m
-                           WHERE m.org_id = s.org_id AND m.user_id = $2
-                             AND m.role IN ('owner', 'admin'))",
-    )
-    .bind(state_hash(&body.state))
-    .bind(user.id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let consumed =
+        db::oauth::consume_state(&mut tx, &state_hash(&body.state), Some(user.id)).await?;
     tx.commit().await?;
-    // Expired, or its user is no longer an owner or admin of the org.
-    let Some((org_id, redirect_uri, false, true)) = row else {
+    // Unknown, expired, or its user is no longer an owner or admin of the org.
+    let Some(consumed) = consumed.filter(ConsumedState::valid) else {
         return Err(CallbackError::State.into());
-    };
-    let consumed = ConsumedState {
-        org_id,
-        user_id: user.id,
-        redirect_uri,
     };
     Ok(Json(
         finish(&app, consumed, &body.code, &body.referer, &meta).await?,
@@ -349,18 +340,20 @@ async fn browser_flow(
         .ok_or(CallbackError::State)?;
     // Consumed even when the user denied access, so the state cannot be used later.
     let consumed = {
-        let mut tx = app.db.begin_system().await.map_err(CallbackError::Other)?;
-        let row: Option<(Uuid, Uuid, String, bool, bool)> = sqlx::query_as(
-            "SELECT org_id, user_id, redirect_uri, expired, allowed FROM auth.consume_oauth_state($1)",
-        )
-        .bind(state_hash(&state))
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| CallbackError::Other(e.into()))?;
-        tx.commit().await.map_err(CallbackError::Other)?;
+        let mut tx = app
+            .db
+            .begin_system()
+            .await
+            .map_err(|e| CallbackError::Other(e.into()))?;
+        let row = db::oauth::consume_state(&mut tx, &state_hash(&state), None)
+            .await
+            .map_err(|e| CallbackError::Other(e.into()))?;
+        tx.commit()
+            .await
+            .map_err(|e| CallbackError::Other(e.into()))?;
         row
     };
-    let Some((org_id, user_id, redirect_uri, false, true)) = consumed else {
+    let Some(consumed) = consumed.filter(ConsumedState::valid) else {
         return Err(CallbackError::State);
     };
     if query.error.is_some() {
@@ -371,11 +364,6 @@ async fn browser_flow(
         .filter(|c| !c.is_empty())
         .ok_or(CallbackError::Code)?;
     let referer = query.referer.unwrap_or_default();
-    let consumed = ConsumedState {
-        org_id,
-        user_id,
-        redirect_uri,
-    };
     finish(app, consumed, &code, &referer, meta).await
 }
 

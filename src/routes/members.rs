@@ -13,9 +13,9 @@ use validator::Validate;
 use crate::db;
 use crate::db::audit::Change;
 use crate::db::members::Member;
+use crate::domain::page::{Page, Paginated};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Role, Write};
-use crate::http::pagination::{Page, Paginated};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {

@@ -15,10 +15,10 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::db::webhooks::WebhookEvent;
+use crate::domain::page::{Page, Paginated};
 use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiQuery, OrgTx};
-use crate::http::pagination::{Page, Paginated};
 use crate::http::rate_limit::{Decision, LimitClass};
 use crate::jobs::DEFAULT_MAX_ATTEMPTS;
 use crate::jobs::types::WEBHOOK;

@@ -7,10 +7,17 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::http::error::ApiError;
-
 pub const DEFAULT_LIMIT: i64 = 25;
 pub const MAX_LIMIT: i64 = 100;
+
+/// Why a page request is refused: the handler answers 422 for `Limit`, 400 for `Cursor`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PageError {
+    #[error("must be between 1 and {MAX_LIMIT}")]
+    Limit,
+    #[error("The cursor is not one this API issued.")]
+    Cursor,
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
@@ -20,19 +27,14 @@ pub struct Page {
 }
 
 impl Page {
-    pub fn new(limit: Option<i64>, cursor: Option<&str>) -> Result<Page, ApiError> {
+    pub fn new(limit: Option<i64>, cursor: Option<&str>) -> Result<Page, PageError> {
         let limit = limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::validation(
-                "limit",
-                format!("must be between 1 and {MAX_LIMIT}"),
-            ));
+            return Err(PageError::Limit);
         }
         let after = match cursor.filter(|c| !c.is_empty()) {
             None => None,
-            Some(c) => Some(decode_cursor(c).ok_or_else(|| {
-                ApiError::BadRequest("The cursor is not one this API issued.".into())
-            })?),
+            Some(c) => Some(decode_cursor(c).ok_or(PageError::Cursor)?),
         };
         Ok(Page { limit, after })
     }
@@ -110,8 +112,8 @@ mod tests {
             fn any_cursor_is_a_page_or_a_bad_request(cursor in "\\PC{0,200}", limit in any::<i64>()) {
                 match Page::new(Some(limit), Some(&cursor)) {
                     Ok(page) => prop_assert!((1..=MAX_LIMIT).contains(&page.limit)),
-                    Err(ApiError::BadRequest(_) | ApiError::Validation(_)) => {}
-                    Err(other) => prop_assert!(false, "unexpected {other:?}"),
+                    Err(PageError::Limit) => prop_assert!(!(1..=MAX_LIMIT).contains(&limit)),
+                    Err(PageError::Cursor) => {}
                 }
             }
 

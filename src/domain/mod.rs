@@ -1,0 +1,113 @@
+//! The vocabulary every layer shares: roles and the closed sets of statuses, who made a
+//! request, audit changes, pages, field errors. It depends on nothing of ours, so `db/`,
+//! `jobs/`, `kommo/` and `http/` can all use it without pointing at each other.
+
+pub mod fields;
+pub mod page;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use fields::FieldError;
+pub use page::{Page, PageError, Paginated};
+
+/// A member's role in an org, lowest first (the order is the rank).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::Owner => "owner",
+        }
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum AgentStatus {
+    Active,
+    Inactive,
+    Draft,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// The caller, as proven by a verified access token (`http::auth` verifies it).
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: Uuid,
+    pub email: Option<String>,
+    /// The verified claims as JSON text, handed to PostgreSQL as `request.jwt.claims`.
+    pub claims: Arc<str>,
+}
+
+/// Who and where a request came from, for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub request_id: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// One change: `action` like `agent.update`, the entity and its id, and what changed.
+pub struct Change<'a> {
+    pub action: &'a str,
+    pub entity: &'a str,
+    pub entity_id: Option<String>,
+    pub changes: Value,
+}
+
+impl<'a> Change<'a> {
+    pub fn new(
+        action: &'a str,
+        entity: &'a str,
+        entity_id: impl ToString,
+        changes: Value,
+    ) -> Change<'a> {
+        Change {
+            action,
+            entity,
+            entity_id: Some(entity_id.to_string()),
+            changes,
+        }
+    }
+}
