@@ -274,11 +274,11 @@ impl From<crate::db::Error> for ApiError {
     }
 }
 
-impl From<crate::jobs::types::Rejected> for ApiError {
-    fn from(rejected: crate::jobs::types::Rejected) -> ApiError {
+impl From<crate::jobs::Rejected> for ApiError {
+    fn from(rejected: crate::jobs::Rejected) -> ApiError {
         match rejected {
-            crate::jobs::types::Rejected::Invalid(field) => ApiError::Validation(vec![field]),
-            crate::jobs::types::Rejected::Db(e) => e.into(),
+            crate::jobs::Rejected::Invalid(field) => ApiError::Validation(vec![field]),
+            crate::jobs::Rejected::Db(e) => e.into(),
         }
     }
 }

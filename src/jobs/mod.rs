@@ -1,16 +1,34 @@
 //! Background jobs: workers inside `serve`, a queue in Redis (`queue`), and the `jobs`
-//! table as the record the API reads. Redis carries only job and org ids; the row holds
-//! the type, payload and state, and a worker must claim the row before running it, which
-//! makes every delivery idempotent and a job never run twice at the same time. Whatever
-//! Redis loses — a restart, a flush, a push that failed — the sweep finds from the rows
-//! and pushes again within seconds.
+//! table as the record the API reads. A job type is a module of `kinds` implementing
+//! [`Job`]; `kinds::REGISTRY` lists them.
+//!
+//! The life of a job, described here once:
+//! - **Queued.** The row is inserted in the transaction of whatever asked for it
+//!   (`job::insert`, or the webhook route's single INSERT), and only after the commit is
+//!   its id pushed to Redis (`JobQueue::enqueue_committed`), in its type's lane and its
+//!   org's list. The push has a short budget and a circuit breaker: a dead Redis never
+//!   holds the request.
+//! - **Claimed.** A worker that pops the id must claim the row (queued → running, with a
+//!   lease of `MISSED_HEARTBEATS` heartbeats, renewed while it runs) before running it,
+//!   so a duplicate delivery finds nothing to claim and a job never runs twice at once.
+//! - **Finished or retried.** The outcome is written durably (`runner::execute` retries
+//!   the write until PostgreSQL takes it): succeeded with its result; a retryable
+//!   failure goes back to queued with `run_after` (jittered exponential back-off, at
+//!   least a `Retry-After`) and into `q:delayed`; a permanent failure, a panic or the last
+//!   attempt fails the row. Database trouble is stored as a fixed message, never its text.
+//! - **Lost and found.** Whatever Redis loses — a restart, a flush, a push that failed, a
+//!   worker that died with its lease — the scheduler's sweep finds from the rows every 2 s
+//!   (queued rows Redis does not hold, running rows whose lease lapsed) and pushes again.
+//! - **Handed back.** On shutdown workers take no new job and finish theirs within the
+//!   grace period; a job still running then is released (running → queued, attempt not
+//!   counted) and pushed again (`JobContext::release_in_flight`), so another worker starts
+//!   it at once; if even that fails, its lease lapses and the sweep finds it.
 
-pub mod handlers;
-pub mod kommo;
+pub mod job;
+pub mod kinds;
 pub mod queue;
 pub mod runner;
 pub mod scheduler;
-pub mod types;
 pub mod worker;
 
 use std::sync::Arc;
@@ -23,6 +41,7 @@ use crate::config::Config;
 use crate::db::{self, Db};
 use crate::redis_conn::RedisConn;
 
+pub use job::{Job, Rejected};
 pub use queue::Lane;
 pub use worker::{WorkerHealth, WorkersState, run_workers};
 
@@ -82,6 +101,24 @@ impl From<crate::db::Error> for JobError {
 impl From<sqlx::Error> for JobError {
     fn from(e: sqlx::Error) -> JobError {
         crate::db::Error::from(e).into()
+    }
+}
+
+/// Kommo rate limits wait their `Retry-After`; transient Kommo failures retry; a refused
+/// grant or an unusable connection will not get better.
+impl From<crate::kommo::tokens::TokenError> for JobError {
+    fn from(e: crate::kommo::tokens::TokenError) -> JobError {
+        use crate::kommo::KommoError;
+        use crate::kommo::tokens::TokenError;
+        match e {
+            TokenError::Kommo(KommoError::RateLimited(after)) => JobError::Retry {
+                message: "Kommo is rate limiting this account".into(),
+                after: Some(after),
+            },
+            TokenError::Kommo(k) if !k.is_permanent() => JobError::retry(k.to_string()),
+            TokenError::Db(d) => d.into(),
+            other => JobError::Permanent(other.to_string()),
+        }
     }
 }
 

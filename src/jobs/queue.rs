@@ -36,14 +36,10 @@ pub enum Lane {
 impl Lane {
     pub const ALL: [Lane; 2] = [Lane::Internal, Lane::External];
 
+    /// The lane its type declares (`Job::LANE`); an unknown type fails at once, in the
+    /// internal lane.
     pub fn of(job_type: &str) -> Lane {
-        if job_type.starts_with("crm:")
-            || (job_type.starts_with("kommo:") && job_type != super::types::WEBHOOK)
-        {
-            Lane::External
-        } else {
-            Lane::Internal
-        }
+        super::job::lane_of(job_type)
     }
 
     pub fn name(self) -> &'static str {

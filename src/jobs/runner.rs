@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::db::jobs::ClaimedJob;
-use crate::jobs::{JobContext, JobError, JobMessage, Lane, handlers};
+use crate::jobs::{JobContext, JobError, JobMessage, Lane, job};
 
 /// Delay before attempt `attempt + 1`: `base · 2^(attempt-1)`, capped, with jitter drawn
 /// from [½, 1] of that, so retries of many jobs that failed together spread out.
@@ -80,7 +80,7 @@ pub async fn execute(ctx: &JobContext, msg: JobMessage) -> crate::db::Result<()>
     let handler = tokio::spawn({
         let ctx = ctx.clone();
         let job = job.clone();
-        async move { handlers::run(&ctx, &job).await }
+        async move { job::run(&ctx, &job).await }
     });
     let started = std::time::Instant::now();
     let outcome = match handler.await {

@@ -129,7 +129,7 @@ impl Scheduler {
             Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
         }
         self.retention().await;
-        crate::jobs::kommo::schedule_token_refreshes(&self.db, &self.queue).await;
+        crate::jobs::kinds::token_refresh::schedule_token_refreshes(&self.db, &self.queue).await;
     }
 
     async fn retention(&self) {

@@ -9,8 +9,9 @@ use crate::db::crm::Connection;
 use crate::db::jobs::Job;
 use crate::db::{self, Db};
 use crate::domain::{Change, RequestMeta};
-use crate::jobs::types::{SYNC_CONTACTS, SYNC_PIPELINES};
-use crate::jobs::{DEFAULT_MAX_ATTEMPTS, JobQueue};
+use crate::jobs::JobQueue;
+use crate::jobs::job;
+use crate::jobs::kinds::{SyncContacts, SyncPipelines};
 use crate::kommo::tokens::TokenError;
 use crate::kommo::{Kommo, TokenSet, new_webhook_token, webhook_url};
 
@@ -28,30 +29,36 @@ pub struct Connected {
     pub webhook_url: String,
 }
 
-/// Inserts one sync job per type in `types` and marks each part of the connection's sync
-/// state `queued`; the caller commits, then pushes the jobs (`push_jobs`).
+/// What a sync job brings over from Kommo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPart {
+    Pipelines,
+    Contacts,
+}
+
+/// Inserts one sync job per part and marks each part of the connection's sync state
+/// `queued`; the caller commits, then pushes the jobs (`push_jobs`).
 pub async fn queue_syncs(
     tx: &mut db::Tx,
     org_id: Uuid,
     connection_id: Uuid,
-    types: &[&str],
+    parts: &[SyncPart],
     created_by: Option<Uuid>,
-) -> sqlx::Result<Vec<Job>> {
+) -> db::Result<Vec<Job>> {
     let mut jobs = Vec::new();
-    for job_type in types {
-        let job = db::jobs::insert(
-            tx,
-            org_id,
-            job_type,
-            &json!({ "connection_id": connection_id }),
-            DEFAULT_MAX_ATTEMPTS,
-            created_by,
-        )
-        .await?;
-        let part = if *job_type == SYNC_PIPELINES {
-            "pipelines"
-        } else {
-            "contacts"
+    for sync in parts {
+        let (job, part) = match sync {
+            SyncPart::Pipelines => {
+                let job = SyncPipelines { connection_id };
+                (
+                    job::insert(tx, org_id, &job, created_by).await?,
+                    "pipelines",
+                )
+            }
+            SyncPart::Contacts => {
+                let job = SyncContacts { connection_id };
+                (job::insert(tx, org_id, &job, created_by).await?, "contacts")
+            }
         };
         db::crm::set_sync_state(
             tx,
@@ -77,7 +84,6 @@ pub async fn push_jobs(queue: &JobQueue, jobs: &[Job]) {
 impl Connector<'_> {
     /// The end of the OAuth flow: stores the tokens of the account at `base_domain` for
     /// the org, with a new webhook secret, and queues its first syncs.
-    #[allow(clippy::too_many_arguments)]
     pub async fn complete_oauth(
         &self,
         org_id: Uuid,
@@ -99,7 +105,7 @@ impl Connector<'_> {
             &mut tx,
             org_id,
             id,
-            &[SYNC_PIPELINES, SYNC_CONTACTS],
+            &[SyncPart::Pipelines, SyncPart::Contacts],
             Some(user_id),
         )
         .await?;

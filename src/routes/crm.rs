@@ -21,8 +21,7 @@ use crate::domain::page::{Page, Paginated};
 use crate::http::error::{ApiError, ApiResult, kommo_unavailable};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
 use crate::http::validate::validate_http_url;
-use crate::jobs::types::{SYNC_CONTACTS, SYNC_PIPELINES};
-use crate::kommo::connect::{push_jobs, queue_syncs};
+use crate::kommo::connect::{SyncPart, push_jobs, queue_syncs};
 use crate::kommo::tokens::RefreshReason;
 use crate::kommo::{KommoError, is_valid_base_domain, new_webhook_token, webhook_url};
 use crate::state::AppState;
@@ -353,7 +352,7 @@ pub async fn create_connection(
     db::crm::store_tokens(&mut tx, id, &tokens, Some(account.id)).await?;
     let (token, hash) = new_webhook_token();
     db::crm::set_webhook_token_hash(&mut tx, org_id, id, &hash).await?;
-    let jobs = queue_syncs(&mut tx, org_id, id, &[SYNC_PIPELINES], Some(user.id)).await?;
+    let jobs = queue_syncs(&mut tx, org_id, id, &[SyncPart::Pipelines], Some(user.id)).await?;
     let connection = db::crm::connection(&mut tx, org_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -452,17 +451,17 @@ pub async fn sync(
     db::crm::connection(&mut tx, org_id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let types: &[&str] = match body.scope {
-        SyncScope::Pipelines => &[SYNC_PIPELINES],
-        SyncScope::Contacts => &[SYNC_CONTACTS],
-        SyncScope::All => &[SYNC_PIPELINES, SYNC_CONTACTS],
+    let parts: &[SyncPart] = match body.scope {
+        SyncScope::Pipelines => &[SyncPart::Pipelines],
+        SyncScope::Contacts => &[SyncPart::Contacts],
+        SyncScope::All => &[SyncPart::Pipelines, SyncPart::Contacts],
     };
-    let jobs = queue_syncs(&mut tx, org_id, id, types, Some(user.id)).await?;
+    let jobs = queue_syncs(&mut tx, org_id, id, parts, Some(user.id)).await?;
     let change = Change::new(
         "crm.connection.sync",
         "crm_connection",
         id,
-        json!({"jobs": types}),
+        json!({"jobs": jobs.iter().map(|j| j.job_type.as_str()).collect::<Vec<_>>()}),
     );
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;

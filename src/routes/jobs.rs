@@ -17,7 +17,7 @@ use crate::db::jobs::{Job, JobFilter, JobStatus};
 use crate::domain::page::{Page, Paginated};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
-use crate::jobs::types;
+use crate::jobs::job;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -50,7 +50,7 @@ pub struct CreateJob(serde_json::Value);
 
 impl Validate for CreateJob {
     /// The per-type rules need the database (ids must belong to the org), so they run in
-    /// the handler through `types::validate`.
+    /// the handler through `job::validate_client`.
     fn validate(&self) -> Result<(), ValidationErrors> {
         Ok(())
     }
@@ -89,13 +89,13 @@ pub async fn create(
     meta: RequestMeta,
     ApiJson(CreateJob(body)): ApiJson<CreateJob>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
-    let new = types::validate(body, &mut tx, org_id).await?;
+    let new = job::validate_client(body, &mut tx, org_id).await?;
     let job = db::jobs::insert(
         &mut tx,
         org_id,
-        &new.job_type,
+        new.job_type,
         &new.payload,
-        crate::jobs::DEFAULT_MAX_ATTEMPTS,
+        new.max_attempts,
         Some(user.id),
     )
     .await?;

@@ -26,8 +26,8 @@ use crate::http::error::kommo_unavailable;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiQuery, OrgTx, RequestMeta, UserTx, Write};
 use crate::http::validate::validate_http_url;
-use crate::jobs::DEFAULT_MAX_ATTEMPTS;
-use crate::jobs::types::SEND_MESSAGE;
+use crate::jobs::job;
+use crate::jobs::kinds::send_message;
 use crate::kommo::connect::{Connected, Connector};
 use crate::kommo::tokens::TokenError;
 use crate::kommo::{KommoError, is_valid_base_domain};
@@ -374,6 +374,15 @@ pub enum Channel {
     Email,
 }
 
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Chat => "chat",
+            Channel::Email => "email",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Attachment {
@@ -442,21 +451,24 @@ pub async fn send_message(
                 ApiError::validation("connection_id", "the organization has no Kommo connection")
             })?,
     };
-    let payload = json!({
-        "connection_id": connection.id,
-        "deal_id": body.deal_id,
-        "channel": body.channel,
-        "message": body.message,
-    });
-    let job = db::jobs::insert(
-        &mut tx,
-        org_id,
-        SEND_MESSAGE,
-        &payload,
-        DEFAULT_MAX_ATTEMPTS,
-        Some(user.id),
-    )
-    .await?;
+    let message = send_message::SendMessage {
+        connection_id: connection.id,
+        deal_id: body.deal_id,
+        channel: body.channel.as_str().into(),
+        message: send_message::Message {
+            subject: body.message.subject,
+            body: body.message.body,
+            attachments: body.message.attachments.map(|list| {
+                list.into_iter()
+                    .map(|a| send_message::Attachment {
+                        url: a.url,
+                        name: a.name,
+                    })
+                    .collect()
+            }),
+        },
+    };
+    let job = job::insert(&mut tx, org_id, &message, Some(user.id)).await?;
     let change = Change::new(
         "kommo.message.send",
         "job",

@@ -20,8 +20,8 @@ use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiQuery, OrgTx};
 use crate::http::rate_limit::{Decision, LimitClass};
-use crate::jobs::DEFAULT_MAX_ATTEMPTS;
-use crate::jobs::types::WEBHOOK;
+use crate::jobs::Job as _;
+use crate::jobs::kinds::Webhook;
 use crate::kommo::webhook::{self, AccountClaim, is_form, is_json};
 use crate::metrics;
 use crate::state::AppState;
@@ -168,12 +168,15 @@ async fn accept(
         body: text,
     };
     let job_id =
-        db::webhooks::insert_delivery(&mut tx, delivery, WEBHOOK, DEFAULT_MAX_ATTEMPTS).await?;
+        db::webhooks::insert_delivery(&mut tx, delivery, Webhook::TYPE, Webhook::MAX_ATTEMPTS)
+            .await?;
     tx.commit().await?;
     let Some(job_id) = job_id else {
         return Ok("duplicate");
     };
-    app.jobs.enqueue_committed(job_id, org_id, WEBHOOK).await;
+    app.jobs
+        .enqueue_committed(job_id, org_id, Webhook::TYPE)
+        .await;
     Ok("accepted")
 }
 

@@ -1,0 +1,50 @@
+//! Every job type, one module each, and the registry that lists them once.
+
+pub mod extract_knowledge_graph;
+pub mod process_asset;
+pub mod send_message;
+mod sync;
+pub mod sync_contacts;
+pub mod sync_pipelines;
+#[cfg(feature = "test-support")]
+pub mod testing;
+pub mod token_refresh;
+pub mod webhook;
+
+use crate::jobs::job::Registered;
+
+pub use extract_knowledge_graph::ExtractKnowledgeGraph;
+pub use process_asset::ProcessAsset;
+pub use send_message::SendMessage;
+pub use sync_contacts::SyncContacts;
+pub use sync_pipelines::SyncPipelines;
+pub use token_refresh::TokenRefresh;
+pub use webhook::Webhook;
+
+/// The error of the knowledge jobs until their executors exist.
+const NO_EXECUTOR: &str = "executor not configured";
+
+#[cfg(not(feature = "test-support"))]
+pub const REGISTRY: &[Registered] = &[
+    Registered::of::<ProcessAsset>(),
+    Registered::of::<ExtractKnowledgeGraph>(),
+    Registered::of::<SyncPipelines>(),
+    Registered::of::<SyncContacts>(),
+    Registered::of::<SendMessage>(),
+    Registered::of::<TokenRefresh>(),
+    Registered::of::<Webhook>(),
+];
+
+#[cfg(feature = "test-support")]
+pub const REGISTRY: &[Registered] = &[
+    Registered::of::<ProcessAsset>(),
+    Registered::of::<ExtractKnowledgeGraph>(),
+    Registered::of::<SyncPipelines>(),
+    Registered::of::<SyncContacts>(),
+    Registered::of::<SendMessage>(),
+    Registered::of::<TokenRefresh>(),
+    Registered::of::<Webhook>(),
+    Registered::of::<testing::TestSleep>(),
+    Registered::of::<testing::TestFail>(),
+    Registered::of::<testing::TestPanic>(),
+];
