@@ -15,6 +15,14 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
 
+/// The keys `agents-api migrate` needs valid.
+const MIGRATION_KEYS: &[&str] = &[
+    "APP_ENV",
+    "DATABASE_URL",
+    "DATABASE_MIGRATION_URL",
+    "LOG_FORMAT",
+];
+
 /// Every key the service reads, upper case as in the environment. `.env.example` lists
 /// each of them (a test keeps the two in step).
 pub const KEYS: &[&str] = &[
@@ -211,12 +219,57 @@ impl Config {
         Config::load(Some(&dir), |key| std::env::var(key).ok())
     }
 
+    /// What `agents-api migrate` reads: only the database and logging settings must be
+    /// valid (it needs no Redis, JWT or Kommo settings); the rest keep placeholders.
+    pub fn from_env_for_migration() -> Result<Config, ConfigError> {
+        let dir = std::env::var_os("APP_CONFIG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("config"));
+        Config::load_for_migration(Some(&dir), |key| std::env::var(key).ok())
+    }
+
+    /// `load`, holding only the problems of `MIGRATION_KEYS` (and of the files) against it.
+    pub fn load_for_migration(
+        config_dir: Option<&Path>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let (config, problems) = Config::parse(config_dir, lookup);
+        let problems: Vec<String> = problems
+            .into_iter()
+            .filter(|p| {
+                p.starts_with("config/")
+                    || MIGRATION_KEYS.iter().any(|key| {
+                        p.strip_prefix(key)
+                            .is_some_and(|rest| rest.starts_with(':'))
+                    })
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
     /// Layers defaults, the environment's file and `lookup` (the environment, or a map
     /// in tests). A file missing on disk falls back to the copy compiled into the binary.
     pub fn load(
         config_dir: Option<&Path>,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        let (config, problems) = Config::parse(config_dir, lookup);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Every key parsed (a placeholder where it could not be), and every problem found.
+    fn parse(
+        config_dir: Option<&Path>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> (Config, Vec<String>) {
         let mut problems = Vec::new();
         let mut raw: BTreeMap<String, String> = BTreeMap::new();
 
@@ -322,12 +375,8 @@ impl Config {
         };
         let mut problems = p.problems;
         config.check_rules(&mut problems);
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            problems.dedup();
-            Err(ConfigError { problems })
-        }
+        problems.dedup();
+        (config, problems)
     }
 
     /// Rules across keys, and the settings production refuses.

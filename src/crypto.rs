@@ -423,6 +423,25 @@ async fn check_sees_every_org(conn: &mut PgConnection) -> anyhow::Result<()> {
     )
 }
 
+/// A secret for a URL or a form field: 32 random bytes as unpadded base64url
+/// (43 characters), and the SHA-256 digest under which it is stored (webhook tokens,
+/// OAuth states). The secret itself is never stored.
+pub fn new_url_token() -> (String, Vec<u8>) {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let digest = token_digest(&token);
+    (token, digest)
+}
+
+/// The stored form of a URL token.
+pub fn token_digest(token: &str) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use secrecy::SecretBox;

@@ -66,7 +66,13 @@ fn main() -> ExitCode {
         };
     }
 
-    let config = match Config::from_env() {
+    // `migrate` runs before anything else exists (a Kubernetes Job, a first deploy): it
+    // needs only the database settings.
+    let loaded = match command {
+        Command::Migrate => Config::from_env_for_migration(),
+        _ => Config::from_env(),
+    };
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");

@@ -172,3 +172,12 @@ pub fn outgoing_headers() -> reqwest::header::HeaderMap {
     });
     headers
 }
+
+/// The text a panic carried (`panic!` with a literal or a formatted message).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

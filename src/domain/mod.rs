@@ -3,6 +3,7 @@
 //! `jobs/`, `kommo/` and `http/` can all use it without pointing at each other.
 
 pub mod fields;
+pub mod media;
 pub mod page;
 
 use std::net::IpAddr;

@@ -175,11 +175,7 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
 
 /// The request id is already in the task-local, so the 500 can quote it.
 pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
-    let message = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
+    let message = telemetry::panic_message(&*panic);
     ApiError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
 }
 

@@ -87,7 +87,7 @@ pub async fn execute(ctx: &JobContext, msg: JobMessage) -> crate::db::Result<()>
         Ok(outcome) => outcome,
         Err(e) if e.is_panic() => Err(JobError::Permanent(format!(
             "the job's handler panicked: {}",
-            panic_message(e.into_panic())
+            crate::telemetry::panic_message(&*e.into_panic())
         ))),
         Err(e) => Err(JobError::retry(format!(
             "the job's handler was cancelled: {e}"
@@ -207,14 +207,6 @@ async fn renew_lease(
             Err(e) => tracing::warn!(%job_id, error = %e, "could not renew the job's lease"),
         }
     }
-}
-
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 #[cfg(test)]

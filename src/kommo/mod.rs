@@ -83,14 +83,7 @@ impl Kommo {
 /// A new webhook secret: 256 random bits for the URL, and the SHA-256 digest that is all
 /// the database keeps.
 pub fn new_webhook_token() -> (String, Vec<u8>) {
-    use base64::Engine as _;
-    use rand::RngCore as _;
-    use sha2::Digest as _;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let hash = sha2::Sha256::digest(token.as_bytes()).to_vec();
-    (token, hash)
+    crate::crypto::new_url_token()
 }
 
 /// Where Kommo must send the connection's webhooks (shown to the user once).

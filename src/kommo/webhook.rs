@@ -42,23 +42,7 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// request. The rest stays in the stored body and is counted as dropped.
 pub const MAX_EVENTS: usize = 500;
 
-pub fn is_form(content_type: &str) -> bool {
-    essence(content_type) == "application/x-www-form-urlencoded"
-}
-
-pub fn is_json(content_type: &str) -> bool {
-    let e = essence(content_type);
-    e == "application/json" || (e.starts_with("application/") && e.ends_with("+json"))
-}
-
-fn essence(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
-}
+pub use crate::domain::media::{is_form, is_json};
 
 /// The body as a nested JSON object, whichever format it came in. Costs time linear in
 /// the body; callers run it off the async runtime (`spawn_blocking`).

@@ -7,13 +7,10 @@ use axum::http::StatusCode;
 use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use rand::RngCore as _;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::Digest as _;
 use uuid::Uuid;
 use validator::Validate;
 
@@ -46,7 +43,7 @@ pub fn router() -> Router<AppState> {
 }
 
 fn state_hash(state: &str) -> Vec<u8> {
-    sha2::Sha256::digest(state.as_bytes()).to_vec()
+    crate::crypto::token_digest(state)
 }
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
@@ -94,15 +91,13 @@ pub async fn start(
         .ok_or_else(|| {
             ApiError::validation("redirect_uri", "is required (no default is configured)")
         })?;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let state = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let (state, state_digest) = crate::crypto::new_url_token();
     let expires_at = Utc::now() + chrono::Duration::minutes(STATE_TTL_MINUTES);
     db::oauth::insert_state(
         &mut tx,
         org_id,
         user.id,
-        &state_hash(&state),
+        &state_digest,
         &redirect_uri,
         expires_at,
     )

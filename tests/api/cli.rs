@@ -461,10 +461,21 @@ async fn migrate_applies_the_schema_and_is_idempotent() {
     env.insert("DATABASE_URL".into(), runtime_url_for(&db));
     env.insert("DATABASE_MIGRATION_URL".into(), admin_url_for(&db));
 
+    // It needs only the database settings: no Redis, no JWT secret.
+    env.remove("REDIS_URL");
+    env.remove("JWT_SECRET");
     for attempt in ["first", "second"] {
         let r = run(&env, &["migrate"]);
         assert!(r.success(), "{attempt} `migrate` failed\n{}", r.output());
     }
+    // `serve` still refuses to start without them, naming both.
+    let r = run(&env, &["check-config"]);
+    assert!(!r.success(), "{}", r.output());
+    assert!(
+        r.output().contains("REDIS_URL") && r.output().contains("JWT_SECRET"),
+        "{}",
+        r.output()
+    );
     assert_migrations_applied_once(&db).await;
     assert_schema(&db).await;
     drop_database(&db).await;
