@@ -42,20 +42,8 @@ export HTTP_ADDR="${HTTP_ADDR:-127.0.0.1:8080}"
 "$bin" migrate
 
 # The runtime login role can only be created after the migration made its group
-# api_runtime. Re-asserting its attributes keeps re-runs converging on a role that is
-# neither superuser nor BYPASSRLS, which `serve` refuses.
-psql_admin "$DB_NAME" -q <<'SQL'
-SET client_min_messages = warning;
-DO $$
-BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'agents_api') THEN
-    CREATE ROLE agents_api LOGIN PASSWORD 'agents_api' IN ROLE api_runtime;
-  ELSE
-    ALTER ROLE agents_api LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD 'agents_api';
-    GRANT api_runtime TO agents_api;
-  END IF;
-END $$;
-SQL
+# api_runtime; re-running converges on a role that is neither superuser nor BYPASSRLS.
+RUNTIME_ROLE_PASSWORD=agents_api "$bin" runtime-role agents_api >/dev/null
 
 # Seeded as the superuser admin, to whom row-level security does not apply.
 psql_admin "$DB_NAME" -q <<SQL

@@ -95,18 +95,7 @@ export RUST_LOG="${RUST_LOG:-warn}"
 }
 
 # The runtime login role (as in dev.sh): member of api_runtime, never superuser/BYPASSRLS.
-psql_admin "$DB_NAME" -q <<'SQL'
-SET client_min_messages = warning;
-DO $$
-BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'agents_api') THEN
-    CREATE ROLE agents_api LOGIN PASSWORD 'agents_api' IN ROLE api_runtime;
-  ELSE
-    ALTER ROLE agents_api LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD 'agents_api';
-    GRANT api_runtime TO agents_api;
-  END IF;
-END $$;
-SQL
+RUNTIME_ROLE_PASSWORD=agents_api "$bin" runtime-role agents_api >/dev/null
 
 # Seeded as the admin, past RLS. The connections hold no Kommo tokens (calls that need
 # one answer 409); their webhook token is WEBHOOK_TOKEN.

@@ -16,7 +16,6 @@
 //! Nothing here puts key material or plaintext in an error, a log line or a `Debug`.
 
 use std::fmt;
-use std::time::Duration;
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{Aead, KeyInit, Nonce, Payload};
@@ -25,8 +24,8 @@ use rand::TryRngCore as _;
 use rand::rngs::OsRng;
 use secrecy::zeroize::Zeroize as _;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions as _, PgConnection, PgPool};
+
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::config::{Config, EncryptionKey};
@@ -305,21 +304,7 @@ struct SecretRow {
 /// stay), and a rerun after the fix resumes where it matters.
 pub async fn rotate_all(config: &Config) -> anyhow::Result<RotationReport> {
     let ring = KeyRing::from_config(config)?;
-    let options: PgConnectOptions = config
-        .database_migration_url
-        .expose_secret()
-        .parse()
-        .context("DATABASE_MIGRATION_URL")?;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(
-            options
-                .application_name("agents-api rotate-keys")
-                .disable_statement_logging(),
-        )
-        .await
-        .context("connecting with DATABASE_MIGRATION_URL")?;
+    let pool = crate::db::owner_pool(config, "rotate-keys").await?;
     let outcome = rotate_with(&pool, &ring).await;
     pool.close().await;
     outcome

@@ -47,6 +47,10 @@ enum Command {
     /// Re-encrypt every stored secret with the active (first) key of ENCRYPTION_KEYS,
     /// connecting with DATABASE_MIGRATION_URL (the owner of the tables).
     RotateKeys,
+    /// Create (or repair) the server's login role NAME in api_runtime, never superuser
+    /// or BYPASSRLS, as DATABASE_MIGRATION_URL after `migrate`; its password, when set,
+    /// comes from RUNTIME_ROLE_PASSWORD (never the command line).
+    RuntimeRole { name: String },
     /// Print the OpenAPI 3.1 document.
     Openapi,
 }
@@ -69,7 +73,7 @@ fn main() -> ExitCode {
     // `migrate` runs before anything else exists (a Kubernetes Job, a first deploy): it
     // needs only the database settings.
     let loaded = match command {
-        Command::Migrate => Config::from_env_for_migration(),
+        Command::Migrate | Command::RuntimeRole { .. } => Config::from_env_for_migration(),
         _ => Config::from_env(),
     };
     let config = match loaded {
@@ -105,7 +109,39 @@ fn main() -> ExitCode {
         Command::Migrate => run_async(config, false, true),
         Command::Serve { migrate } => run_async(config, true, migrate),
         Command::RotateKeys => rotate_keys(config),
+        Command::RuntimeRole { name } => runtime_role(config, &name),
         Command::Openapi => ExitCode::SUCCESS,
+    }
+}
+
+fn runtime_role(config: Config, name: &str) -> ExitCode {
+    let password = std::env::var("RUNTIME_ROLE_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format!("cannot start the runtime: {e}")),
+    };
+    let outcome = runtime.block_on(async {
+        let pool = agents_api::db::owner_pool(&config, "runtime-role").await?;
+        let done = match pool.acquire().await {
+            Ok(mut conn) => {
+                agents_api::db::ensure_runtime_role(&mut conn, name, password.as_deref()).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        pool.close().await;
+        done
+    });
+    match outcome {
+        Ok(()) => {
+            println!("runtime role {name} is ready (member of api_runtime)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("{e:#}")),
     }
 }
 

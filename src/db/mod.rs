@@ -14,9 +14,10 @@ pub mod webhooks;
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::{AssertSqlSafe, ConnectOptions, PgPool};
 
 use crate::config::{AppEnv, Config};
 
@@ -59,17 +60,73 @@ pub fn pool_options() -> PgPoolOptions {
     })
 }
 
+/// One connection as the owner role (`DATABASE_MIGRATION_URL`), for the commands that
+/// administer the database: `migrate`, `rotate-keys`, `runtime-role`.
+pub async fn owner_pool(config: &Config, command: &str) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = config
+        .database_migration_url
+        .expose_secret()
+        .parse()
+        .context("DATABASE_MIGRATION_URL")?;
+    PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(
+            options
+                .application_name(&format!("agents-api {command}"))
+                .disable_statement_logging(),
+        )
+        .await
+        .context("connecting with DATABASE_MIGRATION_URL")
+}
+
 /// Applies `migrations/` as the owner role. sqlx holds a PostgreSQL advisory lock while
 /// it migrates, so replicas starting together apply each migration exactly once.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let options: PgConnectOptions = config.database_migration_url.expose_secret().parse()?;
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options)
-        .await?;
+    let pool = owner_pool(config, "migrate").await?;
     MIGRATOR.run(&pool).await?;
     pool.close().await;
+    Ok(())
+}
+
+/// Creates the server's login role `name` in `api_runtime`, or brings an existing one
+/// back to that: LOGIN, never superuser or BYPASSRLS (which `serve` refuses), with
+/// `password` when given. The one place this SQL is written; dev.sh, schemathesis.sh,
+/// the compose stack and the tests all call it. Run after `migrate` (which makes the
+/// group) as the owner, who needs CREATEROLE.
+pub async fn ensure_runtime_role(
+    conn: &mut sqlx::PgConnection,
+    name: &str,
+    password: Option<&str>,
+) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let mut tx = conn.begin().await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+    // format() quotes the name and the password, so neither can break the statement.
+    let statements: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(CASE WHEN $3 THEN ARRAY[
+                    format('ALTER ROLE %I LOGIN NOSUPERUSER NOBYPASSRLS', $1),
+                    format('GRANT api_runtime TO %I', $1)]
+                ELSE ARRAY[format('CREATE ROLE %I LOGIN IN ROLE api_runtime', $1)] END
+              || CASE WHEN $2::text IS NULL THEN ARRAY[]::text[]
+                      ELSE ARRAY[format('ALTER ROLE %I PASSWORD %L', $1, $2)] END)",
+    )
+    .bind(name)
+    .bind(password)
+    .bind(exists)
+    .fetch_all(&mut *tx)
+    .await?;
+    for statement in statements {
+        sqlx::raw_sql(AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("setting up the runtime role {name}"))?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -115,7 +172,7 @@ pub async fn check_runtime_role(pool: &PgPool, config: &Config) -> anyhow::Resul
     let allowed = config.app_env == AppEnv::Development && config.allow_privileged_db_role;
     let message = format!(
         "the DATABASE_URL role `{}` {}. Row-level security needs an unprivileged login role; \
-         create one as the owner with\n  CREATE ROLE agents_api LOGIN PASSWORD '…' IN ROLE api_runtime;\n\
+         create one as the owner with\n  RUNTIME_ROLE_PASSWORD='…' agents-api runtime-role agents_api\n\
          and point DATABASE_URL at it (DATABASE_MIGRATION_URL keeps the owner for migrations).",
         facts.rolname,
         problems.join(", ")

@@ -520,7 +520,11 @@ async fn serve_refuses_a_superuser_role() {
     );
     let stderr = process.stderr();
     assert!(stderr.contains("superuser"), "{}", process.output());
-    assert!(stderr.contains("CREATE ROLE"), "{}", process.output());
+    assert!(
+        stderr.contains("agents-api runtime-role"),
+        "{}",
+        process.output()
+    );
 
     // The escape hatch is for development only.
     let mut env = serve_env(&db, admin_url_for(&db), free_port());
@@ -599,4 +603,52 @@ fn env_example_lists_every_configuration_key() {
         .filter(|key| !listed.contains(key))
         .collect();
     assert!(missing.is_empty(), "{path} does not list {missing:?}");
+}
+
+/// `runtime-role` creates the server's login role, needs only the database settings,
+/// quotes whatever name it is given, and repairs a role that was made privileged.
+#[tokio::test]
+async fn runtime_role_creates_and_repairs_the_login_role() {
+    let db = empty_database().await;
+    let mut env = base_env(&db);
+    env.insert("DATABASE_MIGRATION_URL".into(), admin_url_for(&db));
+    env.remove("REDIS_URL");
+    env.remove("JWT_SECRET");
+    assert!(run(&env, &["migrate"]).success());
+    let name = format!("rt_{}\"quoted", Uuid::new_v4().simple());
+    env.insert("RUNTIME_ROLE_PASSWORD".into(), "it's secret".into());
+    let facts = |name: String| async move {
+        let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
+        sqlx::query_as::<_, (bool, bool, bool, bool)>(
+            "SELECT r.rolcanlogin, r.rolsuper, r.rolbypassrls,
+                    pg_has_role(r.oid, 'api_runtime', 'MEMBER')
+             FROM pg_roles r WHERE r.rolname = $1",
+        )
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+    };
+    for attempt in ["first", "second"] {
+        let r = run(&env, &["runtime-role", &name]);
+        assert!(r.success(), "{attempt}: {}", r.output());
+        assert_eq!(
+            facts(name.clone()).await,
+            (true, false, false, true),
+            "{attempt}"
+        );
+    }
+    // Made privileged by hand, it is brought back.
+    let mut admin = PgConnection::connect(&admin_url()).await.unwrap();
+    let quoted = name.replace('"', "\"\"");
+    exec(
+        &mut admin,
+        &format!("ALTER ROLE \"{quoted}\" SUPERUSER BYPASSRLS"),
+    )
+    .await;
+    exec(&mut admin, &format!("REVOKE api_runtime FROM \"{quoted}\"")).await;
+    assert!(run(&env, &["runtime-role", &name]).success());
+    assert_eq!(facts(name.clone()).await, (true, false, false, true));
+    exec(&mut admin, &format!("DROP ROLE \"{quoted}\"")).await;
+    drop_database(&db).await;
 }

@@ -96,17 +96,9 @@ async fn template() -> String {
                 )
                 .await;
             }
-            exec(
-                &mut admin,
-                &format!(
-                    "DO $$ BEGIN
-                       IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{RUNTIME_ROLE}') THEN
-                         CREATE ROLE {RUNTIME_ROLE} LOGIN IN ROLE api_runtime;
-                       END IF;
-                     END $$"
-                ),
-            )
-            .await;
+            agents_api::db::ensure_runtime_role(&mut admin, RUNTIME_ROLE, None)
+                .await
+                .expect("the runtime role");
             sqlx::query("SELECT pg_advisory_unlock(7243001)")
                 .execute(&mut admin)
                 .await
