@@ -13,49 +13,8 @@ use crate::state::AppState;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "agents-api", description = "AI sales agents over Kommo CRM."),
-    paths(
-        routes::health::live,
-        routes::health::ready,
-        routes::me::me,
-        routes::orgs::create,
-        routes::orgs::show,
-        routes::members::list,
-        routes::members::upsert,
-        routes::members::remove,
-        routes::agents::list,
-        routes::agents::create,
-        routes::agents::show,
-        routes::agents::update,
-        routes::agents::set_status,
-        routes::agents::remove,
-        routes::audit::list,
-        routes::jobs::list,
-        routes::jobs::create,
-        routes::jobs::show,
-        routes::jobs::cancel,
-        routes::jobs::retry,
-        routes::crm::show_credentials,
-        routes::crm::put_credentials,
-        routes::crm::delete_credentials,
-        routes::crm::status,
-        routes::crm::list_connections,
-        routes::crm::create_connection,
-        routes::crm::show_connection,
-        routes::crm::delete_connection,
-        routes::crm::sync,
-        routes::crm::pipelines,
-        routes::crm::contacts,
-        routes::crm::rotate_webhook_secret,
-        routes::crm::refresh_token,
-        routes::kommo::start,
-        routes::kommo::callback,
-        routes::kommo::browser_callback,
-        routes::kommo::send_message,
-        routes::webhooks::receive,
-        routes::webhooks::list,
-    ),
     components(schemas(crate::http::error::Problem, crate::http::error::FieldError)),
-    modifiers(&BearerAuth, &ProblemResponses)
+    modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
 
@@ -128,8 +87,64 @@ impl Modify for ProblemResponses {
     }
 }
 
+/// The whole document: the routes' paths, then what applies to all of them.
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let (_, mut doc) = routes::api().split_for_parts();
+    finish(&mut doc);
+    doc
+}
+
+/// The modifiers that need the paths, in order: org scoping adds the security that the
+/// problem responses read.
+pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
+    OrgScoped.modify(doc);
+    ProblemResponses.modify(doc);
+}
+
+/// Every `/v1/orgs/{org_id}/…` operation needs a bearer token and takes the org id from
+/// its path: said here once instead of in each annotation.
+struct OrgScoped;
+
+impl Modify for OrgScoped {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::security::SecurityRequirement;
+        use utoipa::openapi::{KnownFormat, ObjectBuilder, Required, SchemaFormat, Type};
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/orgs/{org_id}") {
+                continue;
+            }
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                op.security.get_or_insert_with(|| {
+                    vec![SecurityRequirement::new("bearer", Vec::<String>::new())]
+                });
+                let params = op.parameters.get_or_insert_with(Vec::new);
+                let named = |p: &utoipa::openapi::RefOr<utoipa::openapi::path::Parameter>| matches!(p, utoipa::openapi::RefOr::T(p) if p.name == "org_id");
+                if !params.iter().any(named) {
+                    let org_id = ParameterBuilder::new()
+                        .name("org_id")
+                        .parameter_in(ParameterIn::Path)
+                        .required(Required::True)
+                        .schema(Some(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+                        ))
+                        .build();
+                    params.insert(0, org_id.into());
+                }
+            }
+        }
+    }
 }
 
 const DOCS_HTML: &str = include_str!("../assets/docs/index.html");
@@ -151,9 +166,14 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-pub fn router() -> Router<AppState> {
+/// `/v1/openapi.json` (the document the routes made) and the `/docs` page.
+pub fn router(document: utoipa::openapi::OpenApi) -> Router<AppState> {
+    let document = std::sync::Arc::new(document);
     Router::new()
-        .route("/v1/openapi.json", get(|| async { Json(document()) }))
+        .route(
+            "/v1/openapi.json",
+            get(move || async move { Json(document.as_ref().clone()) }),
+        )
         .route(
             "/docs",
             get(|| async { asset("text/html; charset=utf-8", DOCS_HTML) }),

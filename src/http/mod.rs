@@ -27,18 +27,9 @@ use crate::state::AppState;
 /// layer added runs first).
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
-    let routes = Router::new()
-        .merge(routes::health::router())
-        .merge(routes::me::router())
-        .merge(routes::orgs::router())
-        .merge(routes::members::router())
-        .merge(routes::agents::router())
-        .merge(routes::audit::router())
-        .merge(routes::jobs::router())
-        .merge(routes::crm::router())
-        .merge(routes::kommo::router())
-        .merge(routes::webhooks::router())
-        .merge(crate::openapi::router());
+    let (routes, mut document) = routes::api().split_for_parts();
+    crate::openapi::finish(&mut document);
+    let routes = routes.merge(crate::openapi::router(document));
     #[cfg(feature = "test-support")]
     let routes = routes.merge(routes::test_support::router());
     let routes = routes

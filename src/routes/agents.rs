@@ -1,11 +1,11 @@
 //! AI sales agents of an org.
 
-use axum::Router;
 use axum::http::StatusCode;
 use axum::response::Json;
-use axum::routing::{get, post};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 use validator::{Validate, ValidationError};
 
@@ -17,17 +17,11 @@ use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/orgs/{org_id}/agents", get(list).post(create))
-        .route(
-            "/v1/orgs/{org_id}/agents/{agent_id}",
-            get(show).patch(update).delete(remove),
-        )
-        .route(
-            "/v1/orgs/{org_id}/agents/{agent_id}/status",
-            post(set_status),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(set_status))
 }
 
 const MAX_SETTINGS_BYTES: usize = 64 * 1024;
@@ -247,7 +241,7 @@ async fn check_connection(
 
 /// The org's agents, newest first, with the total matching the filters.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/agents", tag = "agents",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ListAgents),
+    params(ListAgents),
     responses((status = 200, body = AgentList)))]
 pub async fn list(
     OrgTx { org_id, mut tx, .. }: OrgTx,
@@ -281,7 +275,7 @@ pub async fn list(
 
 /// Creates an agent.
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/agents", tag = "agents",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path)), request_body = CreateAgent,
+    request_body = CreateAgent,
     responses((status = 201, body = Agent)))]
 pub async fn create(
     OrgTx {
@@ -320,7 +314,7 @@ pub async fn create(
 
 /// One agent.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/agents/{agent_id}", tag = "agents",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("agent_id" = Uuid, Path)),
+    params(("agent_id" = Uuid, Path)),
     responses((status = 200, body = Agent)))]
 pub async fn show(
     OrgTx { org_id, mut tx, .. }: OrgTx,
@@ -335,7 +329,7 @@ pub async fn show(
 
 /// Changes the fields present in the body.
 #[utoipa::path(patch, path = "/v1/orgs/{org_id}/agents/{agent_id}", tag = "agents",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("agent_id" = Uuid, Path)),
+    params(("agent_id" = Uuid, Path)),
     request_body = UpdateAgent, responses((status = 200, body = Agent)))]
 pub async fn update(
     OrgTx {
@@ -400,7 +394,7 @@ pub async fn update(
 
 /// Sets the agent's status.
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/agents/{agent_id}/status", tag = "agents",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("agent_id" = Uuid, Path)),
+    params(("agent_id" = Uuid, Path)),
     request_body = SetStatus, responses((status = 200, body = Agent)))]
 pub async fn set_status(
     OrgTx {
@@ -429,7 +423,7 @@ pub async fn set_status(
 
 /// Deletes the agent.
 #[utoipa::path(delete, path = "/v1/orgs/{org_id}/agents/{agent_id}", tag = "agents",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("agent_id" = Uuid, Path)),
+    params(("agent_id" = Uuid, Path)),
     responses((status = 204)))]
 pub async fn remove(
     OrgTx {

@@ -1,14 +1,14 @@
 //! CRM credentials, connections, their sync, synced data, token refresh and webhook
 //! secrets. Secrets are write-only: no response ever carries one.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Json;
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 use validator::Validate;
 
@@ -26,43 +26,21 @@ use crate::kommo::tokens::RefreshReason;
 use crate::kommo::{KommoError, is_valid_base_domain, new_webhook_token, webhook_url};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/orgs/{org_id}/crm/credentials/{provider}",
-            get(show_credentials)
-                .put(put_credentials)
-                .delete(delete_credentials),
-        )
-        .route("/v1/orgs/{org_id}/crm/status", get(status))
-        .route(
-            "/v1/orgs/{org_id}/crm/connections",
-            get(list_connections).post(create_connection),
-        )
-        .route(
-            "/v1/orgs/{org_id}/crm/connections/{connection_id}",
-            get(show_connection).delete(delete_connection),
-        )
-        .route(
-            "/v1/orgs/{org_id}/crm/connections/{connection_id}/sync",
-            post(sync),
-        )
-        .route(
-            "/v1/orgs/{org_id}/crm/connections/{connection_id}/pipelines",
-            get(pipelines),
-        )
-        .route(
-            "/v1/orgs/{org_id}/crm/connections/{connection_id}/contacts",
-            get(contacts),
-        )
-        .route(
-            "/v1/orgs/{org_id}/crm/connections/{connection_id}/webhook-secret",
-            post(rotate_webhook_secret),
-        )
-        .route(
-            "/v1/orgs/{org_id}/crm/connections/{connection_id}/token/refresh",
-            post(refresh_token),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(
+            show_credentials,
+            put_credentials,
+            delete_credentials
+        ))
+        .routes(routes!(status))
+        .routes(routes!(list_connections, create_connection))
+        .routes(routes!(show_connection, delete_connection))
+        .routes(routes!(sync))
+        .routes(routes!(pipelines))
+        .routes(routes!(contacts))
+        .routes(routes!(rotate_webhook_secret))
+        .routes(routes!(refresh_token))
 }
 
 /// Only Kommo is supported; any other provider is a resource that does not exist.
@@ -111,7 +89,7 @@ pub struct PutCredentials {
 
 /// The org's integration credentials (never the secret).
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/crm/credentials/{provider}", tag = "crm",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("provider" = String, Path)),
+    params(("provider" = String, Path)),
     responses((status = 200, body = CredentialsView)))]
 pub async fn show_credentials(
     OrgTx { org_id, mut tx, .. }: OrgTx,
@@ -125,7 +103,7 @@ pub async fn show_credentials(
 
 /// Sets the integration's client id, secret and redirect URI.
 #[utoipa::path(put, path = "/v1/orgs/{org_id}/crm/credentials/{provider}", tag = "crm",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("provider" = String, Path)),
+    params(("provider" = String, Path)),
     request_body = PutCredentials, responses((status = 200, body = CredentialsView)))]
 pub async fn put_credentials(
     State(state): State<AppState>,
@@ -168,7 +146,7 @@ pub async fn put_credentials(
 
 /// Removes the integration's credentials.
 #[utoipa::path(delete, path = "/v1/orgs/{org_id}/crm/credentials/{provider}", tag = "crm",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("provider" = String, Path)),
+    params(("provider" = String, Path)),
     responses((status = 204)))]
 pub async fn delete_credentials(
     OrgTx {
@@ -218,7 +196,7 @@ pub struct CrmStatus {
 
 /// Whether the org's CRM integration is set up, and how its sync is doing.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/crm/status", tag = "crm",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ProviderQuery),
+    params(ProviderQuery),
     responses((status = 200, body = CrmStatus)))]
 pub async fn status(
     OrgTx { org_id, mut tx, .. }: OrgTx,
@@ -243,7 +221,7 @@ pub async fn status(
 
 /// The org's connections, newest first; never their tokens.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/crm/connections", tag = "crm",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ProviderQuery),
+    params(ProviderQuery),
     responses((status = 200, body = inline(Paginated<Connection>))))]
 pub async fn list_connections(
     OrgTx { org_id, mut tx, .. }: OrgTx,
@@ -288,7 +266,7 @@ pub struct ConnectionCreated {
 
 /// Stores a connection from a token the user pasted, after Kommo accepted it.
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/crm/connections", tag = "crm",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path)), request_body = CreateConnection,
+    request_body = CreateConnection,
     responses((status = 201, body = ConnectionCreated)))]
 pub async fn create_connection(
     State(state): State<AppState>,
@@ -377,7 +355,7 @@ pub async fn create_connection(
 
 /// One connection: status, account, token expiry, sync state, last error.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}", tag = "crm",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path)),
+    params(("connection_id" = Uuid, Path)),
     responses((status = 200, body = Connection)))]
 pub async fn show_connection(
     OrgTx { org_id, mut tx, .. }: OrgTx,
@@ -392,7 +370,7 @@ pub async fn show_connection(
 
 /// Deletes the connection and everything synced from it.
 #[utoipa::path(delete, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}", tag = "crm",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path)),
+    params(("connection_id" = Uuid, Path)),
     responses((status = 204)))]
 pub async fn delete_connection(
     OrgTx {
@@ -434,7 +412,7 @@ pub struct QueuedJobs {
 
 /// Queues a sync of pipelines, contacts or both; 202 with the jobs.
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}/sync", tag = "crm",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path)),
+    params(("connection_id" = Uuid, Path)),
     request_body = SyncRequest, responses((status = 202, body = QueuedJobs)))]
 pub async fn sync(
     State(state): State<AppState>,
@@ -476,7 +454,7 @@ pub struct PipelineList {
 
 /// The connection's synced pipelines with their stages.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}/pipelines", tag = "crm",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path)),
+    params(("connection_id" = Uuid, Path)),
     responses((status = 200, body = PipelineList)))]
 pub async fn pipelines(
     OrgTx { org_id, mut tx, .. }: OrgTx,
@@ -501,7 +479,7 @@ pub struct PageQuery {
 
 /// The connection's synced contacts, paginated.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}/contacts", tag = "crm",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path), PageQuery),
+    params(("connection_id" = Uuid, Path), PageQuery),
     responses((status = 200, body = inline(Paginated<ContactView>))))]
 pub async fn contacts(
     OrgTx { org_id, mut tx, .. }: OrgTx,
@@ -525,7 +503,7 @@ pub struct WebhookSecret {
 
 /// Replaces the connection's webhook secret; returns the new URL once.
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}/webhook-secret", tag = "crm",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path)),
+    params(("connection_id" = Uuid, Path)),
     responses((status = 200, body = WebhookSecret)))]
 pub async fn rotate_webhook_secret(
     State(state): State<AppState>,
@@ -557,7 +535,7 @@ pub struct RefreshedToken {
 
 /// Refreshes the connection's tokens now (concurrent requests share one refresh).
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/crm/connections/{connection_id}/token/refresh", tag = "crm",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("connection_id" = Uuid, Path)),
+    params(("connection_id" = Uuid, Path)),
     responses((status = 200, body = RefreshedToken)))]
 pub async fn refresh_token(
     State(state): State<AppState>,

@@ -3,8 +3,9 @@
 //! starts draining.
 
 use std::time::{Duration, Instant};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
@@ -16,11 +17,12 @@ use crate::state::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        // The short alias load balancers often probe; not in the document.
         .route("/health", get(ready))
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
+        .routes(routes!(live))
+        .routes(routes!(ready))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

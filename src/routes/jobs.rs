@@ -1,13 +1,13 @@
 //! Background jobs of an org: list, enqueue, inspect, cancel, retry. The API reads only
 //! the `jobs` table; the runner keeps it in step with the queue.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Json;
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 use validator::{Validate, ValidationErrors};
 
@@ -20,12 +20,12 @@ use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write
 use crate::jobs::job;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/orgs/{org_id}/jobs", get(list).post(create))
-        .route("/v1/orgs/{org_id}/jobs/{job_id}", get(show))
-        .route("/v1/orgs/{org_id}/jobs/{job_id}/cancel", post(cancel))
-        .route("/v1/orgs/{org_id}/jobs/{job_id}/retry", post(retry))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show))
+        .routes(routes!(cancel))
+        .routes(routes!(retry))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -58,7 +58,7 @@ impl Validate for CreateJob {
 
 /// The org's jobs, newest first.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/jobs", tag = "jobs",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ListJobs),
+    params(ListJobs),
     responses((status = 200, body = inline(Paginated<Job>))))]
 pub async fn list(
     OrgTx { org_id, mut tx, .. }: OrgTx,
@@ -76,7 +76,7 @@ pub async fn list(
 
 /// Queues a job; 202 with the job as recorded.
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/jobs", tag = "jobs",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path)), request_body = CreateJob,
+    request_body = CreateJob,
     responses((status = 202, body = Job)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -113,7 +113,7 @@ pub async fn create(
 
 /// One job: status, attempts, result or error.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/jobs/{job_id}", tag = "jobs",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("job_id" = Uuid, Path)),
+    params(("job_id" = Uuid, Path)),
     responses((status = 200, body = Job)))]
 pub async fn show(
     OrgTx { org_id, mut tx, .. }: OrgTx,
@@ -128,7 +128,7 @@ pub async fn show(
 
 /// queued → cancelled (it will never run); 409 in any other state.
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/jobs/{job_id}/cancel", tag = "jobs",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("job_id" = Uuid, Path)),
+    params(("job_id" = Uuid, Path)),
     responses((status = 200, body = Job)))]
 pub async fn cancel(
     OrgTx {
@@ -151,7 +151,7 @@ pub async fn cancel(
 
 /// failed → queued with a fresh set of attempts; 409 in any other state.
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/jobs/{job_id}/retry", tag = "jobs",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("job_id" = Uuid, Path)),
+    params(("job_id" = Uuid, Path)),
     responses((status = 202, body = Job)))]
 pub async fn retry(
     State(state): State<AppState>,

@@ -1,16 +1,16 @@
 //! Kommo OAuth (start, and the two callbacks: from the frontend's server and from the
 //! browser) and sending a message to a deal.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::post;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 use validator::Validate;
 
@@ -32,14 +32,11 @@ use crate::state::AppState;
 
 const STATE_TTL_MINUTES: i64 = 15;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/orgs/{org_id}/kommo/oauth/start", post(start))
-        .route(
-            "/v1/kommo/oauth/callback",
-            post(callback).get(browser_callback),
-        )
-        .route("/v1/orgs/{org_id}/kommo/messages", post(send_message))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start))
+        .routes(routes!(callback, browser_callback))
+        .routes(routes!(send_message))
 }
 
 fn state_hash(state: &str) -> Vec<u8> {
@@ -64,7 +61,7 @@ pub struct OauthStarted {
 
 /// Starts connecting a Kommo account: where to send the user, and the one-time state.
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/kommo/oauth/start", tag = "kommo",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path)), request_body = StartOauth,
+    request_body = StartOauth,
     responses((status = 200, body = OauthStarted)))]
 pub async fn start(
     State(app): State<AppState>,
@@ -412,7 +409,7 @@ pub struct SendMessage {
 
 /// Queues a message to a deal: a note in Kommo (`common` for chat, `outgoing_email`).
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/kommo/messages", tag = "kommo",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path)), request_body = SendMessage,
+    request_body = SendMessage,
     responses((status = 202, body = Job)))]
 pub async fn send_message(
     State(app): State<AppState>,

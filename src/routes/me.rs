@@ -1,9 +1,9 @@
 //! `GET /v1/me`: who the token belongs to and their orgs.
 
-use axum::Router;
 use axum::response::Json;
-use axum::routing::get;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::db;
@@ -12,8 +12,8 @@ use crate::http::error::ApiResult;
 use crate::http::extract::UserTx;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/me", get(me))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(me))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

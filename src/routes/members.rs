@@ -1,12 +1,12 @@
 //! Org membership: owners manage every role; admins may only add plain members; the
 //! last owner can be neither removed nor demoted.
 
-use axum::Router;
 use axum::http::StatusCode;
 use axum::response::Json;
-use axum::routing::{get, put};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 use validator::Validate;
 
@@ -18,13 +18,10 @@ use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Role, Write};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/orgs/{org_id}/members", get(list))
-        .route(
-            "/v1/orgs/{org_id}/members/{user_id}",
-            put(upsert).delete(remove),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(upsert, remove))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -45,7 +42,7 @@ pub struct PutMember {
 
 /// The org's members.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/members", tag = "members",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ListMembers),
+    params(ListMembers),
     responses((status = 200, body = inline(Paginated<Member>))))]
 pub async fn list(
     OrgTx { org_id, mut tx, .. }: OrgTx,
@@ -59,7 +56,7 @@ pub async fn list(
 
 /// Adds a member (201) or changes a member's role (200).
 #[utoipa::path(put, path = "/v1/orgs/{org_id}/members/{user_id}", tag = "members",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("user_id" = Uuid, Path)),
+    params(("user_id" = Uuid, Path)),
     request_body = PutMember,
     responses((status = 200, body = Member), (status = 201, body = Member)))]
 pub async fn upsert(
@@ -112,7 +109,7 @@ pub async fn upsert(
 /// Removes a member: owners remove anyone, and every member may leave (remove
 /// themselves). The last owner cannot go (409).
 #[utoipa::path(delete, path = "/v1/orgs/{org_id}/members/{user_id}", tag = "members",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ("user_id" = Uuid, Path)),
+    params(("user_id" = Uuid, Path)),
     responses((status = 204)))]
 pub async fn remove(
     OrgTx {

@@ -1,4 +1,5 @@
-//! One module per resource, each exposing `router()`.
+//! One module per resource, each exposing `router()`: its routes, registered once from
+//! their `#[utoipa::path]` annotations (the path is written nowhere else).
 
 pub mod agents;
 pub mod audit;
@@ -12,3 +13,22 @@ pub mod orgs;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 pub mod webhooks;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::state::AppState;
+
+/// Every documented route, with the OpenAPI paths they make.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(<crate::openapi::ApiDoc as utoipa::OpenApi>::openapi())
+        .merge(health::router())
+        .merge(me::router())
+        .merge(orgs::router())
+        .merge(members::router())
+        .merge(agents::router())
+        .merge(audit::router())
+        .merge(jobs::router())
+        .merge(crm::router())
+        .merge(kommo::router())
+        .merge(webhooks::router())
+}

@@ -1,12 +1,12 @@
 //! Organizations: create one (the caller becomes its owner) and read one.
 
-use axum::Router;
 use axum::http::StatusCode;
 use axum::response::Json;
-use axum::routing::{get, post};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use validator::Validate;
 
 use crate::db;
@@ -16,10 +16,10 @@ use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, OrgTx, RequestMeta, Role, UserTx};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/orgs", post(create))
-        .route("/v1/orgs/{org_id}", get(show))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(show))
 }
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
@@ -122,8 +122,7 @@ pub async fn create(
 }
 
 /// The org and the caller's role in it.
-#[utoipa::path(get, path = "/v1/orgs/{org_id}", tag = "orgs", security(("bearer" = [])),
-    params(("org_id" = uuid::Uuid, Path)), responses((status = 200, body = OrgWithRole)))]
+#[utoipa::path(get, path = "/v1/orgs/{org_id}", tag = "orgs", params(("org_id" = uuid::Uuid, Path)), responses((status = 200, body = OrgWithRole)))]
 pub async fn show(
     OrgTx {
         org_id,

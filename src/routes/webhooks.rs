@@ -1,16 +1,16 @@
 //! Kommo webhooks: `POST /v1/kommo/webhooks/{connection_id}/{token}`, checked, stored and
 //! answered at once (a job parses them), and the org's received events.
 
-use axum::Router;
 use axum::body::to_bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::db;
@@ -26,10 +26,10 @@ use crate::kommo::webhook::{self, AccountClaim, is_form, is_json};
 use crate::metrics;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/kommo/webhooks/{connection_id}/{token}", post(receive))
-        .route("/v1/orgs/{org_id}/webhook-events", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(receive))
+        .routes(routes!(list))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -226,7 +226,7 @@ pub struct ListEvents {
 
 /// Webhook events received for the org, newest first.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/webhook-events", tag = "webhooks",
-    security(("bearer" = [])), params(("org_id" = Uuid, Path), ListEvents),
+    params(ListEvents),
     responses((status = 200, body = inline(Paginated<WebhookEvent>))))]
 pub async fn list(
     OrgTx { org_id, mut tx, .. }: OrgTx,
