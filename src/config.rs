@@ -213,19 +213,22 @@ impl Config {
     /// Reads the process environment and the files under `APP_CONFIG_DIR` (default
     /// `./config`).
     pub fn from_env() -> Result<Config, ConfigError> {
-        let dir = std::env::var_os("APP_CONFIG_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("config"));
-        Config::load(Some(&dir), |key| std::env::var(key).ok())
+        Config::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// `from_env` with another source of variables (the environment and a `.env` file).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let dir = PathBuf::from(lookup("APP_CONFIG_DIR").unwrap_or_else(|| "config".into()));
+        Config::load(Some(&dir), lookup)
     }
 
     /// What `agents-api migrate` reads: only the database and logging settings must be
     /// valid (it needs no Redis, JWT or Kommo settings); the rest keep placeholders.
-    pub fn from_env_for_migration() -> Result<Config, ConfigError> {
-        let dir = std::env::var_os("APP_CONFIG_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("config"));
-        Config::load_for_migration(Some(&dir), |key| std::env::var(key).ok())
+    pub fn from_lookup_for_migration(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let dir = PathBuf::from(lookup("APP_CONFIG_DIR").unwrap_or_else(|| "config".into()));
+        Config::load_for_migration(Some(&dir), lookup)
     }
 
     /// `load`, holding only the problems of `MIGRATION_KEYS` (and of the files) against it.

@@ -3,6 +3,7 @@
 //! `main.rs` is only the command line; this crate builds the application state, the
 //! router and the server so that tests run exactly what production runs.
 
+pub mod app;
 pub mod config;
 pub mod crypto;
 pub mod db;
@@ -19,10 +20,6 @@ pub mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;
-
-use anyhow::Context as _;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::Db;
@@ -56,89 +53,20 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
 }
 
 /// `agents-api serve`: refuses a privileged database role, serves until SIGTERM or
-/// SIGINT, then drains.
+/// SIGINT, then drains (`App::run`); a second signal exits at once.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let state = build_state(config)?;
-    db::check_runtime_role(state.db.pool(), &state.config)
-        .await
-        .context("checking the database role of DATABASE_URL")?;
-    let config = state.config.clone();
-    let listener = TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("binding HTTP_ADDR {}", config.http_addr))?;
-    tracing::info!(addr = %config.http_addr, env = config.app_env.as_str(), "agents-api listening");
-
+    let listeners = app::Listeners::bind(&config).await?;
+    let app = app::App::build(config, listeners).await?;
     let mut signals = ShutdownSignals::register();
-    let stop = CancellationToken::new();
-    let router = http::router(state.clone());
-    let server = tokio::spawn(http::serve(
-        listener,
-        router,
-        config.http_max_connections,
-        stop.clone().cancelled_owned(),
-    ));
-    let job_context = job_context(&state);
-    // JOB_CONCURRENCY=0: an API-only replica; jobs run on the replicas that have workers.
-    let workers = if config.job_concurrency > 0 {
-        tokio::spawn(jobs::run_workers(
-            job_context.clone(),
-            stop.clone().cancelled_owned(),
-        ))
-    } else {
-        tracing::info!("JOB_CONCURRENCY=0: this process runs no jobs");
-        tokio::spawn(async { Ok(()) })
-    };
-    tokio::spawn(scheduler(&state).run(stop.clone()));
-    if let Some(addr) = config.metrics_addr {
-        let metrics = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding METRICS_ADDR {addr}"))?;
-        tracing::info!(%addr, "metrics listening");
-        tokio::spawn(http::serve(
-            metrics,
-            crate::metrics::router(state.clone()),
-            64,
-            stop.clone().cancelled_owned(),
-        ));
-    }
-
-    signals.next().await;
-    tracing::info!("shutdown signal received; draining");
-    state.lifecycle.start_draining();
-    tokio::spawn(async move {
+    app.run(async move {
         signals.next().await;
-        tracing::warn!("second signal: exiting at once");
-        std::process::exit(1);
-    });
-    tokio::time::sleep(config.shutdown_drain_delay).await;
-    // The listener closes and the workers take no new job; both get the grace period
-    // for what they are still doing.
-    stop.cancel();
-    let drained = tokio::time::timeout(config.shutdown_grace, async {
-        let (http, jobs) = tokio::join!(server, workers);
-        (http, jobs)
+        tokio::spawn(async move {
+            signals.next().await;
+            tracing::warn!("second signal: exiting at once");
+            std::process::exit(1);
+        });
     })
-    .await;
-    match drained {
-        Ok((http, jobs)) => {
-            if let Ok(Err(e)) = http {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-            if let Ok(Err(e)) = jobs {
-                tracing::error!(error = %e, "job workers failed");
-            }
-            tracing::info!("drained; bye");
-        }
-        Err(_) => tracing::warn!(
-            grace_secs = config.shutdown_grace.as_secs(),
-            "still busy after SHUTDOWN_GRACE_SECS; exiting anyway"
-        ),
-    }
-    // Jobs still running past the grace period go back to the queue now rather than
-    // after their lease lapses.
-    job_context.release_in_flight().await;
-    state.db.pool().close().await;
-    Ok(())
+    .await
 }
 
 pub fn job_context(state: &AppState) -> JobContext {

@@ -1,5 +1,6 @@
 //! The `agents-api` command line.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -56,7 +57,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let _ = dotenv_file();
+    let dotenv = dotenv_file();
+    let lookup = |key: &str| std::env::var(key).ok().or_else(|| dotenv.get(key).cloned());
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve { migrate: false });
 
@@ -73,8 +75,8 @@ fn main() -> ExitCode {
     // `migrate` runs before anything else exists (a Kubernetes Job, a first deploy): it
     // needs only the database settings.
     let loaded = match command {
-        Command::Migrate | Command::RuntimeRole { .. } => Config::from_env_for_migration(),
-        _ => Config::from_env(),
+        Command::Migrate | Command::RuntimeRole { .. } => Config::from_lookup_for_migration(lookup),
+        _ => Config::from_lookup(lookup),
     };
     let config = match loaded {
         Ok(config) => config,
@@ -106,18 +108,18 @@ fn main() -> ExitCode {
                 Err(e) => fail(format!("cannot sign a token: {e}")),
             }
         }
-        Command::Migrate => run_async(config, false, true),
-        Command::Serve { migrate } => run_async(config, true, migrate),
+        Command::Migrate => run_async(config, lookup("RUST_LOG"), false, true),
+        Command::Serve { migrate } => run_async(config, lookup("RUST_LOG"), true, migrate),
         Command::RotateKeys => rotate_keys(config),
-        Command::RuntimeRole { name } => runtime_role(config, &name),
+        Command::RuntimeRole { name } => {
+            runtime_role(config, &name, lookup("RUNTIME_ROLE_PASSWORD"))
+        }
         Command::Openapi => ExitCode::SUCCESS,
     }
 }
 
-fn runtime_role(config: Config, name: &str) -> ExitCode {
-    let password = std::env::var("RUNTIME_ROLE_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty());
+fn runtime_role(config: Config, name: &str, password: Option<String>) -> ExitCode {
+    let password = password.filter(|p| !p.is_empty());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -145,7 +147,7 @@ fn runtime_role(config: Config, name: &str) -> ExitCode {
     }
 }
 
-fn run_async(config: Config, serve: bool, migrate: bool) -> ExitCode {
+fn run_async(config: Config, log_filter: Option<String>, serve: bool, migrate: bool) -> ExitCode {
     // Sentry before the runtime; its guard lives until the process ends (and flushes).
     let _sentry = agents_api::telemetry::init_sentry(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -156,7 +158,7 @@ fn run_async(config: Config, serve: bool, migrate: bool) -> ExitCode {
         Err(e) => return fail(format!("cannot start the runtime: {e}")),
     };
     let outcome = runtime.block_on(async move {
-        let telemetry = agents_api::telemetry::init(&config);
+        let telemetry = agents_api::telemetry::init(&config, log_filter.as_deref());
         let outcome = run(config, serve, migrate).await;
         telemetry.shutdown();
         outcome
@@ -203,21 +205,21 @@ fn fail(message: String) -> ExitCode {
 }
 
 /// Loads `.env` from the working directory when present; real environment variables win.
-fn dotenv_file() -> std::io::Result<()> {
-    let text = std::fs::read_to_string(".env")?;
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some((key, value)) = line.split_once('=') {
-            let key = key.trim();
-            let value = value.trim().trim_matches('"');
-            if std::env::var_os(key).is_none() {
-                // SAFETY: called at the very start of main, before any thread exists.
-                unsafe { std::env::set_var(key, value) };
-            }
-        }
-    }
-    Ok(())
+/// The variables of a `.env` file in the working directory, when there is one. They are
+/// looked up after the real environment (which wins) and never written into it.
+fn dotenv_file() -> HashMap<String, String> {
+    let Ok(text) = std::fs::read_to_string(".env") else {
+        return HashMap::new();
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| {
+            (
+                key.trim().to_string(),
+                value.trim().trim_matches('"').to_string(),
+            )
+        })
+        .collect()
 }

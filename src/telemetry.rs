@@ -50,10 +50,12 @@ pub fn init_sentry(config: &Config) -> Option<sentry::ClientInitGuard> {
 }
 
 /// Logging, and tracing export when configured. Call inside the runtime.
-pub fn init(config: &Config) -> Telemetry {
+/// `log_filter` is `RUST_LOG` (from the environment or `.env`).
+pub fn init(config: &Config, log_filter: Option<&str>) -> Telemetry {
     let filter = || {
-        EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn,opentelemetry=warn"))
+        log_filter
+            .and_then(|f| EnvFilter::try_new(f).ok())
+            .unwrap_or_else(|| EnvFilter::new("info,sqlx=warn,tower_http=warn,opentelemetry=warn"))
     };
     let logs = match config.log_format {
         LogFormat::Json => fmt::layer()

@@ -652,3 +652,31 @@ async fn runtime_role_creates_and_repairs_the_login_role() {
     exec(&mut admin, &format!("DROP ROLE \"{quoted}\"")).await;
     drop_database(&db).await;
 }
+
+/// A `.env` file in the working directory fills in what the environment does not set;
+/// the real environment wins. (It is read, never written into the process environment.)
+#[test]
+fn a_dotenv_file_fills_in_and_the_environment_wins() {
+    let dir = crate::process::TempDir::new();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!(
+            "# local settings\nJWT_SECRET=\"{JWT_SECRET}\"\nREDIS_URL=redis://127.0.0.1:6379\nHTTP_ADDR=127.0.0.1:1111\n"
+        ),
+    )
+    .unwrap();
+    let mut env = base_env("dotenv");
+    env.remove("JWT_SECRET");
+    env.remove("REDIS_URL");
+    env.insert("HTTP_ADDR".into(), "127.0.0.1:2222".into());
+    let out = crate::process::command(dir.path(), &env, &["check-config"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("HTTP_ADDR=127.0.0.1:2222"), "{stdout}");
+}

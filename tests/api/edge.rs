@@ -604,7 +604,6 @@ async fn security_headers_are_on_every_response() {
     }
 }
 
-#[cfg(feature = "test-support")]
 #[tokio::test]
 async fn a_panic_answers_500_problem_with_security_headers_and_no_panic_text() {
     let app = TestApp::spawn().await;
@@ -688,7 +687,6 @@ async fn a_six_megabyte_body_is_refused_with_413() {
 
 // --- 8. handler timeout ---
 
-#[cfg(feature = "test-support")]
 #[tokio::test]
 async fn a_handler_over_the_timeout_answers_504() {
     let app = TestApp::spawn_with(|env| set(env, &[("REQUEST_TIMEOUT_SECS", "1")])).await;

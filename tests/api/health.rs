@@ -53,13 +53,25 @@ async fn ready_fails_when_redis_is_unreachable() {
 
 #[tokio::test]
 async fn ready_fails_when_postgres_is_unreachable() {
+    // It starts with PostgreSQL there (serve checks its role first), then loses it.
+    let admin = url::Url::parse(&crate::helpers::admin_url()).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        admin.host_str().unwrap(),
+        admin.port_or_known_default().unwrap()
+    );
+    let proxy = crate::fault_proxy::FaultProxy::start(&upstream).await;
     let app = TestApp::spawn_with(|env| {
-        env.insert(
-            "DATABASE_URL".into(),
-            "postgres://agents_api_test@127.0.0.1:1/none".into(),
-        );
+        let url = env["DATABASE_URL"].clone();
+        let named = if url.contains(&upstream) {
+            upstream.clone()
+        } else {
+            admin.host_str().unwrap().to_string()
+        };
+        env.insert("DATABASE_URL".into(), proxy.url_for(&url, &named));
     })
     .await;
+    proxy.set(crate::fault_proxy::Fault::Refuse);
     let r = into_response(
         app.client
             .get(app.url("/health/ready"))

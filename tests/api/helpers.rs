@@ -312,28 +312,27 @@ impl TestApp {
         adjust: impl FnOnce(&mut AppState),
         with_jobs: bool,
     ) -> TestApp {
-        let config = config_from(&env);
-        let mut state = agents_api::build_state(config).expect("state");
-        adjust(&mut state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let router = agents_api::http::router(state.clone());
-        let stop = CancellationToken::new();
-        tokio::spawn(agents_api::http::serve(
-            listener,
-            router,
-            state.config.http_max_connections,
-            stop.clone().cancelled_owned(),
-        ));
-        if with_jobs {
-            tokio::spawn(agents_api::jobs::run_workers(
-                agents_api::job_context(&state),
-                stop.clone().cancelled_owned(),
-            ));
-            tokio::spawn(agents_api::scheduler(&state).run(stop.clone()));
+        show_logs_when_asked();
+        // The composition `serve` runs; an app without jobs is an API-only replica.
+        let mut app_env = env.clone();
+        if !with_jobs {
+            app_env.insert("JOB_CONCURRENCY".into(), "0".into());
         }
+        let config = config_from(&app_env);
+        let listeners = agents_api::app::Listeners {
+            http: tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind"),
+            metrics: None,
+        };
+        let mut app = agents_api::app::App::build(config, listeners)
+            .await
+            .expect("the app");
+        adjust(app.state_mut());
+        let addr = app.http_addr().expect("addr");
+        let state = app.state().clone();
+        let stop = CancellationToken::new();
+        tokio::spawn(app.run(stop.clone().cancelled_owned()));
         TestApp {
             addr,
             db_name,
@@ -489,4 +488,21 @@ pub fn sign_hs256(claims: &Value, secret: &str) -> String {
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("sign")
+}
+
+/// `TEST_LOG=1` prints the apps' logs (level from `RUST_LOG`, default `info`) with the
+/// test output; without it the tests stay quiet.
+fn show_logs_when_asked() {
+    static LOGS: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("TEST_LOG").is_none() {
+        return;
+    }
+    LOGS.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
 }

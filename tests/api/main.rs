@@ -1,5 +1,13 @@
 //! The integration tests: one binary, the real app against real PostgreSQL and Redis.
 
+// Many tests drive the test-only job types and routes; without the feature they would
+// silently not exist.
+#[cfg(not(feature = "test-support"))]
+compile_error!(
+    "the integration tests need the `test-support` feature: run ./scripts/test.sh, or \
+     cargo test --features test-support"
+);
+
 mod helpers;
 #[allow(dead_code)]
 mod kommo_support;
@@ -9,19 +17,15 @@ mod agents;
 mod audit;
 mod auth;
 mod cli;
-#[cfg(feature = "test-support")]
 mod cluster;
 mod crypto;
 mod edge;
 mod errors;
 mod fake_kommo;
 mod fault_proxy;
-#[cfg(feature = "test-support")]
 mod faults;
 mod health;
-#[cfg(feature = "test-support")]
 mod job_processes;
-#[cfg(feature = "test-support")]
 mod jobs;
 mod kommo_oauth;
 mod kommo_sync;
@@ -30,11 +34,8 @@ mod members;
 mod observability;
 mod openapi;
 mod orgs;
-#[cfg(feature = "test-support")]
 mod replicas;
 mod rls;
-#[cfg(feature = "test-support")]
 mod rolling_restart;
-#[cfg(feature = "test-support")]
 mod telemetry;
 mod webhooks;
