@@ -1,6 +1,7 @@
 //! Queries on the CRM tables: credentials, connections (whose secrets are stored
 //! encrypted by the caller), and the synced pipelines, stages and contacts.
 
+use crate::domain::{ConnectionStatus, Provider};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -97,11 +98,11 @@ pub async fn delete_credentials(
 pub struct Connection {
     pub id: Uuid,
     pub org_id: Uuid,
-    pub provider: String,
+    pub provider: Provider,
     pub base_domain: String,
     pub account_id: Option<i64>,
     pub scope: Option<String>,
-    pub status: String,
+    pub status: ConnectionStatus,
     pub token_expires_at: Option<DateTime<Utc>>,
     /// `{status, pipelines: {status, started_at, finished_at, count, error}, contacts: {…}}`
     #[schema(value_type = Object)]
@@ -214,7 +215,7 @@ pub struct ConnectionSecrets {
     pub id: Uuid,
     pub org_id: Uuid,
     pub base_domain: String,
-    pub status: String,
+    pub status: ConnectionStatus,
     pub access_token_enc: Option<Vec<u8>>,
     pub refresh_token_enc: Option<Vec<u8>>,
     pub token_expires_at: Option<DateTime<Utc>>,

@@ -1,5 +1,6 @@
 //! Queries on `webhook_events`: raw deliveries and the events parsed out of them.
 
+use crate::domain::EventStatus;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -173,7 +174,7 @@ pub struct WebhookEvent {
     /// The stored payload is larger than `LISTED_PAYLOAD_BYTES` (or nested too deep to
     /// return), so the list leaves it out.
     pub payload_truncated: bool,
-    pub status: String,
+    pub status: EventStatus,
     pub error: Option<String>,
     pub received_at: DateTime<Utc>,
     pub processed_at: Option<DateTime<Utc>>,
@@ -194,7 +195,7 @@ struct EventRow {
     /// Text, not jsonb: a row stored before depth limits existed may nest deeper than
     /// serde_json decodes, and must not make the whole page fail.
     payload: Option<String>,
-    status: String,
+    status: EventStatus,
     error: Option<String>,
     received_at: DateTime<Utc>,
     processed_at: Option<DateTime<Utc>>,

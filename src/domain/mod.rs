@@ -72,6 +72,43 @@ pub enum JobStatus {
     Cancelled,
 }
 
+/// A CRM connection's state: `pending` until its tokens are stored, `connected`,
+/// `error` when Kommo refused its grant (reconnect it), `disconnected`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum ConnectionStatus {
+    Pending,
+    Connected,
+    Error,
+    Disconnected,
+}
+
+/// A webhook event's state: `received` until its job parsed it, then `processed` or
+/// `failed`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum EventStatus {
+    Received,
+    Processed,
+    Failed,
+}
+
+/// The CRMs the service connects to.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Provider {
+    Kommo,
+}
+
 /// The caller, as proven by a verified access token (`http::auth` verifies it).
 #[derive(Debug, Clone)]
 pub struct AuthUser {

@@ -17,6 +17,7 @@ use crate::db;
 use crate::db::audit::Change;
 use crate::db::crm::{Connection, ContactView, PipelineView, StoredTokens};
 use crate::db::jobs::Job;
+use crate::domain::ConnectionStatus;
 use crate::domain::page::{Page, Paginated};
 use crate::http::error::{ApiError, ApiResult, kommo_unavailable};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
@@ -209,7 +210,9 @@ pub async fn status(
     Ok(Json(CrmStatus {
         provider: provider.into(),
         credentials_configured: creds.is_some(),
-        connection_configured: connection.as_ref().is_some_and(|c| c.status == "connected"),
+        connection_configured: connection
+            .as_ref()
+            .is_some_and(|c| c.status == ConnectionStatus::Connected),
         sync: connection
             .as_ref()
             .map(|c| c.sync.clone())
