@@ -18,6 +18,21 @@ use crate::state::AppState;
 )]
 pub struct ApiDoc;
 
+/// The operations of a path, whichever methods it has.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.patch,
+        &mut item.delete,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -54,16 +69,7 @@ impl Modify for ProblemResponses {
                 .build()
         };
         for item in openapi.paths.paths.values_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for op in operations(item) {
                 let responses = &mut op.responses.responses;
                 if op.security.is_some() {
                     for (code, text) in [
@@ -114,16 +120,7 @@ impl Modify for OrgScoped {
             if !path.starts_with("/v1/orgs/{org_id}") {
                 continue;
             }
-            for op in [
-                &mut item.get,
-                &mut item.post,
-                &mut item.put,
-                &mut item.patch,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for op in operations(item) {
                 op.security.get_or_insert_with(|| {
                     vec![SecurityRequirement::new("bearer", Vec::<String>::new())]
                 });

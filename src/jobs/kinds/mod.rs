@@ -24,7 +24,6 @@ pub use webhook::Webhook;
 /// The error of the knowledge jobs until their executors exist.
 const NO_EXECUTOR: &str = "executor not configured";
 
-#[cfg(not(feature = "test-support"))]
 pub const REGISTRY: &[Registered] = &[
     Registered::of::<ProcessAsset>(),
     Registered::of::<ExtractKnowledgeGraph>(),
@@ -33,18 +32,10 @@ pub const REGISTRY: &[Registered] = &[
     Registered::of::<SendMessage>(),
     Registered::of::<TokenRefresh>(),
     Registered::of::<Webhook>(),
-];
-
-#[cfg(feature = "test-support")]
-pub const REGISTRY: &[Registered] = &[
-    Registered::of::<ProcessAsset>(),
-    Registered::of::<ExtractKnowledgeGraph>(),
-    Registered::of::<SyncPipelines>(),
-    Registered::of::<SyncContacts>(),
-    Registered::of::<SendMessage>(),
-    Registered::of::<TokenRefresh>(),
-    Registered::of::<Webhook>(),
+    #[cfg(feature = "test-support")]
     Registered::of::<testing::TestSleep>(),
+    #[cfg(feature = "test-support")]
     Registered::of::<testing::TestFail>(),
+    #[cfg(feature = "test-support")]
     Registered::of::<testing::TestPanic>(),
 ];
