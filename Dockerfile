@@ -14,11 +14,13 @@ RUN mkdir src \
  && touch src/lib.rs \
  && cargo build --release --locked --bin agents-api
 
-# Everything the crate reads at compile time: migrations/ (sqlx::migrate!), config/ and
+# Everything the crate reads at compile time: migrations/ (sqlx::migrate!), .sqlx/ (the
+# query metadata sqlx::query! checks against offline), config/ and
 # assets/ (include_str!). scripts/check-image.sh rebuilds from exactly these lines.
 COPY migrations ./migrations
 COPY config ./config
 COPY assets ./assets
+COPY .sqlx ./.sqlx
 COPY src ./src
 # COPY keeps the context's mtimes, which can be older than the stub build: touch so
 # cargo rebuilds the crate instead of shipping the stub.

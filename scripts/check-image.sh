@@ -189,6 +189,10 @@ for root, _, files in os.walk("src"):
                 wanted = os.path.normpath(m.group(3))
             if not os.path.exists(os.path.join(b["workdir"], wanted)):
                 missing.append(f"{path} embeds `{wanted}`")
+        # query!/query_as!/query_scalar! check against .sqlx/ when built offline.
+        if re.search(r'sqlx::query(_as|_scalar)?!\(', open(path, encoding="utf-8").read()) \
+                and not os.path.isdir(os.path.join(b["workdir"], ".sqlx")):
+            missing.append(f"{path} has compile-checked queries, whose offline data is `.sqlx/`")
 if missing:
     sys.exit("check-image.sh: the builder stage would fail; its context lacks:\n  "
              + "\n  ".join(missing)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole suite: format, lint, unit and integration tests against real
+# Runs the whole suite: format, lint, the compile-checked SQL's offline data
+# (scripts/sqlx-prepare.sh --check), unit and integration tests against real
 # PostgreSQL and Redis (started here when installed but not running), then Schemathesis
 # against a running server (scripts/schemathesis.sh), the Kubernetes manifests
 # (scripts/validate-k8s.sh) and the container image without Docker (scripts/check-image.sh).
@@ -33,6 +34,8 @@ step="cargo fmt"
 cargo fmt --all -- --check
 step="cargo clippy"
 cargo clippy --all-targets --all-features --locked -- -D warnings
+step="sqlx offline data"
+./scripts/sqlx-prepare.sh --check
 step="cargo test"
 cargo test --locked --features test-support -- "$@"
 step="schemathesis"
@@ -42,4 +45,4 @@ step="kubernetes manifests"
 step="container image"
 ./scripts/check-image.sh
 
-echo "test.sh: OK (fmt, clippy, tests, schemathesis, manifests, image) in $((SECONDS - started))s"
+echo "test.sh: OK (fmt, clippy, sqlx, tests, schemathesis, manifests, image) in $((SECONDS - started))s"

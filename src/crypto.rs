@@ -387,19 +387,21 @@ fn rotate_row(
 /// role, or an owner whose database lacks the `*_definer` policies): it would report
 /// "nothing to do" while leaving secrets under the old key.
 async fn check_sees_every_org(conn: &mut PgConnection) -> anyhow::Result<()> {
-    let (role, bypasses, owns, policies): (String, bool, bool, i64) = sqlx::query_as(
-        "SELECT r.rolname::text, r.rolsuper OR r.rolbypassrls,
-                pg_has_role(current_user, c.relowner, 'MEMBER'),
-                (SELECT count(*) FROM pg_policies p
-                 WHERE p.schemaname = 'public'
-                   AND p.policyname IN ('crm_credentials_definer', 'crm_connections_definer'))
-         FROM pg_roles r, pg_class c
-         WHERE r.rolname = current_user AND c.oid = 'public.crm_credentials'::regclass",
+    let facts = sqlx::query!(
+        r#"SELECT r.rolname::text AS "role!", r.rolsuper OR r.rolbypassrls AS "bypasses!",
+                  pg_has_role(current_user, c.relowner, 'MEMBER') AS "owns!",
+                  (SELECT count(*) FROM pg_policies p
+                   WHERE p.schemaname = 'public'
+                     AND p.policyname IN ('crm_credentials_definer', 'crm_connections_definer'))
+                    AS "policies!"
+           FROM pg_roles r, pg_class c
+           WHERE r.rolname = current_user AND c.oid = 'public.crm_credentials'::regclass"#
     )
     .fetch_one(conn)
     .await
     .context("checking the role of DATABASE_MIGRATION_URL (are migrations applied?)")?;
-    if bypasses || (owns && policies == 2) {
+    let role = facts.role;
+    if facts.bypasses || (facts.owns && facts.policies == 2) {
         return Ok(());
     }
     anyhow::bail!(

@@ -6,6 +6,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::page::Page;
+use crate::domain::{AgentId, ConnectionId, OrgId};
 
 pub use crate::domain::AgentStatus;
 
@@ -31,7 +32,7 @@ pub struct Agent {
 /// Everything a client may set on an agent.
 #[derive(Debug, Clone)]
 pub struct AgentFields {
-    pub connection_id: Option<Uuid>,
+    pub connection_id: Option<ConnectionId>,
     pub name: String,
     pub status: AgentStatus,
     pub model: String,
@@ -46,7 +47,7 @@ pub struct AgentFields {
 impl From<Agent> for AgentFields {
     fn from(a: Agent) -> AgentFields {
         AgentFields {
-            connection_id: a.connection_id,
+            connection_id: a.connection_id.map(ConnectionId),
             name: a.name,
             status: a.status,
             model: a.model,
@@ -79,101 +80,116 @@ impl AgentFilter {
     }
 }
 
-/// The columns of `Agent`, as a macro so that every query stays one `&'static str`.
-macro_rules! columns {
-    () => {
-        "id, org_id, connection_id, name, status, model, instructions, channels, \
-         schedule, temperature, max_tokens, settings, created_at, updated_at"
-    };
-}
-
-/// The total without a name search ($1 org, $2 status), from the counts the
-/// `agents_count` trigger keeps (migration 7): it costs the same for 50 agents as for
-/// 100,000.
-macro_rules! total_from_counts {
-    () => {
-        "SELECT coalesce(sum(n), 0)::bigint FROM agent_counts
-         WHERE org_id = $1 AND ($2::text IS NULL OR status = $2)"
-    };
-}
-
-/// The total of a name search ($3 the pattern): its matches are counted, since the
-/// search scans the org's agents for the page anyway.
-macro_rules! total_of_search {
-    () => {
-        "SELECT count(*) FROM agents
-         WHERE org_id = $1 AND ($2::text IS NULL OR status = $2) AND name ILIKE $3"
+/// `query_as!(Agent, …)` with the agent's columns, for a query that ends in `RETURNING`
+/// or selects `FROM agents`: `$head` before the columns and `$tail` after them.
+macro_rules! agent_query {
+    ($head:tt, $tail:tt, $($arg:expr),* $(,)?) => {
+        sqlx::query_as!(
+            Agent,
+            $head + r#" id, org_id, connection_id, name, status AS "status: AgentStatus", model,
+                instructions, channels, schedule, temperature, max_tokens, settings,
+                created_at, updated_at "# + $tail,
+            $($arg),*
+        )
     };
 }
 
 /// A page of agents and their `total`. The total rides along in the page's own query
 /// (a subquery PostgreSQL runs once per statement), which saves the round trip of a
-/// second query; only an empty page needs one.
+/// second query; only an empty page needs one. Without a name search the total comes
+/// from the counts the `agents_count` trigger keeps (migration 7), which cost the same
+/// for 50 agents as for 100,000; a search counts its matches, as it scans the org's
+/// agents for the page anyway.
 pub async fn list(
     conn: &mut PgConnection,
-    org_id: Uuid,
+    org_id: OrgId,
     filter: &AgentFilter,
     page: Page,
 ) -> sqlx::Result<(Vec<Agent>, i64)> {
-    #[derive(sqlx::FromRow)]
-    struct Listed {
-        #[sqlx(flatten)]
-        agent: Agent,
-        total: i64,
-    }
-    let rows: Vec<Listed> = sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        ", CASE WHEN $3::text IS NULL THEN (",
-        total_from_counts!(),
-        ") ELSE (",
-        total_of_search!(),
-        ") END AS total
-         FROM agents
-         WHERE org_id = $1
-           AND ($2::text IS NULL OR status = $2)
-           AND ($3::text IS NULL OR name ILIKE $3)
-           AND ($4::uuid IS NULL OR id < $4)
-         ORDER BY id DESC LIMIT $5"
-    ))
-    .bind(org_id)
-    .bind(filter.status)
-    .bind(filter.pattern())
-    .bind(page.after)
-    .bind(page.fetch_limit())
+    let rows = sqlx::query!(
+        r#"SELECT id, org_id, connection_id, name, status AS "status: AgentStatus", model,
+                  instructions, channels, schedule, temperature, max_tokens, settings,
+                  created_at, updated_at,
+                  CASE WHEN $3::text IS NULL
+                       THEN (SELECT coalesce(sum(n), 0)::bigint FROM agent_counts
+                             WHERE org_id = $1 AND ($2::text IS NULL OR status = $2))
+                       ELSE (SELECT count(*) FROM agents
+                             WHERE org_id = $1 AND ($2::text IS NULL OR status = $2)
+                               AND name ILIKE $3)
+                  END AS "total!"
+           FROM agents
+           WHERE org_id = $1
+             AND ($2::text IS NULL OR status = $2)
+             AND ($3::text IS NULL OR name ILIKE $3)
+             AND ($4::uuid IS NULL OR id < $4)
+           ORDER BY id DESC LIMIT $5"#,
+        org_id.0,
+        filter.status as _,
+        filter.pattern(),
+        page.after,
+        page.fetch_limit(),
+    )
     .fetch_all(&mut *conn)
     .await?;
     let Some(total) = rows.first().map(|row| row.total) else {
         return Ok((Vec::new(), count(conn, org_id, filter).await?));
     };
-    Ok((rows.into_iter().map(|row| row.agent).collect(), total))
+    let agents = rows
+        .into_iter()
+        .map(|r| Agent {
+            id: r.id,
+            org_id: r.org_id,
+            connection_id: r.connection_id,
+            name: r.name,
+            status: r.status,
+            model: r.model,
+            instructions: r.instructions,
+            channels: r.channels,
+            schedule: r.schedule,
+            temperature: r.temperature,
+            max_tokens: r.max_tokens,
+            settings: r.settings,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+        .collect();
+    Ok((agents, total))
 }
 
 /// The `total` of a list whose page came back empty.
-async fn count(conn: &mut PgConnection, org_id: Uuid, filter: &AgentFilter) -> sqlx::Result<i64> {
+async fn count(conn: &mut PgConnection, org_id: OrgId, filter: &AgentFilter) -> sqlx::Result<i64> {
     let Some(pattern) = filter.pattern() else {
-        return sqlx::query_scalar(total_from_counts!())
-            .bind(org_id)
-            .bind(filter.status)
-            .fetch_one(conn)
-            .await;
-    };
-    sqlx::query_scalar(total_of_search!())
-        .bind(org_id)
-        .bind(filter.status)
-        .bind(pattern)
+        return sqlx::query_scalar!(
+            r#"SELECT coalesce(sum(n), 0)::bigint AS "total!" FROM agent_counts
+               WHERE org_id = $1 AND ($2::text IS NULL OR status = $2)"#,
+            org_id.0,
+            filter.status as _,
+        )
         .fetch_one(conn)
-        .await
+        .await;
+    };
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "total!" FROM agents
+           WHERE org_id = $1 AND ($2::text IS NULL OR status = $2) AND name ILIKE $3"#,
+        org_id.0,
+        filter.status as _,
+        pattern,
+    )
+    .fetch_one(conn)
+    .await
 }
 
-pub async fn get(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Result<Option<Agent>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM agents WHERE org_id = $1 AND id = $2"
-    ))
-    .bind(org_id)
-    .bind(id)
+pub async fn get(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    id: AgentId,
+) -> sqlx::Result<Option<Agent>> {
+    agent_query!(
+        "SELECT",
+        "FROM agents WHERE org_id = $1 AND id = $2",
+        org_id.0,
+        id.0
+    )
     .fetch_optional(conn)
     .await
 }
@@ -181,115 +197,119 @@ pub async fn get(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Resul
 /// The agent, locked against concurrent updates until the transaction ends.
 pub async fn get_for_update(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    id: Uuid,
+    org_id: OrgId,
+    id: AgentId,
 ) -> sqlx::Result<Option<Agent>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM agents WHERE org_id = $1 AND id = $2 FOR UPDATE"
-    ))
-    .bind(org_id)
-    .bind(id)
+    agent_query!(
+        "SELECT",
+        "FROM agents WHERE org_id = $1 AND id = $2 FOR UPDATE",
+        org_id.0,
+        id.0
+    )
     .fetch_optional(conn)
     .await
 }
 
-pub async fn insert(conn: &mut PgConnection, org_id: Uuid, f: &AgentFields) -> sqlx::Result<Agent> {
-    sqlx::query_as(concat!(
+/// A connection of another org fails on `agents_connection_id_org_id_fkey`.
+pub async fn insert(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    f: &AgentFields,
+) -> sqlx::Result<Agent> {
+    agent_query!(
         "INSERT INTO agents (id, org_id, connection_id, name, status, model, instructions,
                              channels, schedule, temperature, max_tokens, settings)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         RETURNING ",
-        columns!(),
-        ""
-    ))
-    .bind(Uuid::now_v7())
-    .bind(org_id)
-    .bind(f.connection_id)
-    .bind(&f.name)
-    .bind(f.status)
-    .bind(&f.model)
-    .bind(&f.instructions)
-    .bind(&f.channels)
-    .bind(&f.schedule)
-    .bind(f.temperature)
-    .bind(f.max_tokens)
-    .bind(&f.settings)
+         RETURNING",
+        "",
+        AgentId::new().0,
+        org_id.0,
+        f.connection_id.map(|c| c.0),
+        f.name,
+        f.status as _,
+        f.model,
+        f.instructions,
+        &f.channels,
+        f.schedule,
+        f.temperature,
+        f.max_tokens,
+        f.settings,
+    )
     .fetch_one(conn)
     .await
 }
 
 pub async fn update(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    id: Uuid,
+    org_id: OrgId,
+    id: AgentId,
     f: &AgentFields,
 ) -> sqlx::Result<Option<Agent>> {
-    sqlx::query_as(concat!(
+    agent_query!(
         "UPDATE agents SET connection_id = $3, name = $4, status = $5, model = $6,
                 instructions = $7, channels = $8, schedule = $9, temperature = $10,
                 max_tokens = $11, settings = $12, updated_at = now()
          WHERE org_id = $1 AND id = $2
-         RETURNING ",
-        columns!(),
-        ""
-    ))
-    .bind(org_id)
-    .bind(id)
-    .bind(f.connection_id)
-    .bind(&f.name)
-    .bind(f.status)
-    .bind(&f.model)
-    .bind(&f.instructions)
-    .bind(&f.channels)
-    .bind(&f.schedule)
-    .bind(f.temperature)
-    .bind(f.max_tokens)
-    .bind(&f.settings)
+         RETURNING",
+        "",
+        org_id.0,
+        id.0,
+        f.connection_id.map(|c| c.0),
+        f.name,
+        f.status as _,
+        f.model,
+        f.instructions,
+        &f.channels,
+        f.schedule,
+        f.temperature,
+        f.max_tokens,
+        f.settings,
+    )
     .fetch_optional(conn)
     .await
 }
 
 pub async fn set_status(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    id: Uuid,
+    org_id: OrgId,
+    id: AgentId,
     status: AgentStatus,
 ) -> sqlx::Result<Option<Agent>> {
-    sqlx::query_as(concat!(
+    agent_query!(
         "UPDATE agents SET status = $3, updated_at = now() WHERE org_id = $1 AND id = $2
-         RETURNING ",
-        columns!(),
-        ""
-    ))
-    .bind(org_id)
-    .bind(id)
-    .bind(status)
+         RETURNING",
+        "",
+        org_id.0,
+        id.0,
+        status as _,
+    )
     .fetch_optional(conn)
     .await
 }
 
-pub async fn delete(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM agents WHERE org_id = $1 AND id = $2")
-        .bind(org_id)
-        .bind(id)
-        .execute(conn)
-        .await?;
+pub async fn delete(conn: &mut PgConnection, org_id: OrgId, id: AgentId) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "DELETE FROM agents WHERE org_id = $1 AND id = $2",
+        org_id.0,
+        id.0
+    )
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Whether a CRM connection of this org exists (RLS hides other orgs' anyway).
 pub async fn connection_exists(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    connection_id: Uuid,
+    org_id: OrgId,
+    connection_id: ConnectionId,
 ) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM crm_connections WHERE org_id = $1 AND id = $2)",
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM crm_connections WHERE org_id = $1 AND id = $2)
+           AS "exists!""#,
+        org_id.0,
+        connection_id.0,
     )
-    .bind(org_id)
-    .bind(connection_id)
     .fetch_one(conn)
     .await
 }

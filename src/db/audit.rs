@@ -8,34 +8,34 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::RequestMeta;
 use crate::domain::page::Page;
+use crate::domain::{OrgId, RequestMeta, UserId};
 
 pub use crate::domain::Change;
 
 pub async fn record(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    actor: Option<Uuid>,
+    org_id: OrgId,
+    actor: Option<UserId>,
     meta: &RequestMeta,
     change: Change<'_>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO audit_logs (id, org_id, actor_user_id, actor_type, action, entity, entity_id,
                                  request_id, ip, user_agent, changes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::inet, $10, $11)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::inet, $10, $11)",
+        Uuid::now_v7(),
+        org_id.0,
+        actor.map(|a| a.0),
+        if actor.is_some() { "user" } else { "system" },
+        change.action,
+        change.entity,
+        change.entity_id,
+        meta.request_id.as_deref(),
+        meta.ip.map(|ip| ip.to_string()),
+        meta.user_agent.as_deref(),
+        change.changes,
     )
-    .bind(Uuid::now_v7())
-    .bind(org_id)
-    .bind(actor)
-    .bind(if actor.is_some() { "user" } else { "system" })
-    .bind(change.action)
-    .bind(change.entity)
-    .bind(change.entity_id)
-    .bind(meta.request_id.as_deref())
-    .bind(meta.ip.map(|ip| ip.to_string()))
-    .bind(meta.user_agent.as_deref())
-    .bind(change.changes)
     .execute(conn)
     .await?;
     Ok(())
@@ -59,19 +59,19 @@ pub struct AuditEntry {
 
 pub async fn list(
     conn: &mut PgConnection,
-    org_id: Uuid,
+    org_id: OrgId,
     page: Page,
 ) -> sqlx::Result<Vec<AuditEntry>> {
-    sqlx::query_as(
-        "SELECT id, actor_user_id, actor_type, action, entity, entity_id, request_id, host(ip) AS ip,
-                user_agent,
-                changes, created_at
+    sqlx::query_as!(
+        AuditEntry,
+        "SELECT id, actor_user_id, actor_type, action, entity, entity_id, request_id,
+                host(ip) AS ip, user_agent, changes, created_at
          FROM audit_logs WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2)
          ORDER BY id DESC LIMIT $3",
+        org_id.0,
+        page.after,
+        page.fetch_limit(),
     )
-    .bind(org_id)
-    .bind(page.after)
-    .bind(page.fetch_limit())
     .fetch_all(conn)
     .await
 }

@@ -1,7 +1,6 @@
 //! Queries on the CRM tables: credentials, connections (whose secrets are stored
 //! encrypted by the caller), and the synced pipelines, stages and contacts.
 
-use crate::domain::{ConnectionStatus, Provider};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -9,6 +8,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::page::Page;
+use crate::domain::{ConnectionId, ConnectionStatus, OrgId, Provider, UserId};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Credentials {
@@ -21,15 +21,16 @@ pub struct Credentials {
 
 pub async fn credentials(
     conn: &mut PgConnection,
-    org_id: Uuid,
+    org_id: OrgId,
     provider: &str,
 ) -> sqlx::Result<Option<Credentials>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Credentials,
         "SELECT id, client_id, client_secret_enc, redirect_uri, updated_at
          FROM crm_credentials WHERE org_id = $1 AND provider = $2",
+        org_id.0,
+        provider,
     )
-    .bind(org_id)
-    .bind(provider)
     .fetch_optional(conn)
     .await
 }
@@ -38,23 +39,23 @@ pub async fn credentials(
 /// is none, so the secret can be encrypted for its final row id.
 pub async fn lock_credentials_id(
     conn: &mut PgConnection,
-    org_id: Uuid,
+    org_id: OrgId,
     provider: &str,
 ) -> sqlx::Result<Uuid> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO crm_credentials (id, org_id, provider, client_id, client_secret_enc)
          VALUES ($1, $2, $3, '', '') ON CONFLICT (org_id, provider) DO NOTHING",
+        Uuid::now_v7(),
+        org_id.0,
+        provider,
     )
-    .bind(Uuid::now_v7())
-    .bind(org_id)
-    .bind(provider)
     .execute(&mut *conn)
     .await?;
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT id FROM crm_credentials WHERE org_id = $1 AND provider = $2 FOR UPDATE",
+        org_id.0,
+        provider,
     )
-    .bind(org_id)
-    .bind(provider)
     .fetch_one(conn)
     .await
 }
@@ -66,30 +67,33 @@ pub async fn update_credentials(
     client_secret_enc: &[u8],
     redirect_uri: Option<&str>,
 ) -> sqlx::Result<Credentials> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Credentials,
         "UPDATE crm_credentials SET client_id = $2, client_secret_enc = $3, redirect_uri = $4,
                 updated_at = now()
          WHERE id = $1
          RETURNING id, client_id, client_secret_enc, redirect_uri, updated_at",
+        id,
+        client_id,
+        client_secret_enc,
+        redirect_uri,
     )
-    .bind(id)
-    .bind(client_id)
-    .bind(client_secret_enc)
-    .bind(redirect_uri)
     .fetch_one(conn)
     .await
 }
 
 pub async fn delete_credentials(
     conn: &mut PgConnection,
-    org_id: Uuid,
+    org_id: OrgId,
     provider: &str,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM crm_credentials WHERE org_id = $1 AND provider = $2")
-        .bind(org_id)
-        .bind(provider)
-        .execute(conn)
-        .await?;
+    let done = sqlx::query!(
+        "DELETE FROM crm_credentials WHERE org_id = $1 AND provider = $2",
+        org_id.0,
+        provider,
+    )
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() > 0)
 }
 
@@ -113,47 +117,52 @@ pub struct Connection {
     pub updated_at: DateTime<Utc>,
 }
 
-macro_rules! connection_columns {
-    () => {
-        "id, org_id, provider, base_domain, account_id, scope, status, token_expires_at, sync, \
-         last_error, refresh_token_enc IS NOT NULL AS has_refresh_token, created_at, updated_at"
+/// `query_as!(Connection, …)` with a connection's columns between `$head` and `$tail`.
+macro_rules! connection_query {
+    ($head:tt, $tail:tt, $($arg:expr),* $(,)?) => {
+        sqlx::query_as!(
+            Connection,
+            $head + r#" id, org_id, provider AS "provider: Provider", base_domain, account_id,
+                scope, status AS "status: ConnectionStatus", token_expires_at, sync, last_error,
+                refresh_token_enc IS NOT NULL AS "has_refresh_token!", created_at,
+                updated_at "# + $tail,
+            $($arg),*
+        )
     };
 }
 
 pub async fn connections(
     conn: &mut PgConnection,
-    org_id: Uuid,
+    org_id: OrgId,
     provider: Option<&str>,
     page: Page,
 ) -> sqlx::Result<Vec<Connection>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        connection_columns!(),
-        " FROM crm_connections
+    connection_query!(
+        "SELECT",
+        "FROM crm_connections
          WHERE org_id = $1 AND ($2::text IS NULL OR provider = $2)
            AND ($3::uuid IS NULL OR id < $3)
-         ORDER BY id DESC LIMIT $4"
-    ))
-    .bind(org_id)
-    .bind(provider)
-    .bind(page.after)
-    .bind(page.fetch_limit())
+         ORDER BY id DESC LIMIT $4",
+        org_id.0,
+        provider,
+        page.after,
+        page.fetch_limit(),
+    )
     .fetch_all(conn)
     .await
 }
 
 pub async fn connection(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    id: Uuid,
+    org_id: OrgId,
+    id: ConnectionId,
 ) -> sqlx::Result<Option<Connection>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        connection_columns!(),
-        " FROM crm_connections WHERE org_id = $1 AND id = $2"
-    ))
-    .bind(org_id)
-    .bind(id)
+    connection_query!(
+        "SELECT",
+        "FROM crm_connections WHERE org_id = $1 AND id = $2",
+        org_id.0,
+        id.0,
+    )
     .fetch_optional(conn)
     .await
 }
@@ -161,17 +170,16 @@ pub async fn connection(
 /// The newest connection of a provider, for the status endpoint.
 pub async fn latest_connection(
     conn: &mut PgConnection,
-    org_id: Uuid,
+    org_id: OrgId,
     provider: &str,
 ) -> sqlx::Result<Option<Connection>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        connection_columns!(),
-        " FROM crm_connections WHERE org_id = $1 AND provider = $2
-         ORDER BY (status = 'connected') DESC, updated_at DESC LIMIT 1"
-    ))
-    .bind(org_id)
-    .bind(provider)
+    connection_query!(
+        "SELECT",
+        "FROM crm_connections WHERE org_id = $1 AND provider = $2
+         ORDER BY (status = 'connected') DESC, updated_at DESC LIMIT 1",
+        org_id.0,
+        provider,
+    )
     .fetch_optional(conn)
     .await
 }
@@ -180,30 +188,30 @@ pub async fn latest_connection(
 /// first when there is none (tokens are encrypted for the final row id).
 pub async fn lock_connection_id(
     conn: &mut PgConnection,
-    org_id: Uuid,
+    org_id: OrgId,
     provider: &str,
     base_domain: &str,
-    created_by: Uuid,
-) -> sqlx::Result<(Uuid, bool)> {
-    let inserted: Option<Uuid> = sqlx::query_scalar(
+    created_by: UserId,
+) -> sqlx::Result<(ConnectionId, bool)> {
+    let inserted = sqlx::query_scalar!(
         "INSERT INTO crm_connections (id, org_id, provider, base_domain, created_by)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (org_id, provider, base_domain) DO NOTHING RETURNING id",
+        ConnectionId::new().0,
+        org_id.0,
+        provider,
+        base_domain,
+        created_by.0,
     )
-    .bind(Uuid::now_v7())
-    .bind(org_id)
-    .bind(provider)
-    .bind(base_domain)
-    .bind(created_by)
     .fetch_optional(&mut *conn)
     .await?;
-    let id = sqlx::query_scalar(
-        "SELECT id FROM crm_connections
-         WHERE org_id = $1 AND provider = $2 AND base_domain = $3 FOR UPDATE",
+    let id = sqlx::query_scalar!(
+        r#"SELECT id AS "id: ConnectionId" FROM crm_connections
+           WHERE org_id = $1 AND provider = $2 AND base_domain = $3 FOR UPDATE"#,
+        org_id.0,
+        provider,
+        base_domain,
     )
-    .bind(org_id)
-    .bind(provider)
-    .bind(base_domain)
     .fetch_one(conn)
     .await?;
     Ok((id, inserted.is_some()))
@@ -212,8 +220,8 @@ pub async fn lock_connection_id(
 /// What refreshing or calling Kommo needs, read under a row lock.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ConnectionSecrets {
-    pub id: Uuid,
-    pub org_id: Uuid,
+    pub id: ConnectionId,
+    pub org_id: OrgId,
     pub base_domain: String,
     pub status: ConnectionStatus,
     pub access_token_enc: Option<Vec<u8>>,
@@ -222,27 +230,28 @@ pub struct ConnectionSecrets {
     pub token_refreshed_at: Option<DateTime<Utc>>,
 }
 
-macro_rules! secret_columns {
-    () => {
-        "id, org_id, base_domain, status, access_token_enc, refresh_token_enc, \
-         token_expires_at, token_refreshed_at"
+/// One connection's secrets, locked with `FOR UPDATE` or not (`$tail`).
+macro_rules! secrets_query {
+    ($tail:tt, $org_id:expr, $id:expr) => {
+        sqlx::query_as!(
+            ConnectionSecrets,
+            r#"SELECT id AS "id: ConnectionId", org_id AS "org_id: OrgId", base_domain,
+                      status AS "status: ConnectionStatus", access_token_enc, refresh_token_enc,
+                      token_expires_at, token_refreshed_at
+               FROM crm_connections WHERE org_id = $1 AND id = $2 "#
+                + $tail,
+            $org_id.0,
+            $id.0
+        )
     };
 }
 
 pub async fn secrets(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    id: Uuid,
+    org_id: OrgId,
+    id: ConnectionId,
 ) -> sqlx::Result<Option<ConnectionSecrets>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        secret_columns!(),
-        " FROM crm_connections WHERE org_id = $1 AND id = $2"
-    ))
-    .bind(org_id)
-    .bind(id)
-    .fetch_optional(conn)
-    .await
+    secrets_query!("", org_id, id).fetch_optional(conn).await
 }
 
 /// Locks the connection's row until the transaction ends: refreshes of one connection
@@ -250,18 +259,12 @@ pub async fn secrets(
 /// used twice.
 pub async fn lock_secrets(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    id: Uuid,
+    org_id: OrgId,
+    id: ConnectionId,
 ) -> sqlx::Result<Option<ConnectionSecrets>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        secret_columns!(),
-        " FROM crm_connections WHERE org_id = $1 AND id = $2 FOR UPDATE"
-    ))
-    .bind(org_id)
-    .bind(id)
-    .fetch_optional(conn)
-    .await
+    secrets_query!("FOR UPDATE", org_id, id)
+        .fetch_optional(conn)
+        .await
 }
 
 pub struct StoredTokens<'a> {
@@ -273,33 +276,37 @@ pub struct StoredTokens<'a> {
 /// New tokens: the connection is connected again and its last error cleared.
 pub async fn store_tokens(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: ConnectionId,
     tokens: &StoredTokens<'_>,
     account_id: Option<i64>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE crm_connections SET access_token_enc = $2, refresh_token_enc = $3,
                 token_expires_at = $4, token_refreshed_at = now(), status = 'connected',
                 last_error = NULL, account_id = coalesce($5, account_id), updated_at = now()
          WHERE id = $1",
+        id.0,
+        tokens.access_token_enc,
+        tokens.refresh_token_enc,
+        tokens.expires_at,
+        account_id,
     )
-    .bind(id)
-    .bind(tokens.access_token_enc)
-    .bind(tokens.refresh_token_enc)
-    .bind(tokens.expires_at)
-    .bind(account_id)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-pub async fn mark_error(conn: &mut PgConnection, id: Uuid, error: &str) -> sqlx::Result<()> {
-    sqlx::query(
+pub async fn mark_error(
+    conn: &mut PgConnection,
+    id: ConnectionId,
+    error: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
         "UPDATE crm_connections SET status = 'error', last_error = $2, updated_at = now()
          WHERE id = $1",
+        id.0,
+        error,
     )
-    .bind(id)
-    .bind(error)
     .execute(conn)
     .await?;
     Ok(())
@@ -307,30 +314,32 @@ pub async fn mark_error(conn: &mut PgConnection, id: Uuid, error: &str) -> sqlx:
 
 pub async fn delete_connection(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    id: Uuid,
+    org_id: OrgId,
+    id: ConnectionId,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM crm_connections WHERE org_id = $1 AND id = $2")
-        .bind(org_id)
-        .bind(id)
-        .execute(conn)
-        .await?;
+    let done = sqlx::query!(
+        "DELETE FROM crm_connections WHERE org_id = $1 AND id = $2",
+        org_id.0,
+        id.0,
+    )
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() > 0)
 }
 
 pub async fn set_webhook_token_hash(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    id: Uuid,
+    org_id: OrgId,
+    id: ConnectionId,
     hash: &[u8],
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE crm_connections SET webhook_token_hash = $3, updated_at = now()
          WHERE org_id = $1 AND id = $2",
+        org_id.0,
+        id.0,
+        hash,
     )
-    .bind(org_id)
-    .bind(id)
-    .bind(hash)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)
@@ -339,19 +348,20 @@ pub async fn set_webhook_token_hash(
 /// Records one part's sync state (`pipelines` or `contacts`) and the overall status.
 pub async fn set_sync_state(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: ConnectionId,
     part: &str,
     state: &Value,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE crm_connections
-         SET sync = jsonb_set(jsonb_set(sync, ARRAY[$2], $3), '{status}', to_jsonb($3 ->> 'status')),
+         SET sync = jsonb_set(jsonb_set(sync, ARRAY[$2::text], $3::jsonb), '{status}',
+                              to_jsonb($3::jsonb ->> 'status')),
              updated_at = now()
          WHERE id = $1",
+        id.0,
+        part,
+        state,
     )
-    .bind(id)
-    .bind(part)
-    .bind(state)
     .execute(conn)
     .await?;
     Ok(())
@@ -377,28 +387,31 @@ pub struct NewStage {
 /// Replaces the connection's pipelines and stages with Kommo's current ones.
 pub async fn replace_pipelines(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    connection_id: Uuid,
+    org_id: OrgId,
+    connection_id: ConnectionId,
     pipelines: &[NewPipeline],
 ) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM crm_pipelines WHERE connection_id = $1")
-        .bind(connection_id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM crm_pipelines WHERE connection_id = $1",
+        connection_id.0
+    )
+    .execute(&mut *conn)
+    .await?;
     for p in pipelines {
         let pipeline_id = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO crm_pipelines (id, org_id, connection_id, external_id, name, sort, is_main, is_archive)
+        sqlx::query!(
+            "INSERT INTO crm_pipelines (id, org_id, connection_id, external_id, name, sort,
+                                        is_main, is_archive)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            pipeline_id,
+            org_id.0,
+            connection_id.0,
+            p.external_id,
+            p.name,
+            p.sort,
+            p.is_main,
+            p.is_archive,
         )
-        .bind(pipeline_id)
-        .bind(org_id)
-        .bind(connection_id)
-        .bind(p.external_id)
-        .bind(&p.name)
-        .bind(p.sort)
-        .bind(p.is_main)
-        .bind(p.is_archive)
         .execute(&mut *conn)
         .await?;
         let ids: Vec<i64> = p.stages.iter().map(|s| s.external_id).collect();
@@ -406,19 +419,22 @@ pub async fn replace_pipelines(
         let sorts: Vec<i32> = p.stages.iter().map(|s| s.sort).collect();
         let colors: Vec<Option<&str>> = p.stages.iter().map(|s| s.color.as_deref()).collect();
         let kinds: Vec<Option<i32>> = p.stages.iter().map(|s| s.kind).collect();
-        sqlx::query(
-            "INSERT INTO crm_pipeline_stages (id, org_id, pipeline_id, external_id, name, sort, color, type)
+        // Arrays of optional values are bound unchecked: the macros cannot tell a
+        // nullable array element from a non-null one.
+        sqlx::query!(
+            "INSERT INTO crm_pipeline_stages (id, org_id, pipeline_id, external_id, name, sort,
+                                              color, type)
              SELECT gen_random_uuid(), $1, $2, s.external_id, s.name, s.sort, s.color, s.kind
              FROM unnest($3::bigint[], $4::text[], $5::int[], $6::text[], $7::int[])
                   AS s(external_id, name, sort, color, kind)",
+            org_id.0,
+            pipeline_id,
+            &ids,
+            &names as _,
+            &sorts,
+            &colors as _,
+            &kinds as _,
         )
-        .bind(org_id)
-        .bind(pipeline_id)
-        .bind(&ids)
-        .bind(&names)
-        .bind(&sorts)
-        .bind(&colors)
-        .bind(&kinds)
         .execute(&mut *conn)
         .await?;
     }
@@ -439,8 +455,8 @@ pub struct NewContact {
 /// Inserts or updates one page of contacts in one statement.
 pub async fn upsert_contacts(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    connection_id: Uuid,
+    org_id: OrgId,
+    connection_id: ConnectionId,
     contacts: &[NewContact],
 ) -> sqlx::Result<()> {
     let ids: Vec<i64> = contacts.iter().map(|c| c.external_id).collect();
@@ -453,7 +469,7 @@ pub async fn upsert_contacts(
         contacts.iter().map(|c| c.external_created_at).collect();
     let updated: Vec<Option<DateTime<Utc>>> =
         contacts.iter().map(|c| c.external_updated_at).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO crm_contacts (id, org_id, connection_id, external_id, name, first_name, last_name,
                                    responsible_user_id, custom_fields, external_created_at,
                                    external_updated_at, synced_at)
@@ -468,17 +484,17 @@ pub async fn upsert_contacts(
              custom_fields = EXCLUDED.custom_fields,
              external_created_at = EXCLUDED.external_created_at,
              external_updated_at = EXCLUDED.external_updated_at, synced_at = now()",
+        org_id.0,
+        connection_id.0,
+        &ids,
+        &names as _,
+        &firsts as _,
+        &lasts as _,
+        &owners as _,
+        &fields,
+        &created as _,
+        &updated as _,
     )
-    .bind(org_id)
-    .bind(connection_id)
-    .bind(&ids)
-    .bind(&names)
-    .bind(&firsts)
-    .bind(&lasts)
-    .bind(&owners)
-    .bind(&fields)
-    .bind(&created)
-    .bind(&updated)
     .execute(conn)
     .await?;
     Ok(())
@@ -500,21 +516,24 @@ pub struct PipelineView {
 
 pub async fn pipelines(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    connection_id: Uuid,
+    org_id: OrgId,
+    connection_id: ConnectionId,
 ) -> sqlx::Result<Vec<PipelineView>> {
-    sqlx::query_as(
-        "SELECT p.id, p.external_id, p.name, p.sort, p.is_main, p.is_archive, p.synced_at,
-                coalesce((SELECT jsonb_agg(jsonb_build_object('id', s.id, 'external_id', s.external_id,
-                                 'name', s.name, 'sort', s.sort, 'color', s.color, 'type', s.type)
-                                 ORDER BY s.sort, s.external_id)
-                          FROM crm_pipeline_stages s WHERE s.pipeline_id = p.id), '[]') AS stages
-         FROM crm_pipelines p
-         WHERE p.org_id = $1 AND p.connection_id = $2
-         ORDER BY p.sort, p.external_id",
+    sqlx::query_as!(
+        PipelineView,
+        r#"SELECT p.id, p.external_id, p.name, p.sort, p.is_main, p.is_archive, p.synced_at,
+                  coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                       'id', s.id, 'external_id', s.external_id, 'name', s.name,
+                                       'sort', s.sort, 'color', s.color, 'type', s.type)
+                                   ORDER BY s.sort, s.external_id)
+                            FROM crm_pipeline_stages s WHERE s.pipeline_id = p.id),
+                           '[]') AS "stages!"
+           FROM crm_pipelines p
+           WHERE p.org_id = $1 AND p.connection_id = $2
+           ORDER BY p.sort, p.external_id"#,
+        org_id.0,
+        connection_id.0,
     )
-    .bind(org_id)
-    .bind(connection_id)
     .fetch_all(conn)
     .await
 }
@@ -536,21 +555,22 @@ pub struct ContactView {
 
 pub async fn contacts(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    connection_id: Uuid,
+    org_id: OrgId,
+    connection_id: ConnectionId,
     page: Page,
 ) -> sqlx::Result<Vec<ContactView>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ContactView,
         "SELECT id, external_id, name, first_name, last_name, responsible_user_id, custom_fields,
                 external_created_at, external_updated_at, synced_at
          FROM crm_contacts
          WHERE org_id = $1 AND connection_id = $2 AND ($3::uuid IS NULL OR id < $3)
          ORDER BY id DESC LIMIT $4",
+        org_id.0,
+        connection_id.0,
+        page.after,
+        page.fetch_limit(),
     )
-    .bind(org_id)
-    .bind(connection_id)
-    .bind(page.after)
-    .bind(page.fetch_limit())
     .fetch_all(conn)
     .await
 }
@@ -559,11 +579,13 @@ pub async fn contacts(
 pub async fn due_for_refresh(
     conn: &mut PgConnection,
     within_secs: f64,
-) -> sqlx::Result<Vec<(Uuid, Uuid)>> {
-    sqlx::query_as(
-        "SELECT id, org_id FROM auth.connections_due_for_refresh(make_interval(secs => $1))",
+) -> sqlx::Result<Vec<(ConnectionId, OrgId)>> {
+    let rows = sqlx::query!(
+        r#"SELECT id AS "id!: ConnectionId", org_id AS "org_id!: OrgId"
+           FROM auth.connections_due_for_refresh(make_interval(secs => $1))"#,
+        within_secs,
     )
-    .bind(within_secs)
     .fetch_all(conn)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.org_id)).collect())
 }

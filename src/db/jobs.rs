@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::page::Page;
+use crate::domain::{JobId, OrgId, UserId};
 
 pub use crate::domain::JobStatus;
 
@@ -31,10 +32,16 @@ pub struct Job {
     pub run_after: Option<DateTime<Utc>>,
 }
 
-macro_rules! columns {
-    () => {
-        "id, org_id, type AS job_type, status, payload, result, error, attempts, max_attempts, \
-         created_at, started_at, finished_at, run_after"
+/// `query_as!(Job, …)` with a job's columns between `$head` and `$tail`.
+macro_rules! job_query {
+    ($head:tt, $tail:tt, $($arg:expr),* $(,)?) => {
+        sqlx::query_as!(
+            Job,
+            $head + r#" id, org_id, type AS job_type, status AS "status: JobStatus", payload,
+                result, error, attempts, max_attempts, created_at, started_at, finished_at,
+                run_after "# + $tail,
+            $($arg),*
+        )
     };
 }
 
@@ -51,94 +58,98 @@ const LISTED_JSON_BYTES: i32 = 64 * 1024;
 
 pub async fn list(
     conn: &mut PgConnection,
-    org_id: Uuid,
+    org_id: OrgId,
     filter: &JobFilter,
     page: Page,
 ) -> sqlx::Result<Vec<Job>> {
-    sqlx::query_as(concat!(
-        "SELECT id, org_id, type AS job_type, status,
-                CASE WHEN octet_length(payload::text) <= $6 THEN payload
-                     ELSE '{\"truncated\": true}'::jsonb END AS payload,
-                CASE WHEN octet_length(result::text) <= $6 THEN result
-                     WHEN result IS NOT NULL THEN '{\"truncated\": true}'::jsonb END AS result,
-                error, attempts, max_attempts, created_at, started_at, finished_at, run_after",
-        " FROM jobs
-         WHERE org_id = $1
-           AND ($2::text IS NULL OR status = $2)
-           AND ($3::text IS NULL OR type = $3)
-           AND ($4::uuid IS NULL OR id < $4)
-         ORDER BY id DESC LIMIT $5"
-    ))
-    .bind(org_id)
-    .bind(filter.status)
-    .bind(filter.job_type.as_deref())
-    .bind(page.after)
-    .bind(page.fetch_limit())
-    .bind(LISTED_JSON_BYTES)
+    sqlx::query_as!(
+        Job,
+        r#"SELECT id, org_id, type AS job_type, status AS "status: JobStatus",
+                  CASE WHEN octet_length(payload::text) <= $6 THEN payload
+                       ELSE '{"truncated": true}'::jsonb END AS "payload!",
+                  CASE WHEN octet_length(result::text) <= $6 THEN result
+                       WHEN result IS NOT NULL THEN '{"truncated": true}'::jsonb END AS result,
+                  error, attempts, max_attempts, created_at, started_at, finished_at, run_after
+           FROM jobs
+           WHERE org_id = $1
+             AND ($2::text IS NULL OR status = $2)
+             AND ($3::text IS NULL OR type = $3)
+             AND ($4::uuid IS NULL OR id < $4)
+           ORDER BY id DESC LIMIT $5"#,
+        org_id.0,
+        filter.status as _,
+        filter.job_type.as_deref(),
+        page.after,
+        page.fetch_limit(),
+        LISTED_JSON_BYTES,
+    )
     .fetch_all(conn)
     .await
 }
 
-pub async fn get(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Result<Option<Job>> {
-    sqlx::query_as(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM jobs WHERE org_id = $1 AND id = $2"
-    ))
-    .bind(org_id)
-    .bind(id)
+pub async fn get(conn: &mut PgConnection, org_id: OrgId, id: JobId) -> sqlx::Result<Option<Job>> {
+    job_query!(
+        "SELECT",
+        "FROM jobs WHERE org_id = $1 AND id = $2",
+        org_id.0,
+        id.0
+    )
     .fetch_optional(conn)
     .await
 }
 
 pub async fn insert(
     conn: &mut PgConnection,
-    org_id: Uuid,
+    org_id: OrgId,
     job_type: &str,
     payload: &serde_json::Value,
     max_attempts: i32,
-    created_by: Option<Uuid>,
+    created_by: Option<UserId>,
 ) -> sqlx::Result<Job> {
-    sqlx::query_as(concat!(
+    job_query!(
         "INSERT INTO jobs (id, org_id, type, payload, max_attempts, created_by, enqueued_at)
-         VALUES ($1, $2, $3, $4, $5, $6, now()) RETURNING ",
-        columns!()
-    ))
-    .bind(Uuid::now_v7())
-    .bind(org_id)
-    .bind(job_type)
-    .bind(payload)
-    .bind(max_attempts)
-    .bind(created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, now()) RETURNING",
+        "",
+        JobId::new().0,
+        org_id.0,
+        job_type,
+        payload,
+        max_attempts,
+        created_by.map(|u| u.0),
+    )
     .fetch_one(conn)
     .await
 }
 
 /// queued → cancelled; `None` when the job is in any other state (or absent).
-pub async fn cancel(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Result<Option<Job>> {
-    sqlx::query_as(concat!(
+pub async fn cancel(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    id: JobId,
+) -> sqlx::Result<Option<Job>> {
+    job_query!(
         "UPDATE jobs SET status = 'cancelled', finished_at = now(), run_after = NULL,
                 updated_at = now()
-         WHERE org_id = $1 AND id = $2 AND status = 'queued' RETURNING ",
-        columns!()
-    ))
-    .bind(org_id)
-    .bind(id)
+         WHERE org_id = $1 AND id = $2 AND status = 'queued' RETURNING",
+        "",
+        org_id.0,
+        id.0,
+    )
     .fetch_optional(conn)
     .await
 }
 
 /// failed → queued, with a fresh set of attempts; `None` in any other state.
-pub async fn retry(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Result<Option<Job>> {
-    sqlx::query_as(concat!(
+pub async fn retry(conn: &mut PgConnection, org_id: OrgId, id: JobId) -> sqlx::Result<Option<Job>> {
+    job_query!(
         "UPDATE jobs SET status = 'queued', attempts = 0, error = NULL, result = NULL,
                 started_at = NULL, finished_at = NULL, run_after = NULL, enqueued_at = now(),
                 lease_expires_at = NULL, worker = NULL, updated_at = now()
-         WHERE org_id = $1 AND id = $2 AND status = 'failed' RETURNING ",
-        columns!()
-    ))
-    .bind(org_id)
-    .bind(id)
+         WHERE org_id = $1 AND id = $2 AND status = 'failed' RETURNING",
+        "",
+        org_id.0,
+        id.0,
+    )
     .fetch_optional(conn)
     .await
 }
@@ -146,8 +157,8 @@ pub async fn retry(conn: &mut PgConnection, org_id: Uuid, id: Uuid) -> sqlx::Res
 /// What a worker needs to run a job it claimed.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ClaimedJob {
-    pub id: Uuid,
-    pub org_id: Uuid,
+    pub id: JobId,
+    pub org_id: OrgId,
     pub job_type: String,
     pub payload: serde_json::Value,
     pub attempts: i32,
@@ -160,33 +171,35 @@ pub struct ClaimedJob {
 /// at the same time.
 pub async fn claim(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: JobId,
     worker: &str,
     lease_secs: f64,
 ) -> sqlx::Result<Option<ClaimedJob>> {
-    sqlx::query_as(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = $2,
+    sqlx::query_as!(
+        ClaimedJob,
+        r#"UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = $2,
                 started_at = now(), run_after = NULL, updated_at = now(),
                 lease_expires_at = now() + make_interval(secs => $3)
          WHERE id = $1
            AND ((status = 'queued' AND (run_after IS NULL OR run_after <= now()))
                 OR (status = 'running' AND lease_expires_at < now()))
-         RETURNING id, org_id, type AS job_type, payload, attempts, max_attempts",
+         RETURNING id AS "id: JobId", org_id AS "org_id: OrgId", type AS job_type, payload,
+                   attempts, max_attempts"#,
+        id.0,
+        worker,
+        lease_secs,
     )
-    .bind(id)
-    .bind(worker)
-    .bind(lease_secs)
     .fetch_optional(conn)
     .await
 }
 
 /// How long until a queued job's next attempt is due, when it is not due yet.
-pub async fn not_due_for(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<f64>> {
-    sqlx::query_scalar(
-        "SELECT extract(epoch FROM run_after - now())::float8 FROM jobs
-         WHERE id = $1 AND status = 'queued' AND run_after > now()",
+pub async fn not_due_for(conn: &mut PgConnection, id: JobId) -> sqlx::Result<Option<f64>> {
+    sqlx::query_scalar!(
+        r#"SELECT extract(epoch FROM run_after - now())::float8 AS "secs!" FROM jobs
+           WHERE id = $1 AND status = 'queued' AND run_after > now()"#,
+        id.0,
     )
-    .bind(id)
     .fetch_optional(conn)
     .await
 }
@@ -194,17 +207,17 @@ pub async fn not_due_for(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Opti
 /// Extends the lease while the job runs; false when the job is no longer ours.
 pub async fn renew_lease(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: JobId,
     worker: &str,
     lease_secs: f64,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3)
          WHERE id = $1 AND worker = $2 AND status = 'running'",
+        id.0,
+        worker,
+        lease_secs,
     )
-    .bind(id)
-    .bind(worker)
-    .bind(lease_secs)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)
@@ -212,18 +225,18 @@ pub async fn renew_lease(
 
 pub async fn succeed(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: JobId,
     worker: &str,
     result: &serde_json::Value,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE jobs SET status = 'succeeded', result = $3, error = NULL, finished_at = now(),
                 lease_expires_at = NULL, updated_at = now()
          WHERE id = $1 AND worker = $2 AND status = 'running'",
+        id.0,
+        worker,
+        result,
     )
-    .bind(id)
-    .bind(worker)
-    .bind(result)
     .execute(conn)
     .await?;
     Ok(())
@@ -231,18 +244,18 @@ pub async fn succeed(
 
 pub async fn fail(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: JobId,
     worker: &str,
     error: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE jobs SET status = 'failed', error = $3, finished_at = now(),
                 lease_expires_at = NULL, updated_at = now()
          WHERE id = $1 AND worker = $2 AND status = 'running'",
+        id.0,
+        worker,
+        error,
     )
-    .bind(id)
-    .bind(worker)
-    .bind(error)
     .execute(conn)
     .await?;
     Ok(())
@@ -252,17 +265,17 @@ pub async fn fail(
 /// not finish it), instead of leaving it until its lease lapses; its type when it was.
 pub async fn release(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: JobId,
     worker: &str,
 ) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "UPDATE jobs SET status = 'queued', lease_expires_at = NULL, worker = NULL,
                 enqueued_at = now(), updated_at = now()
          WHERE id = $1 AND worker = $2 AND status = 'running'
          RETURNING type",
+        id.0,
+        worker,
     )
-    .bind(id)
-    .bind(worker)
     .fetch_optional(conn)
     .await
 }
@@ -270,20 +283,20 @@ pub async fn release(
 /// Back to the queue after a failed attempt, due again at `run_after`.
 pub async fn requeue(
     conn: &mut PgConnection,
-    id: Uuid,
+    id: JobId,
     worker: &str,
     error: &str,
     run_after: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE jobs SET status = 'queued', error = $3, run_after = $4, enqueued_at = now(),
                 lease_expires_at = NULL, worker = NULL, updated_at = now()
          WHERE id = $1 AND worker = $2 AND status = 'running'",
+        id.0,
+        worker,
+        error,
+        run_after,
     )
-    .bind(id)
-    .bind(worker)
-    .bind(error)
-    .bind(run_after)
     .execute(conn)
     .await?;
     Ok(())
@@ -292,8 +305,8 @@ pub async fn requeue(
 /// An unfinished job as the sweep sees it.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Unfinished {
-    pub id: Uuid,
-    pub org_id: Uuid,
+    pub id: JobId,
+    pub org_id: OrgId,
     pub job_type: String,
     /// How long until a waiting retry is due; 0 when it is due now.
     pub due_in_ms: i64,
@@ -305,12 +318,14 @@ pub async fn unfinished(
     settle_secs: f64,
     limit: i64,
 ) -> sqlx::Result<Vec<Unfinished>> {
-    sqlx::query_as(
-        "SELECT id, org_id, job_type, due_in_ms
-         FROM auth.jobs_unfinished(make_interval(secs => $1), $2)",
+    sqlx::query_as!(
+        Unfinished,
+        r#"SELECT id AS "id!: JobId", org_id AS "org_id!: OrgId", job_type AS "job_type!",
+                  due_in_ms AS "due_in_ms!"
+           FROM auth.jobs_unfinished(make_interval(secs => $1), $2)"#,
+        settle_secs,
+        limit,
     )
-    .bind(settle_secs)
-    .bind(limit)
     .fetch_all(conn)
     .await
 }
@@ -324,18 +339,24 @@ pub async fn retention(
     job_days: u32,
     batch: i32,
 ) -> sqlx::Result<(i64, i64)> {
-    sqlx::query_as(
-        "SELECT deleted_deliveries, deleted_jobs FROM auth.retention($1::int, $2::int, $3)",
+    let row = sqlx::query!(
+        r#"SELECT deleted_deliveries AS "deliveries!", deleted_jobs AS "jobs!"
+           FROM auth.retention($1::int, $2::int, $3)"#,
+        i32::try_from(webhook_days).unwrap_or(i32::MAX),
+        i32::try_from(job_days).unwrap_or(i32::MAX),
+        batch,
     )
-    .bind(i32::try_from(webhook_days).unwrap_or(i32::MAX))
-    .bind(i32::try_from(job_days).unwrap_or(i32::MAX))
-    .bind(batch)
     .fetch_one(conn)
-    .await
+    .await?;
+    Ok((row.deliveries, row.jobs))
 }
 
 pub async fn housekeeping(conn: &mut PgConnection) -> sqlx::Result<(i64, i64)> {
-    sqlx::query_as("SELECT expired_oauth_states, released_webhook_digests FROM auth.housekeeping()")
-        .fetch_one(conn)
-        .await
+    let row = sqlx::query!(
+        r#"SELECT expired_oauth_states AS "states!", released_webhook_digests AS "digests!"
+           FROM auth.housekeeping()"#
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((row.states, row.digests))
 }

@@ -5,8 +5,8 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::domain::Role;
 use crate::domain::page::Page;
+use crate::domain::{OrgId, Role, UserId};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Member {
@@ -18,81 +18,90 @@ pub struct Member {
 
 pub async fn role_of(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    user_id: Uuid,
+    org_id: OrgId,
+    user_id: UserId,
 ) -> sqlx::Result<Option<Role>> {
-    sqlx::query_scalar("SELECT role FROM organization_members WHERE org_id = $1 AND user_id = $2")
-        .bind(org_id)
-        .bind(user_id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"SELECT role AS "role: Role" FROM organization_members
+           WHERE org_id = $1 AND user_id = $2"#,
+        org_id.0,
+        user_id.0,
+    )
+    .fetch_optional(conn)
+    .await
 }
 
-pub async fn list(conn: &mut PgConnection, org_id: Uuid, page: Page) -> sqlx::Result<Vec<Member>> {
-    sqlx::query_as(
-        "SELECT user_id, role, created_at, updated_at FROM organization_members
-         WHERE org_id = $1 AND ($2::uuid IS NULL OR user_id > $2)
-         ORDER BY user_id LIMIT $3",
+pub async fn list(conn: &mut PgConnection, org_id: OrgId, page: Page) -> sqlx::Result<Vec<Member>> {
+    sqlx::query_as!(
+        Member,
+        r#"SELECT user_id, role AS "role: Role", created_at, updated_at
+           FROM organization_members
+           WHERE org_id = $1 AND ($2::uuid IS NULL OR user_id > $2)
+           ORDER BY user_id LIMIT $3"#,
+        org_id.0,
+        page.after,
+        page.fetch_limit(),
     )
-    .bind(org_id)
-    .bind(page.after)
-    .bind(page.fetch_limit())
     .fetch_all(conn)
     .await
 }
 
 /// The org's owners, locked until the transaction ends, so that two owners demoting or
 /// removing each other at the same moment cannot leave the org without one.
-pub async fn lock_owners(conn: &mut PgConnection, org_id: Uuid) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
-        "SELECT user_id FROM organization_members
-         WHERE org_id = $1 AND role = 'owner' ORDER BY user_id FOR UPDATE",
+pub async fn lock_owners(conn: &mut PgConnection, org_id: OrgId) -> sqlx::Result<Vec<UserId>> {
+    sqlx::query_scalar!(
+        r#"SELECT user_id AS "user_id: UserId" FROM organization_members
+           WHERE org_id = $1 AND role = 'owner' ORDER BY user_id FOR UPDATE"#,
+        org_id.0,
     )
-    .bind(org_id)
     .fetch_all(conn)
     .await
 }
 
 pub async fn insert(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    user_id: Uuid,
+    org_id: OrgId,
+    user_id: UserId,
     role: Role,
 ) -> sqlx::Result<Member> {
-    sqlx::query_as(
-        "INSERT INTO organization_members (org_id, user_id, role) VALUES ($1, $2, $3)
-         RETURNING user_id, role, created_at, updated_at",
+    sqlx::query_as!(
+        Member,
+        r#"INSERT INTO organization_members (org_id, user_id, role) VALUES ($1, $2, $3)
+           RETURNING user_id, role AS "role: Role", created_at, updated_at"#,
+        org_id.0,
+        user_id.0,
+        role.as_str(),
     )
-    .bind(org_id)
-    .bind(user_id)
-    .bind(role)
     .fetch_one(conn)
     .await
 }
 
 pub async fn set_role(
     conn: &mut PgConnection,
-    org_id: Uuid,
-    user_id: Uuid,
+    org_id: OrgId,
+    user_id: UserId,
     role: Role,
 ) -> sqlx::Result<Option<Member>> {
-    sqlx::query_as(
-        "UPDATE organization_members SET role = $3, updated_at = now()
-         WHERE org_id = $1 AND user_id = $2
-         RETURNING user_id, role, created_at, updated_at",
+    sqlx::query_as!(
+        Member,
+        r#"UPDATE organization_members SET role = $3, updated_at = now()
+           WHERE org_id = $1 AND user_id = $2
+           RETURNING user_id, role AS "role: Role", created_at, updated_at"#,
+        org_id.0,
+        user_id.0,
+        role.as_str(),
     )
-    .bind(org_id)
-    .bind(user_id)
-    .bind(role)
     .fetch_optional(conn)
     .await
 }
 
-pub async fn delete(conn: &mut PgConnection, org_id: Uuid, user_id: Uuid) -> sqlx::Result<bool> {
-    let done = sqlx::query("DELETE FROM organization_members WHERE org_id = $1 AND user_id = $2")
-        .bind(org_id)
-        .bind(user_id)
-        .execute(conn)
-        .await?;
+pub async fn delete(conn: &mut PgConnection, org_id: OrgId, user_id: UserId) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "DELETE FROM organization_members WHERE org_id = $1 AND user_id = $2",
+        org_id.0,
+        user_id.0,
+    )
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected() > 0)
 }

@@ -101,23 +101,25 @@ pub async fn ensure_runtime_role(
 ) -> anyhow::Result<()> {
     use sqlx::Connection as _;
     let mut tx = conn.begin().await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1) AS "exists!""#,
+        name
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     // format() quotes the name and the password, so neither can break the statement.
-    let statements: Vec<String> = sqlx::query_scalar(
-        "SELECT unnest(CASE WHEN $3 THEN ARRAY[
-                    format('ALTER ROLE %I LOGIN NOSUPERUSER NOBYPASSRLS', $1),
+    let statements = sqlx::query_scalar!(
+        r#"SELECT unnest(CASE WHEN $3::bool THEN ARRAY[
+                    format('ALTER ROLE %I LOGIN NOSUPERUSER NOBYPASSRLS', $1::text),
                     format('GRANT api_runtime TO %I', $1)]
                 ELSE ARRAY[format('CREATE ROLE %I LOGIN IN ROLE api_runtime', $1)] END
               || CASE WHEN $2::text IS NULL THEN ARRAY[]::text[]
-                      ELSE ARRAY[format('ALTER ROLE %I PASSWORD %L', $1, $2)] END)",
+                      ELSE ARRAY[format('ALTER ROLE %I PASSWORD %L', $1, $2)] END)
+           AS "statement!""#,
+        name,
+        password,
+        exists,
     )
-    .bind(name)
-    .bind(password)
-    .bind(exists)
     .fetch_all(&mut *tx)
     .await?;
     for statement in statements {
@@ -130,7 +132,7 @@ pub async fn ensure_runtime_role(
     Ok(())
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct RoleFacts {
     rolname: String,
     rolsuper: bool,
@@ -142,14 +144,17 @@ struct RoleFacts {
 /// Refuses a runtime role that would let a bug read around row-level security: a
 /// superuser, a BYPASSRLS role or the owner of the tables (or a member of the owner).
 pub async fn check_runtime_role(pool: &PgPool, config: &Config) -> anyhow::Result<()> {
-    let facts: RoleFacts = sqlx::query_as(
-        "SELECT r.rolname::text AS rolname, r.rolsuper, r.rolbypassrls,
-                EXISTS (SELECT 1 FROM pg_tables t
-                        WHERE t.schemaname = 'public'
-                          AND pg_has_role(current_user, t.tableowner, 'MEMBER')) AS owns_tables,
-                EXISTS (SELECT 1 FROM pg_roles g WHERE g.rolname = 'api_runtime')
-                  AND pg_has_role(current_user, 'api_runtime', 'MEMBER') AS in_runtime_group
-         FROM pg_roles r WHERE r.rolname = current_user",
+    let facts = sqlx::query_as!(
+        RoleFacts,
+        r#"SELECT r.rolname::text AS "rolname!", r.rolsuper AS "rolsuper!",
+                  r.rolbypassrls AS "rolbypassrls!",
+                  EXISTS (SELECT 1 FROM pg_tables t
+                          WHERE t.schemaname = 'public'
+                            AND pg_has_role(current_user, t.tableowner, 'MEMBER'))
+                    AS "owns_tables!",
+                  EXISTS (SELECT 1 FROM pg_roles g WHERE g.rolname = 'api_runtime')
+                    AND pg_has_role(current_user, 'api_runtime', 'MEMBER') AS "in_runtime_group!"
+           FROM pg_roles r WHERE r.rolname = current_user"#
     )
     .fetch_one(pool)
     .await?;

@@ -16,11 +16,10 @@ use std::ops::{Deref, DerefMut};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
-use uuid::Uuid;
 
 use crate::db::error::{Error, Result};
 use crate::domain::AuthUser;
-use crate::domain::Role;
+use crate::domain::{OrgId, Role};
 
 #[derive(Clone)]
 pub struct Db {
@@ -166,7 +165,7 @@ impl Db {
 
     /// `begin_user`, and the user's role in `org_id` (`None` when they are not a member),
     /// read under their claims in the same round trip.
-    pub async fn begin_member(&self, user: &AuthUser, org_id: Uuid) -> Result<(Tx, Option<Role>)> {
+    pub async fn begin_member(&self, user: &AuthUser, org_id: OrgId) -> Result<(Tx, Option<Role>)> {
         let mut sql = self.user_begin_sql(user);
         // Uuids print as hex and dashes only.
         let _ = write!(sql, " EXECUTE {MEMBER_ROLE}('{org_id}', '{}');", user.id);
@@ -188,7 +187,7 @@ impl Db {
     }
 
     /// A transaction as `api_worker` scoped to one org, for jobs and webhooks.
-    pub async fn begin_worker(&self, org_id: Uuid) -> Result<Tx> {
+    pub async fn begin_worker(&self, org_id: OrgId) -> Result<Tx> {
         let org = org_id.to_string();
         let sql = begin_sql(
             "api_worker",

@@ -1,6 +1,5 @@
 //! Queries on `webhook_events`: raw deliveries and the events parsed out of them.
 
-use crate::domain::EventStatus;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -8,6 +7,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::domain::page::Page;
+use crate::domain::{ConnectionId, EventStatus, JobId, OrgId};
 
 /// The connection a webhook URL names, with its token digest (see the migration). The
 /// same statement scopes the `api_worker` transaction to the connection's org (one round
@@ -15,19 +15,17 @@ use crate::domain::page::Page;
 /// rolls the transaction back.
 pub async fn connection(
     conn: &mut PgConnection,
-    connection_id: Uuid,
-) -> sqlx::Result<Option<(Uuid, Vec<u8>, Option<i64>)>> {
-    sqlx::query_as(
-        "SELECT org_id, webhook_token_hash, account_id,
-                set_config('app.org_id', org_id::text, true) AS scoped
-         FROM auth.webhook_connection($1)",
+    connection_id: ConnectionId,
+) -> sqlx::Result<Option<(OrgId, Vec<u8>, Option<i64>)>> {
+    let row = sqlx::query!(
+        r#"SELECT org_id AS "org_id!: OrgId", webhook_token_hash AS "digest!", account_id,
+                  set_config('app.org_id', org_id::text, true) AS scoped
+           FROM auth.webhook_connection($1)"#,
+        connection_id.0,
     )
-    .bind(connection_id)
     .fetch_optional(conn)
-    .await
-    .map(|row: Option<(Uuid, Vec<u8>, Option<i64>, String)>| {
-        row.map(|(org_id, digest, account_id, _)| (org_id, digest, account_id))
-    })
+    .await?;
+    Ok(row.map(|r| (r.org_id, r.digest, r.account_id)))
 }
 
 /// Stores a delivery and the job that parses it, unless the same body was accepted for
@@ -39,8 +37,8 @@ pub async fn insert_delivery(
     delivery: NewDelivery<'_>,
     job_type: &str,
     max_attempts: i32,
-) -> sqlx::Result<Option<Uuid>> {
-    sqlx::query_scalar(
+) -> sqlx::Result<Option<JobId>> {
+    sqlx::query_scalar!(
         "WITH delivery AS (
              INSERT INTO webhook_events
                  (id, org_id, connection_id, kind, body_sha256, content_type, raw_body)
@@ -50,25 +48,25 @@ pub async fn insert_delivery(
          INSERT INTO jobs (id, org_id, type, payload, max_attempts, created_by, enqueued_at)
          SELECT $7, $2, $8, jsonb_build_object('delivery_id', delivery.id), $9, NULL, now()
          FROM delivery
-         RETURNING id",
+         RETURNING id AS \"id: JobId\"",
+        Uuid::now_v7(),
+        delivery.org_id.0,
+        delivery.connection_id.0,
+        delivery.digest,
+        delivery.content_type,
+        delivery.body,
+        JobId::new().0,
+        job_type,
+        max_attempts,
     )
-    .bind(Uuid::now_v7())
-    .bind(delivery.org_id)
-    .bind(delivery.connection_id)
-    .bind(delivery.digest)
-    .bind(delivery.content_type)
-    .bind(delivery.body)
-    .bind(Uuid::now_v7())
-    .bind(job_type)
-    .bind(max_attempts)
     .fetch_optional(conn)
     .await
 }
 
 /// A webhook delivery as received.
 pub struct NewDelivery<'a> {
-    pub org_id: Uuid,
-    pub connection_id: Uuid,
+    pub org_id: OrgId,
+    pub connection_id: ConnectionId,
     pub digest: &'a [u8],
     pub content_type: &'a str,
     pub body: &'a str,
@@ -77,18 +75,20 @@ pub struct NewDelivery<'a> {
 #[derive(Debug, sqlx::FromRow)]
 pub struct Delivery {
     pub id: Uuid,
-    pub org_id: Uuid,
-    pub connection_id: Uuid,
+    pub org_id: OrgId,
+    pub connection_id: ConnectionId,
     pub content_type: Option<String>,
     pub raw_body: Option<String>,
 }
 
 pub async fn delivery(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Delivery>> {
-    sqlx::query_as(
-        "SELECT id, org_id, connection_id, content_type, raw_body FROM webhook_events
-         WHERE id = $1 AND kind = 'delivery'",
+    sqlx::query_as!(
+        Delivery,
+        r#"SELECT id, org_id AS "org_id: OrgId", connection_id AS "connection_id: ConnectionId",
+                  content_type, raw_body
+           FROM webhook_events WHERE id = $1 AND kind = 'delivery'"#,
+        id,
     )
-    .bind(id)
     .fetch_optional(conn)
     .await
 }
@@ -107,32 +107,34 @@ pub async fn store_events(
     delivery: &Delivery,
     events: &[NewEvent<'_>],
 ) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM webhook_events WHERE delivery_id = $1")
-        .bind(delivery.id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM webhook_events WHERE delivery_id = $1",
+        delivery.id
+    )
+    .execute(&mut *conn)
+    .await?;
     // UUIDv7, so the listing (newest first, by id) keeps Kommo's order.
     let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
     let subtypes: Vec<&str> = events.iter().map(|e| e.subtype).collect();
     let ids: Vec<Option<i64>> = events.iter().map(|e| e.entity_id).collect();
     let payloads: Vec<&Value> = events.iter().map(|e| e.payload).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO webhook_events (id, org_id, connection_id, kind, delivery_id, type, subtype,
                                      entity_id, payload, status, processed_at)
          SELECT e.id, $1, $2, 'event', $3, e.kind, e.subtype, e.entity_id, e.payload,
                 'processed', now()
          FROM unnest($4::uuid[], $5::text[], $6::text[], $7::bigint[], $8::jsonb[])
               AS e(id, kind, subtype, entity_id, payload)",
+        delivery.org_id.0,
+        delivery.connection_id.0,
+        delivery.id,
+        &event_ids,
+        &kinds as _,
+        &subtypes as _,
+        &ids as _,
+        &payloads as _,
     )
-    .bind(delivery.org_id)
-    .bind(delivery.connection_id)
-    .bind(delivery.id)
-    .bind(&event_ids)
-    .bind(&kinds)
-    .bind(&subtypes)
-    .bind(&ids)
-    .bind(&payloads)
     .execute(&mut *conn)
     .await?;
     finish_delivery(conn, delivery.id, None).await
@@ -144,13 +146,14 @@ pub async fn finish_delivery(
     id: Uuid,
     error: Option<&str>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE webhook_events SET status = CASE WHEN $2::text IS NULL THEN 'processed' ELSE 'failed' END,
-                error = $2, processed_at = now()
+    sqlx::query!(
+        "UPDATE webhook_events
+         SET status = CASE WHEN $2::text IS NULL THEN 'processed' ELSE 'failed' END,
+             error = $2, processed_at = now()
          WHERE id = $1",
+        id,
+        error,
     )
-    .bind(id)
-    .bind(error)
     .execute(conn)
     .await?;
     Ok(())
@@ -183,7 +186,6 @@ pub struct WebhookEvent {
 /// The most of one event's payload a list returns: a page of 100 stays a few MB at most.
 pub const LISTED_PAYLOAD_BYTES: i32 = 32 * 1024;
 
-#[derive(sqlx::FromRow)]
 struct EventRow {
     id: Uuid,
     connection_id: Uuid,
@@ -231,28 +233,29 @@ impl From<EventRow> for WebhookEvent {
 /// Parsed events, and deliveries that failed to parse, newest first.
 pub async fn list(
     conn: &mut PgConnection,
-    org_id: Uuid,
+    org_id: OrgId,
     event_type: Option<&str>,
     status: Option<&str>,
     page: Page,
 ) -> sqlx::Result<Vec<WebhookEvent>> {
-    let rows: Vec<EventRow> = sqlx::query_as(
-        "SELECT id, connection_id, kind, delivery_id, type AS event_type, subtype, entity_id,
-                CASE WHEN octet_length(payload::text) <= $6 THEN payload::text END AS payload,
-                status, error, received_at, processed_at
-         FROM webhook_events
-         WHERE org_id = $1 AND (kind = 'event' OR status = 'failed')
-           AND ($2::text IS NULL OR type = $2)
-           AND ($3::text IS NULL OR status = $3)
-           AND ($4::uuid IS NULL OR id < $4)
-         ORDER BY id DESC LIMIT $5",
+    let rows = sqlx::query_as!(
+        EventRow,
+        r#"SELECT id, connection_id, kind, delivery_id, type AS event_type, subtype, entity_id,
+                  CASE WHEN octet_length(payload::text) <= $6 THEN payload::text END AS payload,
+                  status AS "status: EventStatus", error, received_at, processed_at
+           FROM webhook_events
+           WHERE org_id = $1 AND (kind = 'event' OR status = 'failed')
+             AND ($2::text IS NULL OR type = $2)
+             AND ($3::text IS NULL OR status = $3)
+             AND ($4::uuid IS NULL OR id < $4)
+           ORDER BY id DESC LIMIT $5"#,
+        org_id.0,
+        event_type,
+        status,
+        page.after,
+        page.fetch_limit(),
+        LISTED_PAYLOAD_BYTES,
     )
-    .bind(org_id)
-    .bind(event_type)
-    .bind(status)
-    .bind(page.after)
-    .bind(page.fetch_limit())
-    .bind(LISTED_PAYLOAD_BYTES)
     .fetch_all(conn)
     .await?;
     Ok(rows.into_iter().map(WebhookEvent::from).collect())

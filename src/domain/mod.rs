@@ -3,6 +3,7 @@
 //! `jobs/`, `kommo/` and `http/` can all use it without pointing at each other.
 
 pub mod fields;
+pub mod ids;
 pub mod media;
 pub mod page;
 
@@ -11,9 +12,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use uuid::Uuid;
 
 pub use fields::FieldError;
+pub use ids::{AgentId, ConnectionId, JobId, OrgId, UserId};
 pub use page::{Page, PageError, Paginated};
 
 /// A member's role in an org, lowest first (the order is the rank).
@@ -112,7 +113,7 @@ pub enum Provider {
 /// The caller, as proven by a verified access token (`http::auth` verifies it).
 #[derive(Debug, Clone)]
 pub struct AuthUser {
-    pub id: Uuid,
+    pub id: UserId,
     pub email: Option<String>,
     /// The verified claims as JSON text, handed to PostgreSQL as `request.jwt.claims`.
     pub claims: Arc<str>,

@@ -20,6 +20,7 @@ use crate::http::request_id;
 use crate::state::AppState;
 
 pub use crate::domain::AuthUser;
+use crate::domain::UserId;
 
 /// Refetching the key set on every unknown `kid` would let anyone with garbage tokens
 /// make us hammer the identity provider.
@@ -147,7 +148,7 @@ impl JwtVerifier {
             .and_then(Value::as_str)
             .map(str::to_owned);
         Ok(AuthUser {
-            id,
+            id: UserId(id),
             email,
             claims: claims.to_string().into(),
         })

@@ -195,6 +195,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Turns the violation of one named constraint into the problem the caller chooses; any
+/// other error maps as usual. Constraint names are ours (see migrations/), so a call
+/// site says exactly which rule it expects to trip.
+pub trait OnConstraint<T> {
+    fn on_constraint(self, name: &str, problem: impl FnOnce() -> ApiError) -> ApiResult<T>;
+}
+
+impl<T> OnConstraint<T> for Result<T, sqlx::Error> {
+    fn on_constraint(self, name: &str, problem: impl FnOnce() -> ApiError) -> ApiResult<T> {
+        self.map_err(
+            |error| match error.as_database_error().and_then(|db| db.constraint()) {
+                Some(constraint) if constraint == name => problem(),
+                _ => error.into(),
+            },
+        )
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> ApiError {
         if let sqlx::Error::PoolTimedOut = error {
@@ -207,17 +225,10 @@ impl From<sqlx::Error> for ApiError {
         if let Some(db) = error.as_database_error() {
             // Constraint names are ours (see migrations/), so they map to field errors.
             match (db.code().as_deref(), db.constraint()) {
-                (Some("23505"), Some("organizations_slug_key")) => {
-                    return ApiError::Conflict("An organization with this slug exists.".into());
-                }
+                // Call sites name the constraints they expect (`on_constraint`); an
+                // unexpected duplicate is still a conflict, not a 500.
                 (Some("23505"), _) => {
                     return ApiError::Conflict("The resource already exists.".into());
-                }
-                (Some("23503"), Some(c)) if c.contains("connection_id") => {
-                    return ApiError::validation(
-                        "connection_id",
-                        "must be a CRM connection of this organization",
-                    );
                 }
                 // A CHECK constraint caught what validation let through: still the
                 // client's input, never a 500.

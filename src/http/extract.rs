@@ -15,6 +15,8 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use uuid::Uuid;
+
+use crate::domain::OrgId;
 use validator::Validate;
 
 use crate::db::Tx;
@@ -222,7 +224,7 @@ impl MinRole for OwnerOnly {
 /// the caller's claims.
 pub struct OrgTx<R: MinRole = Read> {
     pub user: AuthUser,
-    pub org_id: Uuid,
+    pub org_id: OrgId,
     pub role: Role,
     pub tx: Tx,
     _min: PhantomData<R>,
@@ -242,6 +244,7 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
                     .find(|(name, _)| *name == "org_id")
                     .and_then(|(_, value)| Uuid::parse_str(value).ok())
             })
+            .map(OrgId)
             .ok_or(ApiError::NotFound)?;
         request_id::note_org(org_id);
         let (tx, role) = state.db.begin_member(&user, org_id).await?;

@@ -3,11 +3,11 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::domain::{OrgId, UserId};
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use uuid::Uuid;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -23,8 +23,8 @@ pub struct RequestId(pub String);
 #[derive(Debug, Default)]
 pub struct RequestContext {
     pub id: String,
-    pub user_id: OnceLock<Uuid>,
-    pub org_id: OnceLock<Uuid>,
+    pub user_id: OnceLock<UserId>,
+    pub org_id: OnceLock<OrgId>,
 }
 
 /// The id of the request being served by this task, if any.
@@ -33,12 +33,12 @@ pub fn current() -> Option<String> {
 }
 
 /// Records the authenticated user for the request's log line.
-pub fn note_user(user_id: Uuid) {
+pub fn note_user(user_id: UserId) {
     let _ = CURRENT.try_with(|ctx| ctx.user_id.set(user_id));
 }
 
 /// Records the org the request is scoped to for its log line.
-pub fn note_org(org_id: Uuid) {
+pub fn note_org(org_id: OrgId) {
     let _ = CURRENT.try_with(|ctx| ctx.org_id.set(org_id));
 }
 

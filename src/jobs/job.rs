@@ -10,11 +10,12 @@ use std::pin::Pin;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use crate::db::jobs::ClaimedJob;
 use crate::db::{self, Tx};
 use crate::domain::FieldError;
+use crate::domain::OrgId;
+use crate::domain::UserId;
 use crate::jobs::queue::Lane;
 use crate::jobs::{DEFAULT_MAX_ATTEMPTS, JobContext, JobError};
 
@@ -33,7 +34,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn validate(
         &self,
         _tx: &mut Tx,
-        _org_id: Uuid,
+        _org_id: OrgId,
     ) -> impl Future<Output = Result<(), Rejected>> + Send {
         async { Ok(()) }
     }
@@ -74,7 +75,7 @@ pub struct Registered {
     pub client: bool,
     pub lane: Lane,
     run: for<'a> fn(&'a JobContext, &'a ClaimedJob) -> BoxFuture<'a, Result<Value, JobError>>,
-    validate: for<'a> fn(Value, &'a mut Tx, Uuid) -> BoxFuture<'a, Result<(), Rejected>>,
+    validate: for<'a> fn(Value, &'a mut Tx, OrgId) -> BoxFuture<'a, Result<(), Rejected>>,
 }
 
 impl Registered {
@@ -104,7 +105,7 @@ fn run_erased<'a, J: Job>(
 fn validate_erased<'a, J: Job>(
     fields: Value,
     tx: &'a mut Tx,
-    org_id: Uuid,
+    org_id: OrgId,
 ) -> BoxFuture<'a, Result<(), Rejected>> {
     Box::pin(async move {
         let payload: J = crate::domain::fields::from_value(fields).map_err(Rejected::Invalid)?;
@@ -149,7 +150,7 @@ pub struct NewJob {
 
 /// Checks `{type, …}` from a client: a type clients may enqueue, the fields of that
 /// type and nothing else, and ids that belong to the caller's org.
-pub async fn validate_client(body: Value, tx: &mut Tx, org_id: Uuid) -> Result<NewJob, Rejected> {
+pub async fn validate_client(body: Value, tx: &mut Tx, org_id: OrgId) -> Result<NewJob, Rejected> {
     let Value::Object(mut fields) = body else {
         return Err(invalid("", "the body must be a JSON object"));
     };
@@ -182,9 +183,9 @@ pub async fn validate_client(body: Value, tx: &mut Tx, org_id: Uuid) -> Result<N
 /// returned row to `JobQueue::enqueue_committed`.
 pub async fn insert<J: Job>(
     tx: &mut Tx,
-    org_id: Uuid,
+    org_id: OrgId,
     job: &J,
-    created_by: Option<Uuid>,
+    created_by: Option<UserId>,
 ) -> Result<crate::db::jobs::Job, db::Error> {
     let payload = serde_json::to_value(job).map_err(|e| {
         tracing::error!(error = %e, job_type = J::TYPE, "a job payload did not serialize");

@@ -39,6 +39,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::db::{self, Db};
+use crate::domain::{JobId, OrgId};
 use crate::redis_conn::RedisConn;
 
 pub use job::{Job, Rejected};
@@ -61,8 +62,8 @@ const SWEEP_BATCH: i64 = 1000;
 /// A job id taken from a lane, on its way to the runner.
 #[derive(Debug, Clone, Copy)]
 pub struct JobMessage {
-    pub job_id: Uuid,
-    pub org_id: Uuid,
+    pub job_id: JobId,
+    pub org_id: OrgId,
     pub lane: Lane,
 }
 
@@ -156,14 +157,14 @@ pub struct JobContext {
     /// This process's name on the rows it claims (unique per process and run).
     pub worker: Arc<str>,
     /// Jobs this process is running: `job id → (org id, worker name)`.
-    pub in_flight: Arc<std::sync::Mutex<std::collections::HashMap<Uuid, (Uuid, String)>>>,
+    pub in_flight: Arc<std::sync::Mutex<std::collections::HashMap<JobId, (OrgId, String)>>>,
 }
 
 impl JobContext {
     /// Hands every job this process still runs back to the queue (shutdown past its
     /// grace period): another worker starts it at once rather than after its lease.
     pub async fn release_in_flight(&self) {
-        let jobs: Vec<(Uuid, (Uuid, String))> = match self.in_flight.lock() {
+        let jobs: Vec<(JobId, (OrgId, String))> = match self.in_flight.lock() {
             Ok(map) => map.iter().map(|(k, v)| (*k, v.clone())).collect(),
             Err(poisoned) => poisoned
                 .into_inner()
@@ -236,7 +237,7 @@ impl JobQueue {
     }
 
     #[tracing::instrument(name = "redis.job_push", skip_all, fields(otel.kind = "client", db.system = "redis", %job_id))]
-    async fn push(&self, job_id: Uuid, org_id: Uuid, lane: Lane, delay: Option<Duration>) {
+    async fn push(&self, job_id: JobId, org_id: OrgId, lane: Lane, delay: Option<Duration>) {
         if self.breaker.is_open() {
             return;
         }
@@ -255,11 +256,11 @@ impl JobQueue {
 
     /// Pushes a job whose row is committed. A push that fails is not an error: the row is
     /// the record, and the sweep pushes the job within seconds.
-    pub async fn enqueue_committed(&self, job_id: Uuid, org_id: Uuid, job_type: &str) {
+    pub async fn enqueue_committed(&self, job_id: JobId, org_id: OrgId, job_type: &str) {
         self.push(job_id, org_id, Lane::of(job_type), None).await
     }
 
-    pub async fn enqueue_later(&self, job_id: Uuid, org_id: Uuid, lane: Lane, delay: Duration) {
+    pub async fn enqueue_later(&self, job_id: JobId, org_id: OrgId, lane: Lane, delay: Duration) {
         self.push(job_id, org_id, lane, Some(delay)).await
     }
 
@@ -275,7 +276,7 @@ impl JobQueue {
             tx.commit().await?;
             rows
         };
-        let ids: Vec<Uuid> = rows.iter().map(|row| row.id).collect();
+        let ids: Vec<JobId> = rows.iter().map(|row| row.id).collect();
         let held = tokio::time::timeout(Duration::from_secs(1), self.store.held(&ids))
             .await
             .map_err(|_| anyhow::anyhow!("Redis did not answer within 1 s"))??;

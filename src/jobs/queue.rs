@@ -19,8 +19,8 @@ use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::Script;
-use uuid::Uuid;
 
+use crate::domain::{JobId, OrgId};
 use crate::redis_conn::RedisConn;
 
 /// Work is split by what it waits on, so that a hanging Kommo holds only Kommo-bound
@@ -129,8 +129,8 @@ static PROMOTE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PROMOTE))
 /// A job id taken from a lane.
 #[derive(Debug, Clone, Copy)]
 pub struct Popped {
-    pub job_id: Uuid,
-    pub org_id: Uuid,
+    pub job_id: JobId,
+    pub org_id: OrgId,
 }
 
 #[derive(Clone)]
@@ -172,8 +172,8 @@ impl RedisQueue {
     pub async fn push(
         &self,
         lane: Lane,
-        org_id: Uuid,
-        job_id: Uuid,
+        org_id: OrgId,
+        job_id: JobId,
         delay: Option<Duration>,
     ) -> redis::RedisResult<()> {
         let mut conn = self.redis.connection();
@@ -205,7 +205,7 @@ impl RedisQueue {
     }
 
     /// The next job of the lane, passing over `skip` unless nobody else has work.
-    pub async fn pop(&self, lane: Lane, skip: &[Uuid]) -> redis::RedisResult<Option<Popped>> {
+    pub async fn pop(&self, lane: Lane, skip: &[OrgId]) -> redis::RedisResult<Option<Popped>> {
         let mut conn = self.redis.connection();
         let mut invocation = POP_SCRIPT.prepare_invoke();
         invocation
@@ -239,7 +239,7 @@ impl RedisQueue {
     }
 
     /// For each id, whether Redis holds it (in a lane or delayed).
-    pub async fn held(&self, ids: &[Uuid]) -> redis::RedisResult<Vec<bool>> {
+    pub async fn held(&self, ids: &[JobId]) -> redis::RedisResult<Vec<bool>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use crate::db;
 use crate::db::jobs::ClaimedJob;
+use crate::domain::{JobId, OrgId};
 use crate::jobs::{JobContext, JobError, JobMessage, Lane, job};
 
 /// Delay before attempt `attempt + 1`: `base · 2^(attempt-1)`, capped, with jitter drawn
@@ -182,8 +182,8 @@ async fn record(
 /// Extends the row's lease every third of its length while the handler runs.
 async fn renew_lease(
     ctx: JobContext,
-    job_id: Uuid,
-    org_id: Uuid,
+    job_id: JobId,
+    org_id: OrgId,
     worker: String,
     lease: Duration,
     stop: CancellationToken,

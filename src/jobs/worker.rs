@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
+use crate::domain::OrgId;
 use crate::jobs::queue::{Lane, Popped};
 use crate::jobs::{JobContext, JobMessage, runner};
 
@@ -86,10 +86,10 @@ impl WorkerHealth {
 
 /// Jobs this process runs per org, so that one org's burst cannot take every slot.
 #[derive(Default)]
-struct OrgLoad(Mutex<HashMap<Uuid, usize>>);
+struct OrgLoad(Mutex<HashMap<OrgId, usize>>);
 
 impl OrgLoad {
-    fn add(self: &Arc<Self>, org: Uuid) -> OrgSlot {
+    fn add(self: &Arc<Self>, org: OrgId) -> OrgSlot {
         if let Ok(mut map) = self.0.lock() {
             *map.entry(org).or_default() += 1;
         }
@@ -99,7 +99,7 @@ impl OrgLoad {
         }
     }
 
-    fn at_least(&self, share: usize) -> Vec<Uuid> {
+    fn at_least(&self, share: usize) -> Vec<OrgId> {
         match self.0.lock() {
             Ok(map) => map
                 .iter()
@@ -113,7 +113,7 @@ impl OrgLoad {
 
 struct OrgSlot {
     load: Arc<OrgLoad>,
-    org: Uuid,
+    org: OrgId,
 }
 
 impl Drop for OrgSlot {

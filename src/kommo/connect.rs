@@ -2,13 +2,14 @@
 //! queued and audited, all in one transaction; the pushes to the queue follow the commit.
 
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::config::Config;
 use crate::db::crm::Connection;
 use crate::db::jobs::Job;
 use crate::db::{self, Db};
+use crate::domain::JobId;
 use crate::domain::{Change, RequestMeta};
+use crate::domain::{ConnectionId, OrgId, UserId};
 use crate::jobs::JobQueue;
 use crate::jobs::job;
 use crate::jobs::kinds::{SyncContacts, SyncPipelines};
@@ -40,10 +41,10 @@ pub enum SyncPart {
 /// `queued`; the caller commits, then pushes the jobs (`push_jobs`).
 pub async fn queue_syncs(
     tx: &mut db::Tx,
-    org_id: Uuid,
-    connection_id: Uuid,
+    org_id: OrgId,
+    connection_id: ConnectionId,
     parts: &[SyncPart],
-    created_by: Option<Uuid>,
+    created_by: Option<UserId>,
 ) -> db::Result<Vec<Job>> {
     let mut jobs = Vec::new();
     for sync in parts {
@@ -76,7 +77,7 @@ pub async fn queue_syncs(
 pub async fn push_jobs(queue: &JobQueue, jobs: &[Job]) {
     for job in jobs {
         queue
-            .enqueue_committed(job.id, job.org_id, &job.job_type)
+            .enqueue_committed(JobId(job.id), OrgId(job.org_id), &job.job_type)
             .await;
     }
 }
@@ -86,8 +87,8 @@ impl Connector<'_> {
     /// the org, with a new webhook secret, and queues its first syncs.
     pub async fn complete_oauth(
         &self,
-        org_id: Uuid,
-        user_id: Uuid,
+        org_id: OrgId,
+        user_id: UserId,
         base_domain: &str,
         tokens: &TokenSet,
         account_id: i64,

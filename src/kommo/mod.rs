@@ -53,6 +53,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::crypto::{CryptoError, KeyRing};
+use crate::domain::ConnectionId;
 use crate::redis_conn::RedisConn;
 
 /// Everything that talks to Kommo: the client, the keys that open stored secrets, and
@@ -87,7 +88,7 @@ pub fn new_webhook_token() -> (String, Vec<u8>) {
 }
 
 /// Where Kommo must send the connection's webhooks (shown to the user once).
-pub fn webhook_url(config: &Config, connection_id: uuid::Uuid, token: &str) -> String {
+pub fn webhook_url(config: &Config, connection_id: ConnectionId, token: &str) -> String {
     let base = config
         .public_base_url
         .as_ref()

@@ -7,11 +7,11 @@ use std::future::Future;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use uuid::Uuid;
 
 use crate::crypto::{self, CryptoError};
 use crate::db::crm::{ConnectionSecrets, StoredTokens};
 use crate::db::{self, Db, Tx};
+use crate::domain::{ConnectionId, OrgId};
 use crate::kommo::{Kommo, KommoError, TokenSet};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,24 +52,24 @@ impl Kommo {
     /// associated data.
     pub fn seal_tokens(
         &self,
-        id: Uuid,
+        id: ConnectionId,
         tokens: &TokenSet,
     ) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
         let keys = self.keys()?;
         Ok((
-            keys.encrypt(tokens.access_token.as_bytes(), id, crypto::ACCESS_TOKEN)?,
-            keys.encrypt(tokens.refresh_token.as_bytes(), id, crypto::REFRESH_TOKEN)?,
+            keys.encrypt(tokens.access_token.as_bytes(), id.0, crypto::ACCESS_TOKEN)?,
+            keys.encrypt(tokens.refresh_token.as_bytes(), id.0, crypto::REFRESH_TOKEN)?,
         ))
     }
 
     fn open(
         &self,
         blob: Option<&[u8]>,
-        id: Uuid,
+        id: ConnectionId,
         column: &str,
     ) -> Result<Option<SecretString>, CryptoError> {
         match blob {
-            Some(blob) => Ok(Some(self.keys()?.decrypt(blob, id, column)?)),
+            Some(blob) => Ok(Some(self.keys()?.decrypt(blob, id.0, column)?)),
             None => Ok(None),
         }
     }
@@ -78,8 +78,8 @@ impl Kommo {
     pub async fn access_token(
         &self,
         db: &Db,
-        org_id: Uuid,
-        connection_id: Uuid,
+        org_id: OrgId,
+        connection_id: ConnectionId,
     ) -> Result<(String, SecretString), TokenError> {
         let mut tx = db.begin_worker(org_id).await?;
         let row = db::crm::secrets(&mut tx, org_id, connection_id)
@@ -101,8 +101,8 @@ impl Kommo {
     pub async fn with_token<T, F, Fut>(
         &self,
         db: &Db,
-        org_id: Uuid,
-        connection_id: Uuid,
+        org_id: OrgId,
+        connection_id: ConnectionId,
         call: F,
     ) -> Result<T, TokenError>
     where
@@ -127,8 +127,8 @@ impl Kommo {
     pub async fn refresh(
         &self,
         db: &Db,
-        org_id: Uuid,
-        connection_id: Uuid,
+        org_id: OrgId,
+        connection_id: ConnectionId,
         reason: RefreshReason,
     ) -> Result<Option<DateTime<Utc>>, TokenError> {
         let mut tx = db.begin_worker(org_id).await?;
@@ -205,7 +205,7 @@ impl Kommo {
     pub async fn store(
         &self,
         tx: &mut Tx,
-        connection_id: Uuid,
+        connection_id: ConnectionId,
         tokens: &TokenSet,
         account_id: Option<i64>,
     ) -> Result<DateTime<Utc>, TokenError> {
@@ -230,7 +230,7 @@ impl Kommo {
     pub async fn credentials(
         &self,
         tx: &mut Tx,
-        org_id: Uuid,
+        org_id: OrgId,
     ) -> Result<(String, SecretString, String), TokenError> {
         let creds = db::crm::credentials(tx, org_id, "kommo")
             .await?

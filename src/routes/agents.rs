@@ -12,8 +12,10 @@ use validator::{Validate, ValidationError};
 use crate::db;
 use crate::db::agents::{Agent, AgentFields, AgentFilter, AgentStatus};
 use crate::db::audit::Change;
+use crate::domain::ConnectionId;
 use crate::domain::page::{Page, Paginated};
-use crate::http::error::{ApiError, ApiResult};
+use crate::domain::{AgentId, OrgId};
+use crate::http::error::{ApiError, ApiResult, OnConstraint};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
 use crate::state::AppState;
 
@@ -222,18 +224,26 @@ pub struct AgentList {
     pub total: i64,
 }
 
+/// The foreign key that keeps an agent's connection in its own org; a connection deleted
+/// between the check and the write trips it.
+const FOREIGN_CONNECTION: &str = "agents_connection_id_org_id_fkey";
+
+fn foreign_connection() -> ApiError {
+    ApiError::validation(
+        "connection_id",
+        "must be a CRM connection of this organization",
+    )
+}
+
 /// An agent may only point at a CRM connection of its own org.
 async fn check_connection(
     tx: &mut db::Tx,
-    org_id: Uuid,
+    org_id: OrgId,
     connection: Option<Uuid>,
 ) -> ApiResult<()> {
     match connection {
-        Some(id) if !db::agents::connection_exists(tx, org_id, id).await? => {
-            Err(ApiError::validation(
-                "connection_id",
-                "must be a CRM connection of this organization",
-            ))
+        Some(id) if !db::agents::connection_exists(tx, org_id, ConnectionId(id)).await? => {
+            Err(foreign_connection())
         }
         _ => Ok(()),
     }
@@ -289,7 +299,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Agent>)> {
     check_connection(&mut tx, org_id, body.connection_id).await?;
     let fields = AgentFields {
-        connection_id: body.connection_id,
+        connection_id: body.connection_id.map(ConnectionId),
         name: body.name,
         status: body.status.unwrap_or(AgentStatus::Draft),
         model: body.model,
@@ -300,7 +310,9 @@ pub async fn create(
         max_tokens: body.max_tokens.unwrap_or(2048),
         settings: body.settings.unwrap_or_else(|| serde_json::json!({})),
     };
-    let agent = db::agents::insert(&mut tx, org_id, &fields).await?;
+    let agent = db::agents::insert(&mut tx, org_id, &fields)
+        .await
+        .on_constraint(FOREIGN_CONNECTION, foreign_connection)?;
     let change = Change::new(
         "agent.create",
         "agent",
@@ -318,7 +330,7 @@ pub async fn create(
     responses((status = 200, body = Agent)))]
 pub async fn show(
     OrgTx { org_id, mut tx, .. }: OrgTx,
-    ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, agent_id)): ApiPath<(Uuid, AgentId)>,
 ) -> ApiResult<Json<Agent>> {
     let agent = db::agents::get(&mut tx, org_id, agent_id)
         .await?
@@ -339,7 +351,7 @@ pub async fn update(
         ..
     }: OrgTx<Write>,
     meta: RequestMeta,
-    ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, agent_id)): ApiPath<(Uuid, AgentId)>,
     ApiJson(body): ApiJson<UpdateAgent>,
 ) -> ApiResult<Json<Agent>> {
     let current = db::agents::get_for_update(&mut tx, org_id, agent_id)
@@ -349,7 +361,7 @@ pub async fn update(
     let mut fields = AgentFields::from(current);
     if let Some(connection_id) = body.connection_id {
         check_connection(&mut tx, org_id, connection_id).await?;
-        fields.connection_id = connection_id;
+        fields.connection_id = connection_id.map(ConnectionId);
     }
     if let Some(v) = body.name {
         fields.name = v;
@@ -379,7 +391,8 @@ pub async fn update(
         fields.settings = v;
     }
     let agent = db::agents::update(&mut tx, org_id, agent_id, &fields)
-        .await?
+        .await
+        .on_constraint(FOREIGN_CONNECTION, foreign_connection)?
         .ok_or(ApiError::NotFound)?;
     let change = Change::new(
         "agent.update",
@@ -404,7 +417,7 @@ pub async fn set_status(
         ..
     }: OrgTx<Write>,
     meta: RequestMeta,
-    ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, agent_id)): ApiPath<(Uuid, AgentId)>,
     ApiJson(body): ApiJson<SetStatus>,
 ) -> ApiResult<Json<Agent>> {
     let agent = db::agents::set_status(&mut tx, org_id, agent_id, body.status)
@@ -433,7 +446,7 @@ pub async fn remove(
         ..
     }: OrgTx<Write>,
     meta: RequestMeta,
-    ApiPath((_, agent_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, agent_id)): ApiPath<(Uuid, AgentId)>,
 ) -> ApiResult<StatusCode> {
     if !db::agents::delete(&mut tx, org_id, agent_id).await? {
         return Err(ApiError::NotFound);

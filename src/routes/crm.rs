@@ -17,6 +17,7 @@ use crate::db;
 use crate::db::audit::Change;
 use crate::db::crm::{Connection, ContactView, PipelineView, StoredTokens};
 use crate::db::jobs::Job;
+use crate::domain::ConnectionId;
 use crate::domain::ConnectionStatus;
 use crate::domain::page::{Page, Paginated};
 use crate::http::error::{ApiError, ApiResult, kommo_unavailable};
@@ -316,11 +317,11 @@ pub async fn create_connection(
     };
     let (id, _) =
         db::crm::lock_connection_id(&mut tx, org_id, provider, &body.base_domain, user.id).await?;
-    let access = keys.encrypt(body.access_token.as_bytes(), id, crypto::ACCESS_TOKEN)?;
+    let access = keys.encrypt(body.access_token.as_bytes(), id.0, crypto::ACCESS_TOKEN)?;
     let refresh = body
         .refresh_token
         .as_deref()
-        .map(|t| keys.encrypt(t.as_bytes(), id, crypto::REFRESH_TOKEN))
+        .map(|t| keys.encrypt(t.as_bytes(), id.0, crypto::REFRESH_TOKEN))
         .transpose()?;
     let tokens = StoredTokens {
         access_token_enc: &access,
@@ -362,7 +363,7 @@ pub async fn create_connection(
     responses((status = 200, body = Connection)))]
 pub async fn show_connection(
     OrgTx { org_id, mut tx, .. }: OrgTx,
-    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, id)): ApiPath<(Uuid, ConnectionId)>,
 ) -> ApiResult<Json<Connection>> {
     let connection = db::crm::connection(&mut tx, org_id, id)
         .await?
@@ -383,7 +384,7 @@ pub async fn delete_connection(
         ..
     }: OrgTx<Write>,
     meta: RequestMeta,
-    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, id)): ApiPath<(Uuid, ConnectionId)>,
 ) -> ApiResult<StatusCode> {
     if !db::crm::delete_connection(&mut tx, org_id, id).await? {
         return Err(ApiError::NotFound);
@@ -426,7 +427,7 @@ pub async fn sync(
         ..
     }: OrgTx<Write>,
     meta: RequestMeta,
-    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, id)): ApiPath<(Uuid, ConnectionId)>,
     ApiJson(body): ApiJson<SyncRequest>,
 ) -> ApiResult<(StatusCode, Json<QueuedJobs>)> {
     db::crm::connection(&mut tx, org_id, id)
@@ -461,7 +462,7 @@ pub struct PipelineList {
     responses((status = 200, body = PipelineList)))]
 pub async fn pipelines(
     OrgTx { org_id, mut tx, .. }: OrgTx,
-    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, id)): ApiPath<(Uuid, ConnectionId)>,
 ) -> ApiResult<Json<PipelineList>> {
     db::crm::connection(&mut tx, org_id, id)
         .await?
@@ -486,7 +487,7 @@ pub struct PageQuery {
     responses((status = 200, body = inline(Paginated<ContactView>))))]
 pub async fn contacts(
     OrgTx { org_id, mut tx, .. }: OrgTx,
-    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, id)): ApiPath<(Uuid, ConnectionId)>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Paginated<ContactView>>> {
     let page = Page::new(query.limit, query.cursor.as_deref())?;
@@ -517,7 +518,7 @@ pub async fn rotate_webhook_secret(
         ..
     }: OrgTx<Write>,
     meta: RequestMeta,
-    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, id)): ApiPath<(Uuid, ConnectionId)>,
 ) -> ApiResult<Json<WebhookSecret>> {
     let (token, hash) = new_webhook_token();
     if !db::crm::set_webhook_token_hash(&mut tx, org_id, id, &hash).await? {
@@ -546,7 +547,7 @@ pub async fn refresh_token(
         user, org_id, tx, ..
     }: OrgTx<Write>,
     meta: RequestMeta,
-    ApiPath((_, id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, id)): ApiPath<(Uuid, ConnectionId)>,
 ) -> ApiResult<Json<RefreshedToken>> {
     let requested_at = Utc::now();
     // Permission is checked; the refresh runs in its own (locked) transaction, and only a

@@ -15,6 +15,7 @@ use crate::db;
 use crate::db::audit::Change;
 use crate::db::jobs::{Job, JobFilter, JobStatus};
 use crate::domain::page::{Page, Paginated};
+use crate::domain::{JobId, OrgId};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
 use crate::jobs::job;
@@ -106,7 +107,7 @@ pub async fn create(
     // push fails the row stays queued and the scheduler's sweep pushes it.
     state
         .jobs
-        .enqueue_committed(job.id, org_id, &job.job_type)
+        .enqueue_committed(JobId(job.id), org_id, &job.job_type)
         .await;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
@@ -117,7 +118,7 @@ pub async fn create(
     responses((status = 200, body = Job)))]
 pub async fn show(
     OrgTx { org_id, mut tx, .. }: OrgTx,
-    ApiPath((_, job_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, job_id)): ApiPath<(Uuid, JobId)>,
 ) -> ApiResult<Json<Job>> {
     let job = db::jobs::get(&mut tx, org_id, job_id)
         .await?
@@ -138,7 +139,7 @@ pub async fn cancel(
         ..
     }: OrgTx<Write>,
     meta: RequestMeta,
-    ApiPath((_, job_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, job_id)): ApiPath<(Uuid, JobId)>,
 ) -> ApiResult<Json<Job>> {
     let Some(job) = db::jobs::cancel(&mut tx, org_id, job_id).await? else {
         return Err(state_conflict(&mut tx, org_id, job_id, "cancelled").await);
@@ -162,7 +163,7 @@ pub async fn retry(
         ..
     }: OrgTx<Write>,
     meta: RequestMeta,
-    ApiPath((_, job_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, job_id)): ApiPath<(Uuid, JobId)>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     let Some(job) = db::jobs::retry(&mut tx, org_id, job_id).await? else {
         return Err(state_conflict(&mut tx, org_id, job_id, "retried").await);
@@ -172,13 +173,13 @@ pub async fn retry(
     tx.commit().await?;
     state
         .jobs
-        .enqueue_committed(job.id, org_id, &job.job_type)
+        .enqueue_committed(JobId(job.id), org_id, &job.job_type)
         .await;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
 /// 404 when the job does not exist, else 409 naming its state.
-async fn state_conflict(tx: &mut db::Tx, org_id: Uuid, job_id: Uuid, verb: &str) -> ApiError {
+async fn state_conflict(tx: &mut db::Tx, org_id: OrgId, job_id: JobId, verb: &str) -> ApiError {
     match db::jobs::get(tx, org_id, job_id).await {
         Ok(Some(job)) => ApiError::conflict(format!(
             "The job is {}; it cannot be {verb}.",

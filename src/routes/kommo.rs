@@ -19,6 +19,7 @@ use crate::db::audit::Change;
 use crate::db::crm::Connection;
 use crate::db::jobs::Job;
 use crate::db::oauth::ConsumedState;
+use crate::domain::{ConnectionId, JobId};
 use crate::http::error::kommo_unavailable;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiQuery, OrgTx, RequestMeta, UserTx, Write};
@@ -429,7 +430,7 @@ pub async fn send_message(
         ));
     }
     let connection = match body.connection_id {
-        Some(id) => db::crm::connection(&mut tx, org_id, id)
+        Some(id) => db::crm::connection(&mut tx, org_id, ConnectionId(id))
             .await?
             .ok_or_else(|| {
                 ApiError::validation(
@@ -444,7 +445,7 @@ pub async fn send_message(
             })?,
     };
     let message = send_message::SendMessage {
-        connection_id: connection.id,
+        connection_id: ConnectionId(connection.id),
         deal_id: body.deal_id,
         channel: body.channel.as_str().into(),
         message: send_message::Message {
@@ -470,7 +471,7 @@ pub async fn send_message(
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
     app.jobs
-        .enqueue_committed(job.id, org_id, &job.job_type)
+        .enqueue_committed(JobId(job.id), org_id, &job.job_type)
         .await;
     Ok((StatusCode::ACCEPTED, Json(job)))
 }

@@ -30,7 +30,7 @@ pub async fn me(UserTx { user, mut tx, .. }: UserTx) -> ApiResult<Json<Me>> {
     let orgs = db::orgs::memberships(&mut tx, user.id).await?;
     tx.commit().await?;
     Ok(Json(Me {
-        user_id: user.id,
+        user_id: user.id.0,
         email: user.email,
         orgs,
     }))

@@ -13,6 +13,8 @@ use validator::Validate;
 use crate::db;
 use crate::db::audit::Change;
 use crate::db::members::Member;
+use crate::domain::OrgId;
+use crate::domain::UserId;
 use crate::domain::page::{Page, Paginated};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Role, Write};
@@ -68,7 +70,7 @@ pub async fn upsert(
         ..
     }: OrgTx<Write>,
     meta: RequestMeta,
-    ApiPath((_, user_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, user_id)): ApiPath<(Uuid, UserId)>,
     ApiJson(body): ApiJson<PutMember>,
 ) -> ApiResult<(StatusCode, Json<Member>)> {
     let current = db::members::role_of(&mut tx, org_id, user_id).await?;
@@ -120,7 +122,7 @@ pub async fn remove(
         ..
     }: OrgTx,
     meta: RequestMeta,
-    ApiPath((_, user_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((_, user_id)): ApiPath<(Uuid, UserId)>,
 ) -> ApiResult<StatusCode> {
     let leaving = user_id == user.id;
     if !leaving && caller != Role::Owner {
@@ -148,7 +150,7 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn ensure_other_owner(tx: &mut db::Tx, org_id: Uuid, leaving: Uuid) -> ApiResult<()> {
+async fn ensure_other_owner(tx: &mut db::Tx, org_id: OrgId, leaving: UserId) -> ApiResult<()> {
     let owners = db::members::lock_owners(tx, org_id).await?;
     if owners.iter().all(|owner| *owner == leaving) {
         return Err(ApiError::conflict(

@@ -12,7 +12,8 @@ use validator::Validate;
 use crate::db;
 use crate::db::audit::Change;
 use crate::db::orgs::Org;
-use crate::http::error::{ApiError, ApiResult};
+use crate::domain::OrgId;
+use crate::http::error::{ApiError, ApiResult, OnConstraint};
 use crate::http::extract::{ApiJson, OrgTx, RequestMeta, Role, UserTx};
 use crate::state::AppState;
 
@@ -102,15 +103,19 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateOrg>,
 ) -> ApiResult<(StatusCode, Json<OrgWithRole>)> {
     let slug = body.slug.unwrap_or_else(|| generate_slug(&body.name));
-    let org = db::orgs::insert(&mut tx, body.name.trim(), &slug, user.id).await?;
-    db::members::insert(&mut tx, org.id, user.id, Role::Owner).await?;
+    let org = db::orgs::insert(&mut tx, body.name.trim(), &slug, user.id)
+        .await
+        .on_constraint("organizations_slug_key", || {
+            ApiError::Conflict("An organization with this slug exists.".into())
+        })?;
+    db::members::insert(&mut tx, OrgId(org.id), user.id, Role::Owner).await?;
     let change = Change::new(
         "org.create",
         "organization",
         org.id,
         json!({"name": org.name, "slug": org.slug}),
     );
-    db::audit::record(&mut tx, org.id, Some(user.id), &meta, change).await?;
+    db::audit::record(&mut tx, OrgId(org.id), Some(user.id), &meta, change).await?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,

@@ -11,10 +11,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use crate::db;
 use crate::db::webhooks::WebhookEvent;
+use crate::domain::ConnectionId;
 use crate::domain::page::{Page, Paginated};
 use crate::http::client_ip::ClientIp;
 use crate::http::error::{ApiError, ApiResult};
@@ -101,7 +101,7 @@ async fn accept(
 
     // Anything wrong with the URL is the same 404, whichever part it was; a URL that
     // cannot be one we issued is refused without asking the database.
-    let connection_id = match Uuid::parse_str(connection_id) {
+    let connection_id = match connection_id.parse::<ConnectionId>() {
         Ok(id) if well_formed_token(token) => id,
         _ => return Err(refused(app, ip).await),
     };

@@ -151,7 +151,7 @@ async fn api_worker_sees_only_its_org() {
     app.create_agent(org_a, alice, "Alpha").await;
     app.create_agent(org_b, bob, "Bravo").await;
 
-    let mut tx = app.state.db.begin_worker(org_a).await.unwrap();
+    let mut tx = app.state.db.begin_worker(org_a.into()).await.unwrap();
     let seen: Vec<Uuid> = sqlx::query_scalar("SELECT org_id FROM agents")
         .fetch_all(&mut *tx)
         .await
@@ -322,7 +322,7 @@ async fn an_abandoned_transaction_never_reaches_the_next_user() {
     let alice = Uuid::now_v7();
     let org = app.create_org(alice).await;
     let user = agents_api::http::auth::AuthUser {
-        id: alice,
+        id: alice.into(),
         email: None,
         claims: claims_for(alice).to_string().into(),
     };
@@ -345,7 +345,7 @@ async fn an_abandoned_transaction_never_reaches_the_next_user() {
             let _ = tokio::time::timeout(patience, db.begin_user(&user)).await;
         } else {
             let _ = tokio::time::timeout(patience, async {
-                let (tx, _) = db.begin_member(&user, org).await?;
+                let (tx, _) = db.begin_member(&user, org.into()).await?;
                 tx.commit().await
             })
             .await;

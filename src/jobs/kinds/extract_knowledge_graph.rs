@@ -7,6 +7,8 @@ use uuid::Uuid;
 
 use crate::db::jobs::ClaimedJob;
 use crate::db::{self, Tx};
+use crate::domain::AgentId;
+use crate::domain::OrgId;
 use crate::jobs::job::{Job, Rejected, invalid};
 use crate::jobs::{JobContext, JobError};
 
@@ -30,7 +32,7 @@ impl Job for ExtractKnowledgeGraph {
     const TYPE: &'static str = "extract-knowledge-graph";
     const CLIENT: bool = true;
 
-    async fn validate(&self, tx: &mut Tx, org_id: Uuid) -> Result<(), Rejected> {
+    async fn validate(&self, tx: &mut Tx, org_id: OrgId) -> Result<(), Rejected> {
         if self.asset_id.is_none()
             && self.article_id.is_none()
             && self.agent_id.is_none()
@@ -52,7 +54,9 @@ impl Job for ExtractKnowledgeGraph {
             ));
         }
         if let Some(agent_id) = self.agent_id
-            && db::agents::get(tx, org_id, agent_id).await?.is_none()
+            && db::agents::get(tx, org_id, AgentId(agent_id))
+                .await?
+                .is_none()
         {
             return Err(invalid("agent_id", "must be an agent of this organization"));
         }

@@ -3,9 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::db::jobs::ClaimedJob;
+use crate::domain::ConnectionId;
+use crate::domain::JobId;
 use crate::jobs::job::Job;
 use crate::jobs::queue::Lane;
 use crate::jobs::{JobContext, JobError};
@@ -13,7 +14,7 @@ use crate::jobs::{JobContext, JobError};
 /// Queued by `POST /v1/orgs/{org_id}/kommo/messages`, not by clients directly.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SendMessage {
-    pub connection_id: Uuid,
+    pub connection_id: ConnectionId,
     pub deal_id: i64,
     /// `chat` (a `common` note) or `email` (`outgoing_email`).
     pub channel: String,
@@ -36,12 +37,12 @@ pub struct Attachment {
 }
 
 /// What ends every note the job posts, so that a rerun can tell it was delivered.
-fn delivery_marker(job_id: Uuid) -> String {
+fn delivery_marker(job_id: JobId) -> String {
     format!("[ref:{job_id}]")
 }
 
 /// The note Kommo stores on the deal: `common` text for chat, `outgoing_email` for email.
-fn note(p: &SendMessage, job_id: Uuid) -> Value {
+fn note(p: &SendMessage, job_id: JobId) -> Value {
     let mut text = p.message.body.clone();
     for a in p.message.attachments.iter().flatten() {
         text.push_str(&format!("\n{}: {}", a.name, a.url));

@@ -4,15 +4,21 @@ use std::future::Future;
 
 use chrono::Utc;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::db;
 use crate::db::jobs::ClaimedJob;
+use crate::domain::{ConnectionId, OrgId};
 use crate::jobs::{JobContext, JobError};
 
 /// Records a sync part's state on the connection; failures to record are only logged,
 /// the sync's own outcome matters more.
-async fn sync_state(ctx: &JobContext, org_id: Uuid, connection_id: Uuid, part: &str, state: Value) {
+async fn sync_state(
+    ctx: &JobContext,
+    org_id: OrgId,
+    connection_id: ConnectionId,
+    part: &str,
+    state: Value,
+) {
     let recorded = async {
         let mut tx = ctx.db.begin_worker(org_id).await?;
         db::crm::set_sync_state(&mut tx, connection_id, part, &state).await?;
@@ -28,7 +34,7 @@ async fn sync_state(ctx: &JobContext, org_id: Uuid, connection_id: Uuid, part: &
 pub async fn tracked<F>(
     ctx: &JobContext,
     job: &ClaimedJob,
-    connection_id: Uuid,
+    connection_id: ConnectionId,
     part: &str,
     work: F,
 ) -> Result<Value, JobError>
@@ -68,8 +74,8 @@ where
 /// Both syncs name a connection that must be the org's.
 pub async fn check_connection(
     tx: &mut db::Tx,
-    org_id: Uuid,
-    connection_id: Uuid,
+    org_id: OrgId,
+    connection_id: ConnectionId,
 ) -> Result<(), crate::jobs::job::Rejected> {
     if db::agents::connection_exists(tx, org_id, connection_id).await? {
         Ok(())

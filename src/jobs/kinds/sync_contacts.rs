@@ -3,11 +3,12 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::db;
 use crate::db::crm::NewContact;
 use crate::db::jobs::ClaimedJob;
+use crate::domain::ConnectionId;
+use crate::domain::OrgId;
 use crate::jobs::job::{Job, Rejected};
 use crate::jobs::kinds::sync::{check_connection, tracked};
 use crate::jobs::queue::Lane;
@@ -16,7 +17,7 @@ use crate::jobs::{JobContext, JobError};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncContacts {
-    pub connection_id: Uuid,
+    pub connection_id: ConnectionId,
 }
 
 fn unix_time(secs: Option<i64>) -> Option<DateTime<Utc>> {
@@ -28,7 +29,7 @@ impl Job for SyncContacts {
     const CLIENT: bool = true;
     const LANE: Lane = Lane::External;
 
-    async fn validate(&self, tx: &mut db::Tx, org_id: Uuid) -> Result<(), Rejected> {
+    async fn validate(&self, tx: &mut db::Tx, org_id: OrgId) -> Result<(), Rejected> {
         check_connection(tx, org_id, self.connection_id).await
     }
 

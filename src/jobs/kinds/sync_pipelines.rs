@@ -2,11 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::db;
 use crate::db::crm::{NewPipeline, NewStage};
 use crate::db::jobs::ClaimedJob;
+use crate::domain::ConnectionId;
+use crate::domain::OrgId;
 use crate::jobs::job::{Job, Rejected};
 use crate::jobs::kinds::sync::{check_connection, tracked};
 use crate::jobs::queue::Lane;
@@ -15,7 +16,7 @@ use crate::jobs::{JobContext, JobError};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncPipelines {
-    pub connection_id: Uuid,
+    pub connection_id: ConnectionId,
 }
 
 impl Job for SyncPipelines {
@@ -23,7 +24,7 @@ impl Job for SyncPipelines {
     const CLIENT: bool = true;
     const LANE: Lane = Lane::External;
 
-    async fn validate(&self, tx: &mut db::Tx, org_id: Uuid) -> Result<(), Rejected> {
+    async fn validate(&self, tx: &mut db::Tx, org_id: OrgId) -> Result<(), Rejected> {
         check_connection(tx, org_id, self.connection_id).await
     }
 

@@ -4,10 +4,11 @@
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::db;
 use crate::db::jobs::ClaimedJob;
+use crate::domain::ConnectionId;
+use crate::domain::JobId;
 use crate::jobs::job::{self, Job};
 use crate::jobs::queue::Lane;
 use crate::jobs::{JobContext, JobError};
@@ -18,7 +19,7 @@ pub const REFRESH_AHEAD: chrono::Duration = chrono::Duration::hours(6);
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct TokenRefresh {
-    pub connection_id: Uuid,
+    pub connection_id: ConnectionId,
 }
 
 impl Job for TokenRefresh {
@@ -63,7 +64,11 @@ pub async fn schedule_token_refreshes(db: &crate::db::Db, queue: &crate::jobs::J
             Ok::<_, crate::db::Error>(job)
         };
         match queued.await {
-            Ok(job) => queue.enqueue_committed(job.id, org_id, &job.job_type).await,
+            Ok(job) => {
+                queue
+                    .enqueue_committed(JobId(job.id), org_id, &job.job_type)
+                    .await
+            }
             Err(e) => tracing::warn!(%connection_id, error = %e, "could not queue a token refresh"),
         }
     }
