@@ -69,8 +69,8 @@ pub async fn live() -> Json<Live> {
 pub async fn ready(State(state): State<AppState>) -> Response {
     let (postgres, redis) = tokio::join!(
         check(async {
-            sqlx::query("SELECT 1")
-                .execute(state.db.pool())
+            sqlx::query!("SELECT 1 AS one")
+                .fetch_one(state.db.pool())
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
