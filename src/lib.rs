@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod domain;
+pub mod gcra;
 pub mod http;
 pub mod jobs;
 pub mod kommo;

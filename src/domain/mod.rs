@@ -4,6 +4,7 @@
 
 pub mod fields;
 pub mod ids;
+pub mod json;
 pub mod media;
 pub mod page;
 

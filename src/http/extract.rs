@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use uuid::Uuid;
 
-use crate::domain::OrgId;
+use crate::domain::{OrgId, json};
 use validator::Validate;
 
 use crate::db::Tx;
@@ -72,38 +72,16 @@ pub fn body_rejection(rejection: BytesRejection) -> ApiError {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}").into()))?;
-    if let Some(path) = nul_path(&value, "") {
+    // PostgreSQL text cannot hold U+0000, so such input is refused up front (else it
+    // would surface as a database error), naming the first offending field. serde_json
+    // has already bounded the depth.
+    if let Some(json::Finding::Nul { path }) = json::scan(&value, usize::MAX) {
         return Err(ApiError::validation(
             path,
             "must not contain the NUL character",
         ));
     }
     parse_json_value(value)
-}
-
-/// PostgreSQL text cannot hold U+0000, so such input is refused up front (else it would
-/// surface as a database error); returns the first offending field.
-fn nul_path(value: &serde_json::Value, path: &str) -> Option<String> {
-    match value {
-        serde_json::Value::String(s) if s.contains('\0') => Some(path.to_string()),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, v)| nul_path(v, &format!("{path}[{i}]"))),
-        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
-            let field = if path.is_empty() {
-                k.clone()
-            } else {
-                format!("{path}.{k}")
-            };
-            if k.contains('\0') {
-                Some(field)
-            } else {
-                nul_path(v, &field)
-            }
-        }),
-        _ => None,
-    }
 }
 
 /// Deserializes a JSON object already parsed, with 422 naming the field on mismatch.

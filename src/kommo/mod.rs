@@ -67,7 +67,7 @@ pub struct Kommo {
 
 impl Kommo {
     pub fn new(config: Arc<Config>, redis: RedisConn) -> anyhow::Result<Kommo> {
-        let limiter = rate_limit::AccountRateLimiter::new(redis);
+        let limiter = rate_limit::AccountRateLimiter::new(crate::gcra::Gcra::new(redis));
         Ok(Kommo {
             client: KommoClient::new(config.kommo_base_url.clone(), limiter)?,
             // Without ENCRYPTION_KEYS the service runs, but refuses to store secrets.

@@ -8,6 +8,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::domain::json;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// `leads`, `contacts`, `companies`, `tasks`, `messages`, …
@@ -72,29 +74,13 @@ fn too_deep() -> ParseError {
 }
 
 /// Checks the depth bound and, since jsonb cannot store U+0000, that no key or string
-/// holds it (such a body is kept raw and reported, never half-stored). Iterative: the
-/// depth is only known once walked.
+/// holds it (such a body is kept raw and reported, never half-stored).
 fn scan(document: &Value) -> Result<(), ParseError> {
-    let mut stack = vec![(document, 1usize)];
-    while let Some((value, depth)) = stack.pop() {
-        if depth > MAX_DEPTH {
-            return Err(too_deep());
-        }
-        match value {
-            Value::String(s) if s.contains('\0') => return Err(ParseError::Nul),
-            Value::Array(items) => stack.extend(items.iter().map(|v| (v, depth + 1))),
-            Value::Object(map) => {
-                for (key, v) in map {
-                    if key.contains('\0') {
-                        return Err(ParseError::Nul);
-                    }
-                    stack.push((v, depth + 1));
-                }
-            }
-            _ => {}
-        }
+    match json::scan(document, MAX_DEPTH) {
+        None => Ok(()),
+        Some(json::Finding::TooDeep) => Err(too_deep()),
+        Some(json::Finding::Nul { .. }) => Err(ParseError::Nul),
     }
-    Ok(())
 }
 
 /// `a[b][0][c]=v` → `{"a":{"b":[{"c":"v"}]}}`: objects whose keys are all indexes become
