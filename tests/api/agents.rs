@@ -37,7 +37,7 @@ async fn insert_connection(app: &TestApp, org: Uuid, domain: &str) -> Uuid {
 
 #[tokio::test]
 async fn create_applies_defaults_and_hides_nothing_it_should_show() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let r = app
         .post(&agents_path(org), admin, valid_agent())
@@ -63,7 +63,7 @@ async fn create_applies_defaults_and_hides_nothing_it_should_show() {
 
 #[tokio::test]
 async fn create_accepts_every_field_and_the_goal_alias() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers { org, owner, .. } = app.org_with_roles().await;
     let connection = insert_connection(&app, org, "acme.kommo.com").await;
     let body = json!({
@@ -94,7 +94,7 @@ async fn create_accepts_every_field_and_the_goal_alias() {
 
 #[tokio::test]
 async fn create_rejects_every_invalid_field_with_its_name() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let big_settings = json!({"blob": "x".repeat(65 * 1024)});
     let cases: Vec<(&str, Value)> = vec![
@@ -159,7 +159,7 @@ async fn create_rejects_every_invalid_field_with_its_name() {
 
 #[tokio::test]
 async fn connection_of_another_org_is_refused() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let other_owner = Uuid::now_v7();
     let other_org = app.create_org(other_owner).await;
@@ -186,7 +186,7 @@ async fn connection_of_another_org_is_refused() {
 
 #[tokio::test]
 async fn patch_changes_only_present_fields_and_null_clears() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let connection = insert_connection(&app, org, "acme.kommo.com").await;
     let mut body = valid_agent();
@@ -245,7 +245,7 @@ async fn patch_changes_only_present_fields_and_null_clears() {
 
 #[tokio::test]
 async fn status_endpoint_sets_status() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers {
         org, admin, member, ..
     } = app.org_with_roles().await;
@@ -275,7 +275,7 @@ async fn status_endpoint_sets_status() {
 
 #[tokio::test]
 async fn delete_removes_the_agent() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers {
         org, admin, member, ..
     } = app.org_with_roles().await;
@@ -293,7 +293,7 @@ async fn delete_removes_the_agent() {
 
 #[tokio::test]
 async fn list_filters_paginates_and_counts() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers {
         org, admin, member, ..
     } = app.org_with_roles().await;
@@ -403,7 +403,7 @@ async fn list_filters_paginates_and_counts() {
 
 #[tokio::test]
 async fn list_shows_only_the_orgs_own_agents() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
     let org_a = app.create_org(alice).await;
     let org_b = app.create_org(bob).await;
@@ -416,7 +416,7 @@ async fn list_shows_only_the_orgs_own_agents() {
 
 #[tokio::test]
 async fn members_may_read_but_not_write() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers {
         org, admin, member, ..
     } = app.org_with_roles().await;
@@ -466,7 +466,7 @@ fn org_routes(org: Uuid, agent: Uuid) -> Vec<(Method, String, Option<Value>)> {
 
 #[tokio::test]
 async fn every_org_route_needs_a_token() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let agent = app.create_agent(org, admin, "Alpha").await;
     let agent_id: Uuid = agent["id"].as_str().unwrap().parse().unwrap();
@@ -478,7 +478,7 @@ async fn every_org_route_needs_a_token() {
 
 #[tokio::test]
 async fn every_org_route_is_404_for_other_orgs_users() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let agent = app.create_agent(org, admin, "Alpha").await;
     let agent_id: Uuid = agent["id"].as_str().unwrap().parse().unwrap();
@@ -500,7 +500,7 @@ async fn every_org_route_is_404_for_other_orgs_users() {
 /// change and delete, also many at once, and agree with the rows themselves.
 #[tokio::test]
 async fn total_follows_creates_status_changes_and_deletes() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let alice = Uuid::now_v7();
     let org = app.create_org(alice).await;
     let total = |status: &'static str| {

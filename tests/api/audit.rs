@@ -17,7 +17,7 @@ fn actions(body: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn changes_are_recorded_with_actor_request_and_fields() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers {
         org,
         owner,
@@ -91,7 +91,7 @@ async fn changes_are_recorded_with_actor_request_and_fields() {
 
 #[tokio::test]
 async fn only_admins_and_owners_read_the_log() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers { org, member, .. } = app.org_with_roles().await;
     app.get(&format!("/v1/orgs/{org}/audit-logs"), member)
         .await
@@ -105,7 +105,7 @@ async fn only_admins_and_owners_read_the_log() {
 
 #[tokio::test]
 async fn a_refused_change_leaves_no_record() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     app.post(
         &format!("/v1/orgs/{org}/agents"),

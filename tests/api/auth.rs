@@ -28,7 +28,7 @@ async fn me_with(app: &TestApp, token: Option<&str>) -> crate::helpers::Response
 
 #[tokio::test]
 async fn valid_token_is_accepted() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let r = me_with(&app, Some(&app.token(user))).await.expect(200);
     assert_eq!(r.body["user_id"], user.to_string());
@@ -36,7 +36,7 @@ async fn valid_token_is_accepted() {
 
 #[tokio::test]
 async fn missing_token_is_401_with_www_authenticate() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let r = me_with(&app, None)
         .await
         .expect_problem(401, "unauthorized");
@@ -55,7 +55,7 @@ async fn missing_token_is_401_with_www_authenticate() {
 
 #[tokio::test]
 async fn refused_tokens_are_401() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let now = chrono::Utc::now().timestamp();
     let with = |patch: Value| {
@@ -124,10 +124,12 @@ async fn refused_tokens_are_401() {
 
 #[tokio::test]
 async fn issuer_is_checked_when_configured() {
-    let app = TestApp::spawn_with(|env| {
-        env.insert("JWT_ISSUER".into(), "https://auth.example.com".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            env.insert("JWT_ISSUER".into(), "https://auth.example.com".into());
+        })
+        .spawn()
+        .await;
     let user = Uuid::now_v7();
     let mut claims = claims_for(user);
     me_with(&app, Some(&sign_hs256(&claims, JWT_SECRET)))
@@ -145,10 +147,12 @@ async fn issuer_is_checked_when_configured() {
 
 #[tokio::test]
 async fn audience_check_can_be_disabled() {
-    let app = TestApp::spawn_with(|env| {
-        env.insert("JWT_AUDIENCE".into(), String::new());
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            env.insert("JWT_AUDIENCE".into(), String::new());
+        })
+        .spawn()
+        .await;
     let mut claims = claims_for(Uuid::now_v7());
     claims.as_object_mut().unwrap().remove("aud");
     me_with(&app, Some(&sign_hs256(&claims, JWT_SECRET)))
@@ -208,10 +212,12 @@ fn fixture_key(name: &str) -> Value {
 async fn rs256_and_es256_tokens_verify_through_the_jwks() {
     let jwks = fake_jwks(vec![fixture_key("rsa"), fixture_key("ec")]).await;
     let url = jwks.url.clone();
-    let app = TestApp::spawn_with(|env| {
-        env.insert("JWT_JWKS_URL".into(), url);
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            env.insert("JWT_JWKS_URL".into(), url);
+        })
+        .spawn()
+        .await;
     let user = Uuid::now_v7();
     me_with(&app, Some(&sign_rs256(&claims_for(user), "rsa-1")))
         .await
@@ -242,11 +248,13 @@ async fn unknown_kid_refetches_the_jwks_once() {
     // The identity provider starts with only the EC key, then rotates in the RSA key.
     let jwks = fake_jwks(vec![fixture_key("ec")]).await;
     let url = jwks.url.clone();
-    let app = TestApp::spawn_with(|env| {
-        env.insert("JWT_JWKS_URL".into(), url);
-        env.remove("JWT_SECRET");
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            env.insert("JWT_JWKS_URL".into(), url);
+            env.remove("JWT_SECRET");
+        })
+        .spawn()
+        .await;
     let user = Uuid::now_v7();
     me_with(&app, Some(&sign_es256(&claims_for(user), "ec-1")))
         .await
@@ -267,17 +275,15 @@ async fn unknown_kid_refetches_the_jwks_once() {
 async fn unknown_kid_is_found_after_rotation() {
     let jwks = fake_jwks(vec![fixture_key("ec")]).await;
     let url = jwks.url.clone();
-    let app = TestApp::spawn_custom(
-        |env| {
-            env.insert("JWT_JWKS_URL".into(), url);
-        },
-        |state| {
+    let app = TestApp::builder()
+        .env("JWT_JWKS_URL", &url)
+        .adjust_state(|state| {
             // No back-off, so the rotation is picked up at once.
             let verifier = JwtVerifier::with_min_refetch(&state.config, Duration::ZERO).unwrap();
             state.unshared_mut().expect("state not yet shared").jwt = Arc::new(verifier);
-        },
-    )
-    .await;
+        })
+        .spawn()
+        .await;
     let user = Uuid::now_v7();
     me_with(&app, Some(&sign_es256(&claims_for(user), "ec-1")))
         .await

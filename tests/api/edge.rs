@@ -212,7 +212,10 @@ async fn wait_closed(stream: &TcpStream, patience: Duration) -> Option<Vec<u8>> 
 
 #[tokio::test]
 async fn user_limit_answers_429_with_all_headers_and_spares_other_users() {
-    let app = TestApp::spawn_with(|env| set(env, &[("RATE_LIMIT_USER_PER_MIN", "5")])).await;
+    let app = TestApp::builder()
+        .configure(|env| set(env, &[("RATE_LIMIT_USER_PER_MIN", "5")]))
+        .spawn()
+        .await;
     let user = Uuid::now_v7();
     for i in 1..=5u64 {
         let r = assert_allowed(app.get("/v1/me", user).await, 200, 5, 5 - i);
@@ -236,7 +239,10 @@ async fn user_limit_answers_429_with_all_headers_and_spares_other_users() {
 
 #[tokio::test]
 async fn anonymous_limit_is_per_address_and_invalid_tokens_count_as_anonymous() {
-    let app = TestApp::spawn_with(|env| set(env, &[("RATE_LIMIT_ANON_PER_MIN", "3")])).await;
+    let app = TestApp::builder()
+        .configure(|env| set(env, &[("RATE_LIMIT_ANON_PER_MIN", "3")]))
+        .spawn()
+        .await;
     // A token signed with another secret is no token at all.
     let forged = sign_hs256(
         &claims_for(Uuid::now_v7()),
@@ -309,7 +315,10 @@ async fn anonymous_limit_is_per_address_and_invalid_tokens_count_as_anonymous() 
 
 #[tokio::test]
 async fn two_instances_sharing_redis_enforce_one_limit() {
-    let app = TestApp::spawn_with(|env| set(env, &[("RATE_LIMIT_USER_PER_MIN", "4")])).await;
+    let app = TestApp::builder()
+        .configure(|env| set(env, &[("RATE_LIMIT_USER_PER_MIN", "4")]))
+        .spawn()
+        .await;
     let replica = app.replica(false).await;
     assert_ne!(app.addr, replica.addr);
     let user = Uuid::now_v7();
@@ -335,16 +344,18 @@ async fn two_instances_sharing_redis_enforce_one_limit() {
 #[tokio::test]
 async fn without_redis_requests_are_served_with_a_per_process_limit() {
     // Nothing listens on port 1.
-    let app = TestApp::spawn_with(|env| {
-        set(
-            env,
-            &[
-                ("REDIS_URL", "redis://127.0.0.1:1"),
-                ("RATE_LIMIT_USER_PER_MIN", "3"),
-            ],
-        )
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            set(
+                env,
+                &[
+                    ("REDIS_URL", "redis://127.0.0.1:1"),
+                    ("RATE_LIMIT_USER_PER_MIN", "3"),
+                ],
+            )
+        })
+        .spawn()
+        .await;
     let user = Uuid::now_v7();
     for i in 1..=3u64 {
         let r = assert_allowed(app.get("/v1/me", user).await, 200, 3, 3 - i);
@@ -372,7 +383,10 @@ async fn without_redis_requests_are_served_with_a_per_process_limit() {
 
 #[tokio::test]
 async fn forged_forwarded_for_from_an_untrusted_peer_does_not_change_the_key() {
-    let app = TestApp::spawn_with(|env| set(env, &[("RATE_LIMIT_ANON_PER_MIN", "2")])).await;
+    let app = TestApp::builder()
+        .configure(|env| set(env, &[("RATE_LIMIT_ANON_PER_MIN", "2")]))
+        .spawn()
+        .await;
     let path = "/v1/edge-unknown";
     let xff = |ip: &'static str| [("x-forwarded-for", ip)];
     assert_allowed(
@@ -396,16 +410,18 @@ async fn forged_forwarded_for_from_an_untrusted_peer_does_not_change_the_key() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
-    let app = TestApp::spawn_with(|env| {
-        set(
-            env,
-            &[
-                ("RATE_LIMIT_ANON_PER_MIN", "2"),
-                ("TRUSTED_PROXIES", "127.0.0.1/32"),
-            ],
-        )
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            set(
+                env,
+                &[
+                    ("RATE_LIMIT_ANON_PER_MIN", "2"),
+                    ("TRUSTED_PROXIES", "127.0.0.1/32"),
+                ],
+            )
+        })
+        .spawn()
+        .await;
     let path = "/v1/edge-unknown";
     let get = |xff: &'static str| {
         let app = &app;
@@ -434,7 +450,10 @@ fn preflight(origin: &'static str) -> [(&'static str, &'static str); 3] {
 }
 
 async fn cors_app() -> TestApp {
-    TestApp::spawn_with(|env| set(env, &[("CORS_ALLOWED_ORIGINS", ALLOWED_ORIGIN)])).await
+    TestApp::builder()
+        .configure(|env| set(env, &[("CORS_ALLOWED_ORIGINS", ALLOWED_ORIGIN)]))
+        .spawn()
+        .await
 }
 
 /// `GET /v1/me` as `user`, from `origin`.
@@ -557,7 +576,7 @@ async fn cors_other_origins_get_no_cors_headers_at_all() {
 
 #[tokio::test]
 async fn without_configured_origins_there_are_no_cors_headers() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     for origin in [ALLOWED_ORIGIN, OTHER_ORIGIN] {
         let r = request(&app, Method::OPTIONS, "/v1/me", &preflight(origin)).await;
         assert_eq!(cors_headers(&r), Vec::<String>::new(), "{:?}", r.headers);
@@ -571,7 +590,10 @@ async fn without_configured_origins_there_are_no_cors_headers() {
 
 #[tokio::test]
 async fn security_headers_are_on_every_response() {
-    let app = TestApp::spawn_with(|env| set(env, &[("RATE_LIMIT_USER_PER_MIN", "1")])).await;
+    let app = TestApp::builder()
+        .configure(|env| set(env, &[("RATE_LIMIT_USER_PER_MIN", "1")]))
+        .spawn()
+        .await;
     let mut responses = Vec::new();
 
     let r = request(&app, Method::GET, "/health/live", &[])
@@ -606,7 +628,7 @@ async fn security_headers_are_on_every_response() {
 
 #[tokio::test]
 async fn a_panic_answers_500_problem_with_security_headers_and_no_panic_text() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let r = request(&app, Method::GET, "/v1/test-support/panic", &[])
         .await
         .expect_problem(500, "internal");
@@ -631,22 +653,24 @@ async fn a_panic_answers_500_problem_with_security_headers_and_no_panic_text() {
 #[tokio::test]
 async fn hsts_is_sent_in_production() {
     let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
-    let app = TestApp::spawn_with(|env| {
-        set(
-            env,
-            &[
-                ("APP_ENV", "production"),
-                ("ENCRYPTION_KEYS", &format!("k1:{key}")),
-                ("PUBLIC_BASE_URL", "https://api.example.com"),
-                ("FRONTEND_URL", "https://app.example.com"),
-                (
-                    "OAUTH_REDIRECT_URL",
-                    "https://api.example.com/v1/kommo/oauth/callback",
-                ),
-            ],
-        )
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            set(
+                env,
+                &[
+                    ("APP_ENV", "production"),
+                    ("ENCRYPTION_KEYS", &format!("k1:{key}")),
+                    ("PUBLIC_BASE_URL", "https://api.example.com"),
+                    ("FRONTEND_URL", "https://app.example.com"),
+                    (
+                        "OAUTH_REDIRECT_URL",
+                        "https://api.example.com/v1/kommo/oauth/callback",
+                    ),
+                ],
+            )
+        })
+        .spawn()
+        .await;
     for (path, status) in [("/health/live", 200), ("/v1/edge-unknown", 404)] {
         let r = request(&app, Method::GET, path, &[]).await.expect(status);
         assert_security_headers(&r);
@@ -666,7 +690,7 @@ async fn hsts_is_sent_in_production() {
 
 #[tokio::test]
 async fn a_six_megabyte_body_is_refused_with_413() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let body = json!({"name": "x".repeat(6 * 1024 * 1024)});
     let r = app
@@ -689,7 +713,10 @@ async fn a_six_megabyte_body_is_refused_with_413() {
 
 #[tokio::test]
 async fn a_handler_over_the_timeout_answers_504() {
-    let app = TestApp::spawn_with(|env| set(env, &[("REQUEST_TIMEOUT_SECS", "1")])).await;
+    let app = TestApp::builder()
+        .configure(|env| set(env, &[("REQUEST_TIMEOUT_SECS", "1")]))
+        .spawn()
+        .await;
     let r = request(&app, Method::GET, "/v1/test-support/sleep?ms=20", &[])
         .await
         .expect(200);
@@ -712,7 +739,7 @@ async fn a_handler_over_the_timeout_answers_504() {
 
 #[tokio::test]
 async fn a_client_trickling_its_headers_is_disconnected() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let stream = TcpStream::connect(app.addr).await.expect("connect");
     write_all(&stream, b"GET /health/live HTTP/1.1\r\nHost: x\r\n")
         .await
@@ -779,7 +806,10 @@ async fn held_connection(addr: SocketAddr) -> TcpStream {
 
 #[tokio::test]
 async fn connections_over_the_cap_are_closed_at_once() {
-    let app = TestApp::spawn_with(|env| set(env, &[("HTTP_MAX_CONNECTIONS", "2")])).await;
+    let app = TestApp::builder()
+        .configure(|env| set(env, &[("HTTP_MAX_CONNECTIONS", "2")]))
+        .spawn()
+        .await;
     let first = held_connection(app.addr).await;
     let second = held_connection(app.addr).await;
 
@@ -1032,17 +1062,19 @@ async fn stall_post(app: &TestApp, path: &str, token: &str) -> TcpStream {
 /// once, and each stalled one gets 408 when its read timeout ends.
 #[tokio::test]
 async fn stalled_bodies_hold_no_database_connection_and_get_408() {
-    let app = TestApp::spawn_with(|env| {
-        set(
-            env,
-            &[
-                ("DATABASE_MAX_CONNECTIONS", "4"),
-                ("BODY_READ_TIMEOUT_SECS", "2"),
-                ("RATE_LIMIT_USER_PER_MIN", "1000"),
-            ],
-        )
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            set(
+                env,
+                &[
+                    ("DATABASE_MAX_CONNECTIONS", "4"),
+                    ("BODY_READ_TIMEOUT_SECS", "2"),
+                    ("RATE_LIMIT_USER_PER_MIN", "1000"),
+                ],
+            )
+        })
+        .spawn()
+        .await;
     let users = app.org_with_roles().await;
     let admin = app.token(users.admin);
     let agents = format!("/v1/orgs/{}/agents", users.org);
@@ -1075,7 +1107,10 @@ async fn stalled_bodies_hold_no_database_connection_and_get_408() {
 /// A declared length over the limit is refused before a byte of the body is read.
 #[tokio::test]
 async fn a_declared_oversize_body_gets_413_without_being_read() {
-    let app = TestApp::spawn_with(|env| set(env, &[("BODY_LIMIT_BYTES", "4096")])).await;
+    let app = TestApp::builder()
+        .configure(|env| set(env, &[("BODY_LIMIT_BYTES", "4096")]))
+        .spawn()
+        .await;
     let users = app.org_with_roles().await;
     let stream = TcpStream::connect(app.addr).await.expect("connect");
     let head = format!(

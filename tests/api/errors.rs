@@ -68,7 +68,7 @@ fn assert_problem_document(r: &Response, status: u16, code: &str) {
 
 #[tokio::test]
 async fn every_response_has_a_request_id() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let responses = [
         app.send(Method::GET, "/health/live", None, None)
@@ -102,7 +102,7 @@ async fn every_response_has_a_request_id() {
 
 #[tokio::test]
 async fn a_sane_request_id_is_echoed() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let r = get_with_request_id(&app, "/health/live", "abc-123")
         .await
         .expect(200);
@@ -116,7 +116,7 @@ async fn a_sane_request_id_is_echoed() {
 
 #[tokio::test]
 async fn an_insane_request_id_is_replaced() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let too_long = "a".repeat(200);
     for bad in [
         too_long.as_str(),
@@ -154,7 +154,7 @@ async fn an_insane_request_id_is_replaced() {
 
 #[tokio::test]
 async fn unknown_route_is_a_not_found_problem() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     for path in ["/v1/nowhere", "/v2/me", "/"] {
         let r = app.send(Method::GET, path, None, None).await;
@@ -166,7 +166,7 @@ async fn unknown_route_is_a_not_found_problem() {
 
 #[tokio::test]
 async fn wrong_method_is_a_method_not_allowed_problem() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let r = app.delete("/v1/me", user).await;
     assert_problem_document(&r, 405, "method_not_allowed");
@@ -188,7 +188,7 @@ async fn wrong_method_is_a_method_not_allowed_problem() {
 
 #[tokio::test]
 async fn malformed_json_is_a_bad_request() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     for body in [
         r#"{"name": "#,
@@ -205,7 +205,7 @@ async fn malformed_json_is_a_bad_request() {
 
 #[tokio::test]
 async fn wrong_content_type_is_unsupported_media_type() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let json_text = r#"{"name": "Acme"}"#;
     for content_type in [
@@ -222,7 +222,7 @@ async fn wrong_content_type_is_unsupported_media_type() {
 
 #[tokio::test]
 async fn json_with_charset_is_accepted() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let r = post_raw(
         &app,
@@ -238,7 +238,7 @@ async fn json_with_charset_is_accepted() {
 
 #[tokio::test]
 async fn missing_content_type_is_unsupported_media_type() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let r = post_raw(&app, "/v1/orgs", user, None, r#"{"name": "Acme"}"#).await;
     assert_problem_document(&r, 415, "unsupported_media_type");
@@ -248,10 +248,12 @@ async fn missing_content_type_is_unsupported_media_type() {
 
 #[tokio::test]
 async fn body_over_the_limit_is_payload_too_large() {
-    let app = TestApp::spawn_with(|env| {
-        env.insert("BODY_LIMIT_BYTES".into(), "2048".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            env.insert("BODY_LIMIT_BYTES".into(), "2048".into());
+        })
+        .spawn()
+        .await;
     let user = Uuid::now_v7();
     // Valid JSON of about 4 KB: only its size is wrong.
     let body = json!({"name": "Acme", "slug": "x".repeat(4096)}).to_string();
@@ -269,10 +271,12 @@ async fn body_over_the_limit_is_payload_too_large() {
 
 #[tokio::test]
 async fn chunked_body_over_the_limit_is_payload_too_large() {
-    let app = TestApp::spawn_with(|env| {
-        env.insert("BODY_LIMIT_BYTES".into(), "2048".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            env.insert("BODY_LIMIT_BYTES".into(), "2048".into());
+        })
+        .spawn()
+        .await;
     let user = Uuid::now_v7();
     // Without a Content-Length the limit must hold while the body is read.
     let body = json!({"name": "Acme", "slug": "x".repeat(4096)}).to_string();
@@ -319,7 +323,7 @@ async fn chunked_body_over_the_limit_is_payload_too_large() {
 
 #[tokio::test]
 async fn json_array_where_an_object_is_expected_is_a_validation_error() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     // Arrays that happen to line up with the fields of the body, in order, too: a body
     // is an object, never a tuple.
@@ -359,7 +363,7 @@ async fn json_array_where_an_object_is_expected_is_a_validation_error() {
 
 #[tokio::test]
 async fn validation_problems_name_each_field() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let r = app
         .post("/v1/orgs", user, json!({"name": "A", "slug": "Not A Slug"}))
@@ -381,7 +385,7 @@ async fn validation_problems_name_each_field() {
 
 #[tokio::test]
 async fn problems_carry_every_rfc_9457_field() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let stranger = Uuid::now_v7();
     let org = users.org;
@@ -437,7 +441,7 @@ async fn problems_carry_every_rfc_9457_field() {
 
 #[tokio::test]
 async fn security_headers_are_on_successes_and_errors() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let responses = [
         app.get("/v1/me", user).await.expect(200),
@@ -471,7 +475,7 @@ async fn security_headers_are_on_successes_and_errors() {
 
 #[tokio::test]
 async fn nul_characters_are_refused_not_500() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let crate::helpers::OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let r = app
         .post(
@@ -498,7 +502,7 @@ async fn nul_characters_are_refused_not_500() {
 
 #[tokio::test]
 async fn extreme_numbers_in_json_columns_read_back() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let crate::helpers::OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let created = app
         .post(

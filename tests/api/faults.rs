@@ -15,7 +15,7 @@ use crate::cluster::Cluster;
 use crate::fake_kommo::FakeKommo;
 use crate::fault_proxy::{Fault, FaultProxy};
 use crate::helpers::{OrgUsers, TestApp, redis_url};
-use crate::kommo_support::{app_with_kommo, connected_org};
+use crate::kommo_support::connected_org;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const DOMAIN: &str = "acme.kommo.com";
@@ -163,11 +163,13 @@ fn outcome_of(result: Result<reqwest::Response, reqwest::Error>) -> (String, u16
 async fn postgres_faults_answer_503_or_504_and_lose_no_write() {
     let admin_upstream = upstream_of(&crate::helpers::admin_url());
     let proxy = FaultProxy::start(&admin_upstream).await;
-    let app = TestApp::spawn_with(|env| {
-        through(env, "DATABASE_URL", &proxy);
-        env.insert("REQUEST_TIMEOUT_SECS".into(), "2".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            through(env, "DATABASE_URL", &proxy);
+            env.insert("REQUEST_TIMEOUT_SECS".into(), "2".into());
+        })
+        .spawn()
+        .await;
     let users = app.org_with_roles().await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -265,11 +267,14 @@ async fn delete_prefix(prefix: &str) -> usize {
 #[tokio::test]
 async fn redis_faults_and_data_loss_lose_no_job_and_workers_recover() {
     let proxy = FaultProxy::start(&upstream_of(&redis_url())).await;
-    let app = TestApp::spawn_with_jobs(|env| {
-        through(env, "REDIS_URL", &proxy);
-        env.insert("JOB_CONCURRENCY".into(), "4".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .with_jobs()
+        .configure(|env| {
+            through(env, "REDIS_URL", &proxy);
+            env.insert("JOB_CONCURRENCY".into(), "4".into());
+        })
+        .spawn()
+        .await;
     let prefix = app.env["REDIS_KEY_PREFIX"].clone();
     let users = app.org_with_roles().await;
     let ready: Value = reqwest::get(app.url("/health/ready"))
@@ -452,7 +457,7 @@ async fn redis_faults_and_data_loss_lose_no_job_and_workers_recover() {
 /// A process without workers reports them `off`, not down.
 #[tokio::test]
 async fn readiness_reports_workers_off_where_none_run() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let ready: Value = reqwest::get(app.url("/health/ready"))
         .await
         .unwrap()
@@ -519,28 +524,31 @@ async fn postgres_failing_after_the_kommo_call_posts_no_second_note() {
         );
         let template = fake.base_url_template.clone();
         let proxy = &proxy;
-        TestApp::spawn_with_jobs(move |env| {
-            env.insert("KOMMO_BASE_URL".into(), template);
-            env.insert(
-                "ENCRYPTION_KEYS".into(),
-                format!("test:{}", crate::kommo_support::TEST_KEY),
-            );
-            env.insert(
-                "FRONTEND_URL".into(),
-                crate::kommo_support::FRONTEND_URL.into(),
-            );
-            env.insert(
-                "OAUTH_REDIRECT_URL".into(),
-                crate::kommo_support::REDIRECT_URI.into(),
-            );
-            env.insert("PUBLIC_BASE_URL".into(), PUBLIC_BASE_URL.into());
-            env.insert(
-                "KOMMO_AUTHORIZE_URL".into(),
-                "https://www.kommo.com/oauth".into(),
-            );
-            through(env, "DATABASE_URL", proxy);
-        })
-        .await
+        TestApp::builder()
+            .with_jobs()
+            .configure(move |env| {
+                env.insert("KOMMO_BASE_URL".into(), template);
+                env.insert(
+                    "ENCRYPTION_KEYS".into(),
+                    format!("test:{}", crate::kommo_support::TEST_KEY),
+                );
+                env.insert(
+                    "FRONTEND_URL".into(),
+                    crate::kommo_support::FRONTEND_URL.into(),
+                );
+                env.insert(
+                    "OAUTH_REDIRECT_URL".into(),
+                    crate::kommo_support::REDIRECT_URI.into(),
+                );
+                env.insert("PUBLIC_BASE_URL".into(), PUBLIC_BASE_URL.into());
+                env.insert(
+                    "KOMMO_AUTHORIZE_URL".into(),
+                    "https://www.kommo.com/oauth".into(),
+                );
+                through(env, "DATABASE_URL", proxy);
+            })
+            .spawn()
+            .await
     };
     let (users, _) = connected_org(&app, &fake, DOMAIN).await;
     fake.set_answer_delay(Duration::from_millis(1500));
@@ -579,7 +587,7 @@ async fn postgres_failing_after_the_kommo_call_posts_no_second_note() {
 #[tokio::test]
 async fn kill_9_mid_send_message_posts_each_note_once() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let (users, _) = connected_org(&app, &fake, DOMAIN).await;
     let mut cluster = Cluster::on(app.db_name.clone());
     cluster.prefix = app.env["REDIS_KEY_PREFIX"].clone();
@@ -645,7 +653,11 @@ fn webhook_body(lead_id: i64) -> String {
 #[tokio::test]
 async fn a_hanging_kommo_does_not_hold_up_webhook_parsing() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, true).await;
+    let app = TestApp::builder()
+        .with_kommo(&fake)
+        .with_jobs()
+        .spawn()
+        .await;
     let (users, created) = connected_org(&app, &fake, DOMAIN).await;
     let connection = created["id"].as_str().unwrap().to_string();
     // Let the connection's own syncs finish before Kommo starts hanging.
@@ -724,10 +736,13 @@ async fn a_hanging_kommo_does_not_hold_up_webhook_parsing() {
 /// most a few of the burst's, not after all of them.
 #[tokio::test]
 async fn one_orgs_burst_does_not_starve_another_org() {
-    let app = TestApp::spawn_with_jobs(|env| {
-        env.insert("JOB_CONCURRENCY".into(), "2".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .with_jobs()
+        .configure(|env| {
+            env.insert("JOB_CONCURRENCY".into(), "2".into());
+        })
+        .spawn()
+        .await;
     let busy = app.org_with_roles().await;
     let quiet = app.org_with_roles().await;
     let mut burst = Vec::new();
@@ -781,12 +796,14 @@ async fn one_orgs_burst_does_not_starve_another_org() {
 #[tokio::test]
 async fn junk_webhooks_are_limited_per_address_before_any_database_work() {
     let proxy = FaultProxy::start(&upstream_of(&crate::helpers::admin_url())).await;
-    let app = TestApp::spawn_with(|env| {
-        through(env, "DATABASE_URL", &proxy);
-        env.insert("RATE_LIMIT_ANON_PER_MIN".into(), "10".into());
-        env.insert("REQUEST_TIMEOUT_SECS".into(), "3".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            through(env, "DATABASE_URL", &proxy);
+            env.insert("RATE_LIMIT_ANON_PER_MIN".into(), "10".into());
+            env.insert("REQUEST_TIMEOUT_SECS".into(), "3".into());
+        })
+        .spawn()
+        .await;
     let client = reqwest::Client::new();
     let send = |token: String| {
         let url = app.url(&format!("/v1/kommo/webhooks/{}/{token}", Uuid::now_v7()));
@@ -896,10 +913,13 @@ impl Drop for OwnRedis {
 async fn redis_killed_and_restarted_empty_loses_no_job() {
     let mut redis = OwnRedis::start().await;
     let url = redis.url();
-    let app = TestApp::spawn_with_jobs(|env| {
-        env.insert("REDIS_URL".into(), url);
-    })
-    .await;
+    let app = TestApp::builder()
+        .with_jobs()
+        .configure(|env| {
+            env.insert("REDIS_URL".into(), url);
+        })
+        .spawn()
+        .await;
     let users = app.org_with_roles().await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

@@ -4,7 +4,7 @@ use crate::helpers::{TestApp, into_response};
 
 #[tokio::test]
 async fn live_answers_ok() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let r = into_response(
         app.client
             .get(app.url("/health/live"))
@@ -19,7 +19,7 @@ async fn live_answers_ok() {
 
 #[tokio::test]
 async fn ready_checks_postgres_and_redis() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     for path in ["/health/ready", "/health"] {
         let r = into_response(app.client.get(app.url(path)).send().await.unwrap()).await;
         assert_eq!(r.status, 200, "{}", r.text);
@@ -33,10 +33,12 @@ async fn ready_checks_postgres_and_redis() {
 #[tokio::test]
 async fn ready_fails_when_redis_is_unreachable() {
     // Nothing listens on port 1.
-    let app = TestApp::spawn_with(|env| {
-        env.insert("REDIS_URL".into(), "redis://127.0.0.1:1".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            env.insert("REDIS_URL".into(), "redis://127.0.0.1:1".into());
+        })
+        .spawn()
+        .await;
     let r = into_response(
         app.client
             .get(app.url("/health/ready"))
@@ -61,16 +63,18 @@ async fn ready_fails_when_postgres_is_unreachable() {
         admin.port_or_known_default().unwrap()
     );
     let proxy = crate::fault_proxy::FaultProxy::start(&upstream).await;
-    let app = TestApp::spawn_with(|env| {
-        let url = env["DATABASE_URL"].clone();
-        let named = if url.contains(&upstream) {
-            upstream.clone()
-        } else {
-            admin.host_str().unwrap().to_string()
-        };
-        env.insert("DATABASE_URL".into(), proxy.url_for(&url, &named));
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            let url = env["DATABASE_URL"].clone();
+            let named = if url.contains(&upstream) {
+                upstream.clone()
+            } else {
+                admin.host_str().unwrap().to_string()
+            };
+            env.insert("DATABASE_URL".into(), proxy.url_for(&url, &named));
+        })
+        .spawn()
+        .await;
     proxy.set(crate::fault_proxy::Fault::Refuse);
     let r = into_response(
         app.client
@@ -87,7 +91,7 @@ async fn ready_fails_when_postgres_is_unreachable() {
 
 #[tokio::test]
 async fn ready_answers_503_while_draining() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     app.state.lifecycle.start_draining();
     let r = into_response(
         app.client

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agents_api::config::Config;
 use agents_api::state::AppState;
@@ -263,53 +263,158 @@ impl Response {
     }
 }
 
+type EditEnv<'a> = Box<dyn FnOnce(&mut HashMap<String, String>) + 'a>;
+type EditState<'a> = Box<dyn FnOnce(&mut AppState) + 'a>;
+
+/// How a test app is made: `TestApp::builder().with_kommo(&fake).with_jobs().env(k, v)
+/// .spawn()`. Each app gets a fresh database and a Redis key prefix of its own.
+#[must_use]
+pub struct TestAppBuilder<'a> {
+    env: Vec<(String, String)>,
+    configure: Vec<EditEnv<'a>>,
+    adjust: Option<EditState<'a>>,
+    jobs: bool,
+}
+
+impl<'a> TestAppBuilder<'a> {
+    /// Job workers and the scheduler run too, with short job timings.
+    pub fn with_jobs(self) -> TestAppBuilder<'a> {
+        self.jobs(true)
+    }
+
+    pub fn jobs(mut self, on: bool) -> TestAppBuilder<'a> {
+        self.jobs = on;
+        self
+    }
+
+    /// Points the app at `fake`, with the integration's client registered there, keys
+    /// to store secrets and the URLs the OAuth flow needs.
+    pub fn with_kommo(self, fake: &crate::fake_kommo::FakeKommo) -> TestAppBuilder<'a> {
+        use crate::kommo_support::{
+            CLIENT_ID, CLIENT_SECRET, FRONTEND_URL, REDIRECT_URI, TEST_KEY,
+        };
+        fake.register_client(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI);
+        self.env("KOMMO_BASE_URL", &fake.base_url_template)
+            .env("ENCRYPTION_KEYS", &format!("test:{TEST_KEY}"))
+            .env("FRONTEND_URL", FRONTEND_URL)
+            .env("OAUTH_REDIRECT_URL", REDIRECT_URI)
+            .env("PUBLIC_BASE_URL", crate::kommo_support::PUBLIC_BASE_URL)
+            .env("KOMMO_AUTHORIZE_URL", "https://www.kommo.com/oauth")
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> TestAppBuilder<'a> {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn envs(mut self, pairs: &[(&str, &str)]) -> TestAppBuilder<'a> {
+        for (key, value) in pairs {
+            self = self.env(key, value);
+        }
+        self
+    }
+
+    /// Edits the environment after every other setting (to remove keys, or compute them).
+    pub fn configure(
+        mut self,
+        f: impl FnOnce(&mut HashMap<String, String>) + 'a,
+    ) -> TestAppBuilder<'a> {
+        self.configure.push(Box::new(f));
+        self
+    }
+
+    /// Replaces parts of the built state before the app starts.
+    pub fn adjust_state(mut self, f: impl FnOnce(&mut AppState) + 'a) -> TestAppBuilder<'a> {
+        self.adjust = Some(Box::new(f));
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let db_name = fresh_database().await;
+        let mut env = base_env(&db_name);
+        env.insert(
+            "REDIS_KEY_PREFIX".into(),
+            format!("test:{}:", Uuid::new_v4().simple()),
+        );
+        if self.jobs {
+            env.insert("JOB_HEARTBEAT_SECS".into(), "1".into());
+            env.insert("JOB_RETRY_BASE_MS".into(), "100".into());
+        }
+        env.extend(self.env);
+        for f in self.configure {
+            f(&mut env);
+        }
+        let adjust = self.adjust.unwrap_or_else(|| Box::new(|_| {}));
+        TestApp::start(db_name, env, adjust, self.jobs).await
+    }
+}
+
+/// What a poll of `eventually` saw: the value (`Some`/`Ok`) or not yet (`None`, or `Err`
+/// with what was seen instead).
+pub trait Probe<T> {
+    fn seen(self) -> Result<T, String>;
+}
+
+impl<T> Probe<T> for Option<T> {
+    fn seen(self) -> Result<T, String> {
+        self.ok_or_else(|| "nothing yet".into())
+    }
+}
+
+impl<T> Probe<T> for Result<T, String> {
+    fn seen(self) -> Result<T, String> {
+        self
+    }
+}
+
+/// Polls `probe` every 20 ms until it yields a value, for at most `patience`; the panic
+/// names `what` and the last thing `probe` saw.
+pub async fn eventually<T, P, F, Fut>(what: &str, patience: Duration, mut probe: F) -> T
+where
+    P: Probe<T>,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = P>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match probe().await.seen() {
+            Ok(value) => return value,
+            Err(last) if started.elapsed() >= patience => {
+                panic!(
+                    "{what}: not so after {:?}; last seen: {last}",
+                    started.elapsed()
+                )
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 impl TestApp {
-    pub async fn spawn() -> TestApp {
-        TestApp::spawn_with(|_| {}).await
-    }
-
-    pub async fn spawn_with(customize: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
-        TestApp::spawn_custom(customize, |_| {}).await
-    }
-
-    /// Like `spawn_with`, and `adjust` may also replace parts of the built state.
-    pub async fn spawn_custom(
-        customize: impl FnOnce(&mut HashMap<String, String>),
-        adjust: impl FnOnce(&mut AppState),
-    ) -> TestApp {
-        let db_name = fresh_database().await;
-        let mut env = base_env(&db_name);
-        env.insert(
-            "REDIS_KEY_PREFIX".into(),
-            format!("test:{}:", Uuid::new_v4().simple()),
-        );
-        customize(&mut env);
-        TestApp::start(db_name, env, adjust, false).await
-    }
-
-    /// An app whose job workers and scheduler run too, with short job timings.
-    pub async fn spawn_with_jobs(customize: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
-        let db_name = fresh_database().await;
-        let mut env = base_env(&db_name);
-        env.insert(
-            "REDIS_KEY_PREFIX".into(),
-            format!("test:{}:", Uuid::new_v4().simple()),
-        );
-        env.insert("JOB_HEARTBEAT_SECS".into(), "1".into());
-        env.insert("JOB_RETRY_BASE_MS".into(), "100".into());
-        customize(&mut env);
-        TestApp::start(db_name, env, |_| {}, true).await
+    pub fn builder<'a>() -> TestAppBuilder<'a> {
+        TestAppBuilder {
+            env: Vec::new(),
+            configure: Vec::new(),
+            adjust: None,
+            jobs: false,
+        }
     }
 
     /// Another replica: same database, same Redis prefix, its own process state.
     pub async fn replica(&self, with_jobs: bool) -> TestApp {
-        TestApp::start(self.db_name.clone(), self.env.clone(), |_| {}, with_jobs).await
+        TestApp::start(
+            self.db_name.clone(),
+            self.env.clone(),
+            Box::new(|_| {}),
+            with_jobs,
+        )
+        .await
     }
 
     async fn start(
         db_name: String,
         env: HashMap<String, String>,
-        adjust: impl FnOnce(&mut AppState),
+        adjust: EditState<'_>,
         with_jobs: bool,
     ) -> TestApp {
         show_logs_when_asked();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{OrgUsers, TestApp};
+use crate::helpers::{OrgUsers, TestApp, eventually};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -27,18 +27,15 @@ async fn wait_for(
     done: impl Fn(&Value) -> bool,
 ) -> Value {
     let path = format!("{}/{}", jobs_path(org), job["id"].as_str().unwrap());
-    let started = Instant::now();
-    loop {
+    eventually("the job reaches the state", PATIENCE, || async {
         let current = app.get(&path, user).await.expect(200).body;
         if done(&current) {
-            return current;
+            Ok(current)
+        } else {
+            Err(current.to_string())
         }
-        assert!(
-            started.elapsed() < PATIENCE,
-            "job never reached the state: {current}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 fn finished(job: &Value) -> bool {
@@ -50,7 +47,7 @@ fn finished(job: &Value) -> bool {
 
 #[tokio::test]
 async fn enqueued_job_runs_and_succeeds() {
-    let app = TestApp::spawn_with_jobs(|_| {}).await;
+    let app = TestApp::builder().with_jobs().spawn().await;
     let OrgUsers {
         org, admin, member, ..
     } = app.org_with_roles().await;
@@ -78,10 +75,13 @@ async fn enqueued_job_runs_and_succeeds() {
 #[tokio::test]
 async fn failing_job_retries_with_growing_delays_then_fails() {
     // Long enough waits that polling sees each of them.
-    let app = TestApp::spawn_with_jobs(|env| {
-        env.insert("JOB_RETRY_BASE_MS".into(), "300".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .with_jobs()
+        .configure(|env| {
+            env.insert("JOB_RETRY_BASE_MS".into(), "300".into());
+        })
+        .spawn()
+        .await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let job = enqueue(&app, org, admin, json!({"type": "test:fail"})).await;
 
@@ -127,7 +127,7 @@ async fn failing_job_retries_with_growing_delays_then_fails() {
 
 #[tokio::test]
 async fn job_that_recovers_succeeds_on_a_later_attempt() {
-    let app = TestApp::spawn_with_jobs(|_| {}).await;
+    let app = TestApp::builder().with_jobs().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let job = enqueue(
         &app,
@@ -144,7 +144,7 @@ async fn job_that_recovers_succeeds_on_a_later_attempt() {
 
 #[tokio::test]
 async fn permanent_errors_and_panics_fail_at_once() {
-    let app = TestApp::spawn_with_jobs(|_| {}).await;
+    let app = TestApp::builder().with_jobs().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let permanent = enqueue(
         &app,
@@ -176,7 +176,7 @@ async fn permanent_errors_and_panics_fail_at_once() {
 
 #[tokio::test]
 async fn knowledge_jobs_are_recorded_and_fail_without_an_executor() {
-    let app = TestApp::spawn_with_jobs(|_| {}).await;
+    let app = TestApp::builder().with_jobs().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let agent = app.create_agent(org, admin, "Alpha").await;
     let asset = Uuid::now_v7();
@@ -199,7 +199,7 @@ async fn knowledge_jobs_are_recorded_and_fail_without_an_executor() {
 
 #[tokio::test]
 async fn repeated_requests_for_the_same_work_each_run() {
-    let app = TestApp::spawn_with_jobs(|_| {}).await;
+    let app = TestApp::builder().with_jobs().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let body = json!({"type": "test:sleep", "millis": 5});
     let first = enqueue(&app, org, admin, body.clone()).await;
@@ -213,7 +213,7 @@ async fn repeated_requests_for_the_same_work_each_run() {
 
 #[tokio::test]
 async fn invalid_jobs_are_refused_with_the_field() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let foreign_owner = Uuid::now_v7();
     let foreign_org = app.create_org(foreign_owner).await;
@@ -264,7 +264,7 @@ async fn invalid_jobs_are_refused_with_the_field() {
 
 #[tokio::test]
 async fn jobs_routes_refuse_outsiders_and_members_writing() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers {
         org, admin, member, ..
     } = app.org_with_roles().await;
@@ -307,7 +307,7 @@ async fn jobs_routes_refuse_outsiders_and_members_writing() {
 #[tokio::test]
 async fn cancelled_job_never_runs() {
     // No workers yet: the job stays queued until we cancel it.
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let job = enqueue(&app, org, admin, json!({"type": "test:sleep", "millis": 1})).await;
     let path = format!("{}/{}", jobs_path(org), job["id"].as_str().unwrap());
@@ -343,7 +343,7 @@ async fn cancelled_job_never_runs() {
 
 #[tokio::test]
 async fn failed_job_can_be_retried_once_failed() {
-    let app = TestApp::spawn_with_jobs(|_| {}).await;
+    let app = TestApp::builder().with_jobs().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let job = enqueue(
         &app,
@@ -391,7 +391,7 @@ async fn failed_job_can_be_retried_once_failed() {
 
 #[tokio::test]
 async fn list_filters_by_status_and_type_and_paginates() {
-    let app = TestApp::spawn_with_jobs(|_| {}).await;
+    let app = TestApp::builder().with_jobs().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let mut all = Vec::new();
     for _ in 0..3 {
@@ -444,10 +444,13 @@ async fn list_filters_by_status_and_type_and_paginates() {
 
 #[tokio::test]
 async fn two_replicas_process_each_job_once() {
-    let first = TestApp::spawn_with_jobs(|env| {
-        env.insert("JOB_CONCURRENCY".into(), "3".into());
-    })
-    .await;
+    let first = TestApp::builder()
+        .with_jobs()
+        .configure(|env| {
+            env.insert("JOB_CONCURRENCY".into(), "3".into());
+        })
+        .spawn()
+        .await;
     let second = first.replica(true).await;
     let OrgUsers { org, admin, .. } = first.org_with_roles().await;
     let mut jobs = Vec::new();
@@ -470,7 +473,7 @@ async fn two_replicas_process_each_job_once() {
 
 #[tokio::test]
 async fn job_committed_but_never_pushed_is_picked_up_by_the_scheduler() {
-    let app = TestApp::spawn_with_jobs(|_| {}).await;
+    let app = TestApp::builder().with_jobs().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     // As if the process died between the commit and the push.
     let id = Uuid::now_v7();
@@ -489,7 +492,7 @@ async fn job_committed_but_never_pushed_is_picked_up_by_the_scheduler() {
 
 #[tokio::test]
 async fn scheduler_ticks_run_on_exactly_one_replica() {
-    let first = TestApp::spawn().await;
+    let first = TestApp::builder().spawn().await;
     let second = first.replica(false).await;
     let a = agents_api::scheduler(&first.state);
     let b = agents_api::scheduler(&second.state);
@@ -504,7 +507,7 @@ async fn scheduler_ticks_run_on_exactly_one_replica() {
 
 #[tokio::test]
 async fn housekeeping_removes_expired_oauth_states() {
-    let app = TestApp::spawn_with_jobs(|_| {}).await;
+    let app = TestApp::builder().with_jobs().spawn().await;
     let OrgUsers { org, owner, .. } = app.org_with_roles().await;
     let mut db = app.admin_db().await;
     sqlx::query(
@@ -540,7 +543,7 @@ async fn housekeeping_removes_expired_oauth_states() {
 #[tokio::test]
 #[ignore]
 async fn job_start_latency() {
-    let app = TestApp::spawn_with_jobs(|_| {}).await;
+    let app = TestApp::builder().with_jobs().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let mut waits = Vec::new();
     for _ in 0..100 {
@@ -566,11 +569,14 @@ async fn job_start_latency() {
 async fn every_redis_key_is_under_the_prefix() {
     let isolated = format!("{}/13", crate::helpers::redis_url().trim_end_matches('/'));
     let prefix = format!("isolated:{}:", Uuid::new_v4().simple());
-    let app = TestApp::spawn_with_jobs(|env| {
-        env.insert("REDIS_URL".into(), isolated.clone());
-        env.insert("REDIS_KEY_PREFIX".into(), prefix.clone());
-    })
-    .await;
+    let app = TestApp::builder()
+        .with_jobs()
+        .configure(|env| {
+            env.insert("REDIS_URL".into(), isolated.clone());
+            env.insert("REDIS_KEY_PREFIX".into(), prefix.clone());
+        })
+        .spawn()
+        .await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let mut jobs = Vec::new();
     for millis in [1, 1, 300] {
@@ -615,7 +621,7 @@ async fn every_redis_key_is_under_the_prefix() {
 /// returns at most 64 KB of each job's payload, the job itself shows it whole.
 #[tokio::test]
 async fn a_list_bounds_what_it_returns_per_job() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let ids: Vec<String> = (0..5_000).map(|_| Uuid::now_v7().to_string()).collect();
     let id = Uuid::now_v7();

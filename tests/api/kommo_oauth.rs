@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::fake_kommo::FakeKommo;
 use crate::helpers::{OrgUsers, Response, TestApp, into_response};
 use crate::kommo_support::{
-    CLIENT_ID, CLIENT_SECRET, FRONTEND_URL, REDIRECT_URI, TEST_KEY, app_with_kommo, put_credentials,
+    CLIENT_ID, CLIENT_SECRET, FRONTEND_URL, REDIRECT_URI, TEST_KEY, put_credentials,
 };
 
 const DOMAIN: &str = "acme.kommo.com";
@@ -324,7 +324,7 @@ fn keys_of(value: &Value) -> Vec<String> {
 #[tokio::test]
 async fn credentials_are_unconfigured_until_put() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = app.org_with_roles().await;
     let r = get(&app, &creds_path(users.org, "kommo"), users.member)
         .await
@@ -339,7 +339,7 @@ async fn credentials_are_unconfigured_until_put() {
 #[tokio::test]
 async fn put_credentials_answers_without_the_secret_and_upserts() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = app.org_with_roles().await;
     let path = creds_path(users.org, "kommo");
     let before = Utc::now();
@@ -395,7 +395,7 @@ async fn put_credentials_answers_without_the_secret_and_upserts() {
 #[tokio::test]
 async fn credentials_refuse_members_outsiders_and_other_providers() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = app.org_with_roles().await;
     put_credentials(&app, users.org, users.admin).await;
     let path = creds_path(users.org, "kommo");
@@ -442,7 +442,7 @@ async fn credentials_refuse_members_outsiders_and_other_providers() {
 #[tokio::test]
 async fn invalid_credentials_are_422_and_not_stored() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = app.org_with_roles().await;
     let path = creds_path(users.org, "kommo");
     let valid = json!({"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "redirect_uri": REDIRECT_URI});
@@ -489,7 +489,7 @@ async fn invalid_credentials_are_422_and_not_stored() {
 #[tokio::test]
 async fn delete_credentials_is_204_then_404() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = app.org_with_roles().await;
     put_credentials(&app, users.org, users.admin).await;
     let path = creds_path(users.org, "kommo");
@@ -510,7 +510,7 @@ async fn delete_credentials_is_204_then_404() {
 #[tokio::test]
 async fn client_secret_is_encrypted_for_its_row() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = app.org_with_roles().await;
     put_credentials(&app, users.org, users.admin).await;
     let (stranger, other_org) = outsider(&app).await;
@@ -578,7 +578,7 @@ async fn client_secret_is_encrypted_for_its_row() {
 #[tokio::test]
 async fn pasted_token_connection_is_checked_stored_encrypted_and_queues_a_sync() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let (access, refresh) = fake.issue_tokens(DOMAIN);
     let before = Utc::now();
@@ -716,7 +716,7 @@ async fn pasted_token_connection_is_checked_stored_encrypted_and_queues_a_sync()
 #[tokio::test]
 async fn long_lived_token_connection_has_no_refresh_token_or_expiry() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let (access, _) = fake.issue_tokens(DOMAIN);
     let r = post(
@@ -738,7 +738,7 @@ async fn long_lived_token_connection_has_no_refresh_token_or_expiry() {
 #[tokio::test]
 async fn a_token_kommo_refuses_is_422_and_nothing_is_stored() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     fake.issue_tokens(DOMAIN);
     let refused = "fk_at_this-token-was-never-issued";
@@ -764,7 +764,7 @@ async fn a_token_kommo_refuses_is_422_and_nothing_is_stored() {
 #[tokio::test]
 async fn foreign_base_domains_are_refused_without_calling_anyone() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let (access, refresh) = fake.issue_tokens(DOMAIN);
     for domain in [
@@ -821,7 +821,7 @@ async fn foreign_base_domains_are_refused_without_calling_anyone() {
 #[tokio::test]
 async fn connections_refuse_members_and_other_orgs() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let (access, refresh) = fake.issue_tokens(DOMAIN);
     let body = json!({"base_domain": DOMAIN, "access_token": access, "refresh_token": refresh});
@@ -889,7 +889,7 @@ async fn connections_refuse_members_and_other_orgs() {
 #[tokio::test]
 async fn crm_status_reflects_credentials_and_connection() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     fake.add_account(DOMAIN, ACCOUNT_ID);
     let users = app.org_with_roles().await;
     let status = format!("/v1/orgs/{}/crm/status?provider=kommo", users.org);
@@ -981,7 +981,7 @@ async fn crm_status_reflects_credentials_and_connection() {
 #[tokio::test]
 async fn oauth_start_needs_credentials() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = app.org_with_roles().await;
     post(&app, &start_path(users.org), users.admin, json!({}))
         .await
@@ -992,7 +992,7 @@ async fn oauth_start_needs_credentials() {
 #[tokio::test]
 async fn oauth_start_returns_kommos_authorize_url_and_stores_only_a_hash() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let before = Utc::now();
     let r = post(&app, &start_path(users.org), users.admin, json!({}))
@@ -1048,7 +1048,7 @@ async fn oauth_start_returns_kommos_authorize_url_and_stores_only_a_hash() {
 #[tokio::test]
 async fn oauth_start_refuses_members_outsiders_and_bad_redirects() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     post(&app, &start_path(users.org), users.member, json!({}))
         .await
@@ -1094,7 +1094,7 @@ async fn oauth_start_refuses_members_outsiders_and_bad_redirects() {
 #[tokio::test]
 async fn oauth_callback_connects_the_account_and_queues_both_syncs() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let state = start_oauth(&app, users.org, users.admin).await;
     let code = fake.issue_code(DOMAIN);
@@ -1213,7 +1213,7 @@ async fn oauth_callback_connects_the_account_and_queues_both_syncs() {
 #[tokio::test]
 async fn a_state_is_consumed_once_under_concurrent_callbacks() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let state = start_oauth(&app, users.org, users.admin).await;
     let token = app.token(users.admin);
@@ -1245,7 +1245,7 @@ async fn a_state_is_consumed_once_under_concurrent_callbacks() {
 #[tokio::test]
 async fn another_users_callback_is_refused_and_leaves_the_state_usable() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let state = start_oauth(&app, users.org, users.admin).await;
     let code = fake.issue_code(DOMAIN);
@@ -1270,7 +1270,7 @@ async fn another_users_callback_is_refused_and_leaves_the_state_usable() {
 #[tokio::test]
 async fn unknown_and_expired_states_are_400() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let code = fake.issue_code(DOMAIN);
 
@@ -1309,7 +1309,7 @@ async fn unknown_and_expired_states_are_400() {
 #[tokio::test]
 async fn a_foreign_referer_is_422_and_reaches_no_host() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     for referer in [
         "evil.com",
@@ -1335,7 +1335,7 @@ async fn a_foreign_referer_is_422_and_reaches_no_host() {
 #[tokio::test]
 async fn a_code_kommo_refuses_is_400() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let state = start_oauth(&app, users.org, users.admin).await;
     callback(
@@ -1366,7 +1366,7 @@ async fn a_code_kommo_refuses_is_400() {
 #[tokio::test]
 async fn the_callback_needs_a_token() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let state = start_oauth(&app, users.org, users.admin).await;
     let code = fake.issue_code(DOMAIN);
@@ -1388,7 +1388,7 @@ async fn the_callback_needs_a_token() {
 #[tokio::test]
 async fn a_user_removed_from_the_org_cannot_complete_the_flow() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let state = start_oauth(&app, users.org, users.admin).await;
     delete(
@@ -1415,7 +1415,7 @@ async fn a_user_removed_from_the_org_cannot_complete_the_flow() {
 #[tokio::test]
 async fn a_user_demoted_to_member_cannot_complete_the_flow_in_the_browser() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let state = start_oauth(&app, users.org, users.admin).await;
     put(
@@ -1444,7 +1444,7 @@ async fn a_user_demoted_to_member_cannot_complete_the_flow_in_the_browser() {
 #[tokio::test]
 async fn oauth_reconnects_the_same_account_in_place() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let (access, refresh) = fake.issue_tokens(DOMAIN);
     let pasted = post(
@@ -1489,7 +1489,7 @@ async fn oauth_reconnects_the_same_account_in_place() {
 #[tokio::test]
 async fn browser_callback_connects_and_redirects_to_the_frontend() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let state = start_oauth(&app, users.org, users.admin).await;
     let code = fake.issue_code(DOMAIN);
@@ -1549,7 +1549,7 @@ async fn browser_callback_connects_and_redirects_to_the_frontend() {
 #[tokio::test]
 async fn browser_callback_access_denied_consumes_the_state() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let state = start_oauth(&app, users.org, users.admin).await;
     let (_, params) =
@@ -1575,7 +1575,7 @@ async fn browser_callback_access_denied_consumes_the_state() {
 #[tokio::test]
 async fn browser_callback_refusals_redirect_with_a_reason() {
     let fake = FakeKommo::start().await;
-    let app = app_with_kommo(&fake, false).await;
+    let app = TestApp::builder().with_kommo(&fake).spawn().await;
     let users = org_with_credentials(&app, &fake).await;
     let code = fake.issue_code(DOMAIN);
 

@@ -11,31 +11,9 @@ pub const CLIENT_ID: &str = "integration-client-id";
 pub const CLIENT_SECRET: &str = "integration-client-secret-value";
 pub const REDIRECT_URI: &str = "https://app.example.com/kommo/callback";
 pub const FRONTEND_URL: &str = "https://app.example.com/settings/crm";
+pub const PUBLIC_BASE_URL: &str = "https://api.example.com";
 /// base64 of 32 bytes 0x07: the test encryption key.
 pub const TEST_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
-
-/// An app (with job workers when `with_jobs`) whose Kommo is `fake`, with a client
-/// registered there.
-pub async fn app_with_kommo(fake: &FakeKommo, with_jobs: bool) -> TestApp {
-    fake.register_client(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI);
-    let template = fake.base_url_template.clone();
-    let customize = move |env: &mut std::collections::HashMap<String, String>| {
-        env.insert("KOMMO_BASE_URL".into(), template);
-        env.insert("ENCRYPTION_KEYS".into(), format!("test:{TEST_KEY}"));
-        env.insert("FRONTEND_URL".into(), FRONTEND_URL.into());
-        env.insert("OAUTH_REDIRECT_URL".into(), REDIRECT_URI.into());
-        env.insert("PUBLIC_BASE_URL".into(), "https://api.example.com".into());
-        env.insert(
-            "KOMMO_AUTHORIZE_URL".into(),
-            "https://www.kommo.com/oauth".into(),
-        );
-    };
-    if with_jobs {
-        TestApp::spawn_with_jobs(customize).await
-    } else {
-        TestApp::spawn_with(customize).await
-    }
-}
 
 /// Stores the integration's client credentials for `org`.
 pub async fn put_credentials(app: &TestApp, org: Uuid, admin: Uuid) -> Value {

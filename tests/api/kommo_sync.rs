@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::fake_kommo::FakeKommo;
-use crate::helpers::{OrgUsers, Response, TestApp, into_response};
+use crate::helpers::{OrgUsers, Response, TestApp, eventually, into_response};
 use crate::kommo_support::{
-    CLIENT_ID, CLIENT_SECRET, FRONTEND_URL, REDIRECT_URI, TEST_KEY, app_with_kommo, connected_org,
+    CLIENT_ID, CLIENT_SECRET, FRONTEND_URL, REDIRECT_URI, TEST_KEY, connected_org,
 };
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -30,7 +30,11 @@ struct Connected {
 impl Connected {
     async fn start() -> Connected {
         let fake = FakeKommo::start().await;
-        let app = app_with_kommo(&fake, true).await;
+        let app = TestApp::builder()
+            .with_kommo(&fake)
+            .with_jobs()
+            .spawn()
+            .await;
         let (users, connection) = connect(&app, &fake, DOMAIN).await;
         Connected {
             app,
@@ -100,22 +104,6 @@ fn connection_path(org: Uuid, connection: Uuid, rest: &str) -> String {
     format!("/v1/orgs/{org}/crm/connections/{connection}{rest}")
 }
 
-/// Polls `check` until it returns something, failing after `PATIENCE`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(found) = check().await {
-            return found;
-        }
-        assert!(started.elapsed() < PATIENCE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn is_finished(job: &Value) -> bool {
     matches!(
         job["status"].as_str(),
@@ -129,7 +117,7 @@ async fn wait_job(app: &TestApp, org: Uuid, user: Uuid, job: &Value) -> Value {
         "/v1/orgs/{org}/jobs/{}",
         job["id"].as_str().expect("job id")
     );
-    eventually(&format!("job {path} to finish"), || async {
+    eventually(&format!("job {path} to finish"), PATIENCE, || async {
         let current = app.get(&path, user).await.expect(200).body;
         is_finished(&current).then_some(current)
     })
@@ -648,7 +636,7 @@ async fn invalid_grant_marks_the_connection_error() {
     let (users, beta) = connect(&c.app, &c.fake, "beta.kommo.com").await;
     c.fake.issue_tokens("beta.kommo.com");
     expire_within_the_hour(&c.app, beta).await;
-    let job = eventually("a token-refresh job for beta", || async {
+    let job = eventually("a token-refresh job for beta", PATIENCE, || async {
         token_refresh_jobs(&c.app, users.org, users.member)
             .await
             .into_iter()
@@ -741,14 +729,16 @@ async fn calls_to_one_account_stay_under_7_per_second() {
     // the two syncs run at the same time in two replicas.
     let fake = FakeKommo::start().await;
     fake.register_client(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI);
-    let mut api = TestApp::spawn_with(|env| {
-        env.insert("KOMMO_BASE_URL".into(), fake.base_url_template.clone());
-        env.insert("ENCRYPTION_KEYS".into(), format!("test:{TEST_KEY}"));
-        env.insert("FRONTEND_URL".into(), FRONTEND_URL.into());
-        env.insert("OAUTH_REDIRECT_URL".into(), REDIRECT_URI.into());
-        env.insert("PUBLIC_BASE_URL".into(), "https://api.example.com".into());
-    })
-    .await;
+    let mut api = TestApp::builder()
+        .configure(|env| {
+            env.insert("KOMMO_BASE_URL".into(), fake.base_url_template.clone());
+            env.insert("ENCRYPTION_KEYS".into(), format!("test:{TEST_KEY}"));
+            env.insert("FRONTEND_URL".into(), FRONTEND_URL.into());
+            env.insert("OAUTH_REDIRECT_URL".into(), REDIRECT_URI.into());
+            env.insert("PUBLIC_BASE_URL".into(), "https://api.example.com".into());
+        })
+        .spawn()
+        .await;
     for (key, value) in [
         ("JOB_CONCURRENCY", "1"),
         ("JOB_HEARTBEAT_SECS", "1"),
@@ -992,12 +982,16 @@ async fn scheduler_refreshes_expiring_tokens() {
     );
     expire_within_the_hour(&c.app, c.connection).await;
 
-    let job = eventually("the scheduler to queue a token refresh", || async {
-        token_refresh_jobs(&c.app, c.users.org, c.users.member)
-            .await
-            .into_iter()
-            .next()
-    })
+    let job = eventually(
+        "the scheduler to queue a token refresh",
+        PATIENCE,
+        || async {
+            token_refresh_jobs(&c.app, c.users.org, c.users.member)
+                .await
+                .into_iter()
+                .next()
+        },
+    )
     .await;
     assert_eq!(job["payload"]["connection_id"], json!(c.connection));
     let done = c.finished(&job).await;

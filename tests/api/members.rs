@@ -44,7 +44,7 @@ async fn roles(app: &TestApp, org: Uuid, viewer: Uuid) -> HashMap<Uuid, String> 
 
 #[tokio::test]
 async fn any_member_can_list_members() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let expected: HashMap<Uuid, String> = [
         (users.owner, "owner".to_string()),
@@ -69,7 +69,7 @@ async fn any_member_can_list_members() {
 
 #[tokio::test]
 async fn members_are_paginated_with_a_cursor() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let owner = Uuid::now_v7();
     let org = app.create_org(owner).await;
     let mut expected = BTreeSet::from([owner]);
@@ -131,7 +131,7 @@ async fn members_are_paginated_with_a_cursor() {
 
 #[tokio::test]
 async fn another_orgs_user_cannot_list_members() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let stranger = Uuid::now_v7();
     app.create_org(stranger).await;
@@ -144,7 +144,7 @@ async fn another_orgs_user_cannot_list_members() {
 
 #[tokio::test]
 async fn listing_members_without_a_token_is_unauthorized() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let r = app
         .send(Method::GET, &members_path(users.org), None, None)
@@ -155,7 +155,7 @@ async fn listing_members_without_a_token_is_unauthorized() {
 
 #[tokio::test]
 async fn limit_out_of_range_is_a_validation_error() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     for limit in ["0", "101", "-1"] {
         let r = app
@@ -180,7 +180,7 @@ async fn limit_out_of_range_is_a_validation_error() {
 
 #[tokio::test]
 async fn non_numeric_limit_is_a_bad_request() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let r = app
         .get(
@@ -194,7 +194,7 @@ async fn non_numeric_limit_is_a_bad_request() {
 
 #[tokio::test]
 async fn garbage_cursor_is_a_bad_request() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     for cursor in ["garbage", "!!!", "AAAA"] {
         app.get(
@@ -210,7 +210,7 @@ async fn garbage_cursor_is_a_bad_request() {
 
 #[tokio::test]
 async fn owner_adds_an_admin_then_changes_the_role() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let owner = Uuid::now_v7();
     let org = app.create_org(owner).await;
     let user = Uuid::now_v7();
@@ -245,7 +245,7 @@ async fn owner_adds_an_admin_then_changes_the_role() {
 
 #[tokio::test]
 async fn admin_adds_a_new_member() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let newcomer = Uuid::now_v7();
     let r = app
@@ -267,7 +267,7 @@ async fn admin_adds_a_new_member() {
 
 #[tokio::test]
 async fn admin_cannot_promote_to_admin() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let newcomer = Uuid::now_v7();
     for role in ["admin", "owner"] {
@@ -294,7 +294,7 @@ async fn admin_cannot_promote_to_admin() {
 
 #[tokio::test]
 async fn admin_cannot_change_an_existing_members_role() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let other_admin = Uuid::now_v7();
     app.add_member(users.org, users.owner, other_admin, "admin")
@@ -317,7 +317,7 @@ async fn admin_cannot_change_an_existing_members_role() {
 
 #[tokio::test]
 async fn member_cannot_manage_members() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let newcomer = Uuid::now_v7();
     app.put(
@@ -341,7 +341,7 @@ async fn member_cannot_manage_members() {
 
 #[tokio::test]
 async fn invalid_role_is_a_validation_error() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let newcomer = Uuid::now_v7();
     for role in [
@@ -370,7 +370,7 @@ async fn invalid_role_is_a_validation_error() {
 
 #[tokio::test]
 async fn put_member_rejects_unknown_fields() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let newcomer = Uuid::now_v7();
     for field in ["org_id", "user_id"] {
@@ -391,7 +391,7 @@ async fn put_member_rejects_unknown_fields() {
 
 #[tokio::test]
 async fn another_orgs_user_cannot_add_members() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let stranger = Uuid::now_v7();
     app.create_org(stranger).await;
@@ -410,7 +410,7 @@ async fn another_orgs_user_cannot_add_members() {
 
 #[tokio::test]
 async fn non_uuid_member_id_is_not_found() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     app.put(
         &format!("{}/not-a-uuid", members_path(users.org)),
@@ -429,7 +429,7 @@ async fn non_uuid_member_id_is_not_found() {
 
 #[tokio::test]
 async fn last_owner_cannot_demote_themselves() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     for role in ["admin", "member"] {
         app.put(
@@ -456,7 +456,7 @@ async fn last_owner_cannot_demote_themselves() {
 
 #[tokio::test]
 async fn an_owner_can_step_down_when_another_owner_remains() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     app.put(
         &member_path(users.org, users.admin),
@@ -483,7 +483,7 @@ async fn an_owner_can_step_down_when_another_owner_remains() {
 
 #[tokio::test]
 async fn owner_removes_a_member() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let r = app
         .delete(&member_path(users.org, users.member), users.owner)
@@ -513,7 +513,7 @@ async fn owner_removes_a_member() {
 
 #[tokio::test]
 async fn admin_cannot_remove_members() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     app.delete(&member_path(users.org, users.member), users.admin)
         .await
@@ -523,7 +523,7 @@ async fn admin_cannot_remove_members() {
 
 #[tokio::test]
 async fn member_cannot_remove_members() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     for target in [users.admin, users.owner] {
         app.delete(&member_path(users.org, target), users.member)
@@ -537,7 +537,7 @@ async fn member_cannot_remove_members() {
 /// insert and rolled back. Each may leave now, with an audit row the owners can read.
 #[tokio::test]
 async fn members_admins_and_a_second_owner_may_leave() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let second = Uuid::now_v7();
     app.add_member(users.org, users.owner, second, "owner")
@@ -571,7 +571,7 @@ async fn members_admins_and_a_second_owner_may_leave() {
 
 #[tokio::test]
 async fn another_orgs_user_cannot_remove_members() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let stranger = Uuid::now_v7();
     app.create_org(stranger).await;
@@ -583,7 +583,7 @@ async fn another_orgs_user_cannot_remove_members() {
 
 #[tokio::test]
 async fn removing_a_non_member_is_not_found() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     // A member of another org is not a member of this one.
     let elsewhere = Uuid::now_v7();
@@ -600,7 +600,7 @@ async fn removing_a_non_member_is_not_found() {
 
 #[tokio::test]
 async fn last_owner_cannot_leave() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let r = app
         .delete(&member_path(users.org, users.owner), users.owner)
@@ -622,7 +622,7 @@ async fn last_owner_cannot_leave() {
 
 #[tokio::test]
 async fn an_owner_can_remove_another_owner() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let second = Uuid::now_v7();
     app.add_member(users.org, users.owner, second, "owner")
@@ -646,7 +646,7 @@ async fn an_owner_can_remove_another_owner() {
 
 #[tokio::test]
 async fn removing_a_member_without_a_token_is_unauthorized() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let r = app
         .send(
@@ -663,7 +663,7 @@ async fn removing_a_member_without_a_token_is_unauthorized() {
 
 #[tokio::test]
 async fn two_owners_removing_each_other_at_once_leave_one_owner() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     // Several rounds, each on a fresh org, so the two requests really overlap at least
     // some of the time; each round must hold on its own.
     for round in 0..5 {

@@ -30,7 +30,7 @@ async fn scrape(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn metrics_use_route_templates_and_live_on_their_own_listener() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let OrgUsers { org, admin, .. } = app.org_with_roles().await;
     app.create_agent(org, admin, "Alpha").await;
     app.get(&format!("/v1/orgs/{org}/agents"), admin)

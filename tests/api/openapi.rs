@@ -11,7 +11,7 @@ use crate::helpers::{TestApp, into_response};
 /// org routes.
 #[tokio::test]
 async fn every_documented_operation_is_routed_and_org_routes_say_how() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let doc: Value = into_response(
         app.client
             .get(app.url("/v1/openapi.json"))
@@ -75,7 +75,7 @@ async fn every_documented_operation_is_routed_and_org_routes_say_how() {
 
 #[tokio::test]
 async fn docs_page_is_served_without_any_cdn() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let page = app.client.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"]

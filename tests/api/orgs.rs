@@ -28,7 +28,7 @@ fn role_in(me: &Value, org: Uuid) -> Option<String> {
 
 #[tokio::test]
 async fn create_org_makes_the_caller_its_owner() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let r = app
         .post("/v1/orgs", user, json!({"name": "Acme Sales"}))
@@ -61,7 +61,7 @@ async fn create_org_makes_the_caller_its_owner() {
 
 #[tokio::test]
 async fn create_org_generates_a_valid_slug_when_absent() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let first = app
         .post("/v1/orgs", user, json!({"name": "Acme Sales"}))
@@ -91,7 +91,7 @@ async fn create_org_generates_a_valid_slug_when_absent() {
 
 #[tokio::test]
 async fn create_org_keeps_an_explicit_slug() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let r = app
         .post("/v1/orgs", user, json!({"name": "Acme", "slug": "acme-hq"}))
@@ -105,7 +105,7 @@ async fn create_org_keeps_an_explicit_slug() {
 
 #[tokio::test]
 async fn duplicate_slug_is_a_conflict() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let first = Uuid::now_v7();
     let second = Uuid::now_v7();
     app.post("/v1/orgs", first, json!({"name": "Acme", "slug": "acme"}))
@@ -127,7 +127,7 @@ async fn duplicate_slug_is_a_conflict() {
 
 #[tokio::test]
 async fn invalid_slug_is_rejected() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     for slug in ["Acme", "acme hq", "-acme", "a", "acme_hq", &"a".repeat(64)] {
         let r = app
@@ -142,7 +142,7 @@ async fn invalid_slug_is_rejected() {
 
 #[tokio::test]
 async fn name_too_short_is_rejected() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     for name in ["", "A"] {
         let r = app
@@ -162,7 +162,7 @@ async fn name_too_short_is_rejected() {
 async fn blank_name_is_rejected() {
     // A name of spaces has the length but, trimmed, is empty: a validation error, never
     // a database constraint surfacing as a 500.
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     for name in ["   ", " a "] {
         let r = app
@@ -175,7 +175,7 @@ async fn blank_name_is_rejected() {
 
 #[tokio::test]
 async fn create_org_rejects_unknown_fields() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     for (field, value) in [
         ("id", json!(Uuid::now_v7())),
@@ -196,7 +196,7 @@ async fn create_org_rejects_unknown_fields() {
 
 #[tokio::test]
 async fn create_org_requires_a_name() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     let r = app
         .post("/v1/orgs", user, json!({"slug": "acme"}))
@@ -213,7 +213,7 @@ async fn create_org_requires_a_name() {
 
 #[tokio::test]
 async fn create_org_without_a_token_is_unauthorized() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let r = app
         .send(
             Method::POST,
@@ -230,7 +230,7 @@ async fn create_org_without_a_token_is_unauthorized() {
 
 #[tokio::test]
 async fn show_org_returns_the_callers_role() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     for (user, role) in [
         (users.owner, "owner"),
@@ -254,7 +254,7 @@ async fn show_org_returns_the_callers_role() {
 
 #[tokio::test]
 async fn another_orgs_user_gets_not_found() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let stranger = Uuid::now_v7();
     app.create_org(stranger).await;
@@ -269,7 +269,7 @@ async fn another_orgs_user_gets_not_found() {
 
 #[tokio::test]
 async fn unknown_org_is_not_found() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     app.create_org(user).await;
     app.get(&format!("/v1/orgs/{}", Uuid::now_v7()), user)
@@ -279,7 +279,7 @@ async fn unknown_org_is_not_found() {
 
 #[tokio::test]
 async fn non_uuid_org_id_is_not_found() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let user = Uuid::now_v7();
     app.create_org(user).await;
     for id in ["not-a-uuid", "123", "acme"] {
@@ -291,7 +291,7 @@ async fn non_uuid_org_id_is_not_found() {
 
 #[tokio::test]
 async fn show_org_without_a_token_is_unauthorized() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let owner = Uuid::now_v7();
     let org = app.create_org(owner).await;
     let r = app
@@ -306,7 +306,7 @@ async fn show_org_without_a_token_is_unauthorized() {
 
 #[tokio::test]
 async fn me_lists_the_callers_orgs_with_roles() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     // The admin also owns an org of their own.
     let own = app
@@ -338,7 +338,7 @@ async fn me_lists_the_callers_orgs_with_roles() {
 
 #[tokio::test]
 async fn me_without_orgs_has_an_empty_list() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     // Someone else's org must not show up.
     app.create_org(Uuid::now_v7()).await;
     let user = Uuid::now_v7();
@@ -350,7 +350,7 @@ async fn me_without_orgs_has_an_empty_list() {
 
 #[tokio::test]
 async fn me_without_a_token_is_unauthorized() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let r = app
         .send(Method::GET, "/v1/me", None, None)
         .await

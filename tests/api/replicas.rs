@@ -21,7 +21,9 @@ use uuid::Uuid;
 use crate::cli::{assert_migrations_applied_once, assert_schema, drop_database, empty_database};
 use crate::cluster::{Cluster, JOB_PATIENCE, POLL, Server};
 use crate::fake_kommo::FakeKommo;
-use crate::helpers::{JWT_SECRET, claims_for, ensure_runtime_role, redis_url, sign_hs256};
+use crate::helpers::{
+    JWT_SECRET, claims_for, ensure_runtime_role, eventually, redis_url, sign_hs256,
+};
 use crate::kommo_support::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, TEST_KEY};
 
 const REPLICAS: usize = 3;
@@ -167,30 +169,25 @@ impl Replicas {
 
     /// The org's jobs once there are at least `n` and all of them have finished.
     async fn wait_jobs(&self, org: Uuid, n: usize) -> Vec<Job> {
-        let started = Instant::now();
-        let mut admin = self.cluster.admin().await;
-        loop {
+        let admin = tokio::sync::Mutex::new(self.cluster.admin().await);
+        let what = format!("at least {n} finished jobs of the org");
+        eventually(&what, JOB_PATIENCE, || async {
+            let mut admin = admin.lock().await;
             let jobs: Vec<Job> = sqlx::query_as(
                 "SELECT id, type, status, attempts, worker FROM jobs
                  WHERE org_id = $1 ORDER BY created_at",
             )
             .bind(org)
-            .fetch_all(&mut admin)
+            .fetch_all(&mut *admin)
             .await
             .expect("read the jobs");
             if jobs.len() >= n && jobs.iter().all(|j| FINAL.contains(&j.status.as_str())) {
-                return jobs;
+                Ok(jobs)
+            } else {
+                Err(format!("{} jobs: {jobs:#?}", jobs.len()))
             }
-            if started.elapsed() > JOB_PATIENCE {
-                panic!(
-                    "after {:?}, {} of at least {n} jobs, not all finished: {jobs:#?}\n{}",
-                    started.elapsed(),
-                    jobs.len(),
-                    self.output()
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        })
+        .await
     }
 
     /// Every JSON line each replica logged, with the replica's index.

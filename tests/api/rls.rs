@@ -36,7 +36,7 @@ async fn agent_org_ids(conn: &mut PgConnection) -> Vec<Uuid> {
 
 #[tokio::test]
 async fn database_refuses_other_orgs_rows() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
     let org_a = app.create_org(alice).await;
     let org_b = app.create_org(bob).await;
@@ -105,7 +105,7 @@ async fn database_refuses_other_orgs_rows() {
 
 #[tokio::test]
 async fn without_claims_the_runtime_role_sees_nothing() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let alice = Uuid::now_v7();
     let org = app.create_org(alice).await;
     app.create_agent(org, alice, "Alpha").await;
@@ -123,7 +123,7 @@ async fn without_claims_the_runtime_role_sees_nothing() {
 
 #[tokio::test]
 async fn members_cannot_write_at_the_database_either() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let agent = app.create_agent(users.org, users.admin, "Alpha").await;
     let mut conn = runtime_conn(&app).await;
@@ -144,7 +144,7 @@ async fn members_cannot_write_at_the_database_either() {
 
 #[tokio::test]
 async fn api_worker_sees_only_its_org() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
     let org_a = app.create_org(alice).await;
     let org_b = app.create_org(bob).await;
@@ -177,7 +177,7 @@ async fn api_worker_sees_only_its_org() {
 
 #[tokio::test]
 async fn audit_logs_are_append_only_for_runtime_roles() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let owner = Uuid::now_v7();
     let org = app.create_org(owner).await;
     let mut conn = runtime_conn(&app).await;
@@ -230,10 +230,12 @@ async fn audit_logs_are_append_only_for_runtime_roles() {
 #[tokio::test]
 async fn nothing_leaks_through_the_pool() {
     // One pooled connection, so the request and the check share it.
-    let app = TestApp::spawn_with(|env| {
-        env.insert("DATABASE_MAX_CONNECTIONS".into(), "1".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            env.insert("DATABASE_MAX_CONNECTIONS".into(), "1".into());
+        })
+        .spawn()
+        .await;
     let alice = Uuid::now_v7();
     let org = app.create_org(alice).await;
     app.get(&format!("/v1/orgs/{org}/agents"), alice)
@@ -318,7 +320,7 @@ async fn slow_postgres(delay: std::time::Duration) -> u16 {
 /// anyone else (sqlx's own transaction left it open, and the next request ran in it).
 #[tokio::test]
 async fn an_abandoned_transaction_never_reaches_the_next_user() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let alice = Uuid::now_v7();
     let org = app.create_org(alice).await;
     let user = agents_api::http::auth::AuthUser {
@@ -377,10 +379,12 @@ async fn an_abandoned_transaction_never_reaches_the_next_user() {
 /// over — must cost no request an error; the transaction begins on another connection.
 #[tokio::test]
 async fn connections_that_died_idle_cost_no_request() {
-    let app = TestApp::spawn_with(|env| {
-        env.insert("DATABASE_MAX_CONNECTIONS".into(), "3".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .configure(|env| {
+            env.insert("DATABASE_MAX_CONNECTIONS".into(), "3".into());
+        })
+        .spawn()
+        .await;
     let alice = Uuid::now_v7();
     let org = app.create_org(alice).await;
     let path = format!("/v1/orgs/{org}/agents");
@@ -413,7 +417,7 @@ async fn connections_that_died_idle_cost_no_request() {
 /// executable through PUBLIC.
 #[tokio::test]
 async fn definer_functions_pin_their_search_path_and_refuse_public() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let mut admin = app.admin_db().await;
     let rows = sqlx::query(
         "SELECT p.oid::regprocedure::text AS name,
@@ -444,7 +448,7 @@ async fn definer_functions_pin_their_search_path_and_refuse_public() {
 /// the real `agent_counts`, so the session cannot shift the counts it reads.
 #[tokio::test]
 async fn a_temporary_table_cannot_stand_in_for_agent_counts() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::builder().spawn().await;
     let users = app.org_with_roles().await;
     let mut conn = runtime_conn(&app).await;
     sqlx::query(

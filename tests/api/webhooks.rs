@@ -3,7 +3,7 @@
 //! IP allow-list behind trusted proxies, the per-connection rate limit, rotation, the
 //! `kommo:webhook` job and the org's event listing — the real app with a fake Kommo.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, USER_AGENT};
@@ -11,16 +11,13 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::fake_kommo::FakeKommo;
-use crate::helpers::{OrgUsers, Response, TestApp, into_response};
-use crate::kommo_support::{
-    CLIENT_ID, CLIENT_SECRET, FRONTEND_URL, REDIRECT_URI, TEST_KEY, app_with_kommo, connected_org,
-};
+use crate::helpers::{OrgUsers, Response, TestApp, eventually, into_response};
+use crate::kommo_support::{PUBLIC_BASE_URL, connected_org};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 const DOMAIN: &str = "acme.kommo.com";
 /// The Kommo account id `connected_org` registers.
 const ACCOUNT_ID: i64 = 31_000_001;
-const PUBLIC_BASE_URL: &str = "https://api.example.com";
 const FORM: &str = "application/x-www-form-urlencoded";
 const JSON: &str = "application/json";
 const KOMMO_AGENT: &str = "amoCRM-Webhooks/3.0";
@@ -179,37 +176,6 @@ fn chat_message(text: &str) -> String {
 // Set-up and requests
 // ---------------------------------------------------------------------------------------
 
-/// An app (with job workers when asked) pointed at a fake Kommo, with `extra` environment.
-async fn kommo_app(fake: &FakeKommo, with_jobs: bool, extra: &[(&str, &str)]) -> TestApp {
-    if extra.is_empty() {
-        return app_with_kommo(fake, with_jobs).await;
-    }
-    // `app_with_kommo`'s environment, plus ours.
-    fake.register_client(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI);
-    let template = fake.base_url_template.clone();
-    let extra: Vec<(String, String)> = extra
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let customize = move |env: &mut HashMap<String, String>| {
-        env.insert("KOMMO_BASE_URL".into(), template);
-        env.insert("ENCRYPTION_KEYS".into(), format!("test:{TEST_KEY}"));
-        env.insert("FRONTEND_URL".into(), FRONTEND_URL.into());
-        env.insert("OAUTH_REDIRECT_URL".into(), REDIRECT_URI.into());
-        env.insert("PUBLIC_BASE_URL".into(), PUBLIC_BASE_URL.into());
-        env.insert(
-            "KOMMO_AUTHORIZE_URL".into(),
-            "https://www.kommo.com/oauth".into(),
-        );
-        env.extend(extra);
-    };
-    if with_jobs {
-        TestApp::spawn_with_jobs(customize).await
-    } else {
-        TestApp::spawn_with(customize).await
-    }
-}
-
 /// The path and the token of a webhook URL the API handed out.
 fn split_webhook_url(url: &str, connection: Uuid) -> (String, String) {
     let path = url
@@ -242,7 +208,12 @@ struct Hooked {
 impl Hooked {
     async fn start(with_jobs: bool, extra: &[(&str, &str)]) -> Hooked {
         let fake = FakeKommo::start().await;
-        let app = kommo_app(&fake, with_jobs, extra).await;
+        let app = TestApp::builder()
+            .with_kommo(&fake)
+            .jobs(with_jobs)
+            .envs(extra)
+            .spawn()
+            .await;
         let (users, connection, path, token) = connect(&app, &fake, DOMAIN).await;
         Hooked {
             app,
@@ -283,20 +254,17 @@ impl Hooked {
 
     /// Waits until the listing (with `query`) holds `n` rows and none is still pending.
     async fn wait_events(&self, query: &str, n: usize) -> Vec<Value> {
-        let started = Instant::now();
-        loop {
+        let what = format!("{n} processed events at {query}");
+        eventually(&what, PATIENCE, || async {
             let body = self.events(query).await;
             let data = body["data"].as_array().cloned().unwrap_or_default();
             if data.len() >= n && data.iter().all(|e| e["status"] != "received") {
                 assert_eq!(data.len(), n, "more events than expected: {body}");
-                return data;
+                return Ok(data);
             }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "timed out waiting for {n} events at {query}: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            Err(body.to_string())
+        })
+        .await
     }
 
     /// The org's `kommo:webhook` jobs once all of them (at least `n`) have finished.
