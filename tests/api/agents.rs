@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{OrgUsers, TestApp};
+use crate::support::app::{OrgUsers, TestApp};
 
 fn agents_path(org: Uuid) -> String {
     format!("/v1/orgs/{org}/agents")

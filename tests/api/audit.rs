@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{OrgUsers, TestApp};
+use crate::support::app::{OrgUsers, TestApp};
 
 fn actions(body: &Value) -> Vec<String> {
     body["data"]

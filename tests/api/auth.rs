@@ -16,13 +16,13 @@ use serde_json::{Value, json};
 use tokio::sync::RwLock;
 use uuid::Uuid;
 
-use crate::helpers::{JWT_SECRET, TestApp, claims_for, sign_hs256};
+use crate::support::app::{JWT_SECRET, TestApp, claims_for, sign_hs256};
 
 const JWKS: &str = include_str!("fixtures/jwks.json");
 const RS256_DER: &[u8] = include_bytes!("fixtures/rs256.der");
 const ES256_DER: &[u8] = include_bytes!("fixtures/es256.der");
 
-async fn me_with(app: &TestApp, token: Option<&str>) -> crate::helpers::Response {
+async fn me_with(app: &TestApp, token: Option<&str>) -> crate::support::app::Response {
     app.send(Method::GET, "/v1/me", token, None).await
 }
 

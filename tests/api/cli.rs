@@ -14,10 +14,10 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::helpers::{
+use crate::support::app::{
     JWT_SECRET, admin_url, admin_url_for, base_env, exec, fresh_database, runtime_url_for,
 };
-use crate::process::{Process, free_port, run, serve_env};
+use crate::support::process::{Process, free_port, run, serve_env};
 
 /// The twelve tables of spec §4.
 const TABLES: &[&str] = &[
@@ -36,7 +36,7 @@ const TABLES: &[&str] = &[
 ];
 
 // ---------------------------------------------------------------------------------------
-// Environments (running the binary: see `crate::process`)
+// Environments (running the binary: see `crate::support::process`)
 // ---------------------------------------------------------------------------------------
 
 fn now_secs() -> u64 {
@@ -657,7 +657,7 @@ async fn runtime_role_creates_and_repairs_the_login_role() {
 /// the real environment wins. (It is read, never written into the process environment.)
 #[test]
 fn a_dotenv_file_fills_in_and_the_environment_wins() {
-    let dir = crate::process::TempDir::new();
+    let dir = crate::support::process::TempDir::new();
     std::fs::write(
         dir.path().join(".env"),
         format!(
@@ -669,7 +669,7 @@ fn a_dotenv_file_fills_in_and_the_environment_wins() {
     env.remove("JWT_SECRET");
     env.remove("REDIS_URL");
     env.insert("HTTP_ADDR".into(), "127.0.0.1:2222".into());
-    let out = crate::process::command(dir.path(), &env, &["check-config"])
+    let out = crate::support::process::command(dir.path(), &env, &["check-config"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

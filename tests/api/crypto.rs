@@ -13,8 +13,10 @@ use secrecy::{ExposeSecret, SecretBox};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::helpers::{admin_url, admin_url_for, base_env, exec, fresh_database, runtime_url_for};
-use crate::process::{Run, run};
+use crate::support::app::{
+    admin_url, admin_url_for, base_env, exec, fresh_database, runtime_url_for,
+};
+use crate::support::process::{Run, run};
 
 const OLD: (&str, u8) = ("old", 0x11);
 const NEW: (&str, u8) = ("new", 0x22);

@@ -6,7 +6,7 @@ use reqwest::header::CONTENT_TYPE;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{Response, TestApp, into_response};
+use crate::support::app::{Response, TestApp, into_response};
 
 /// A raw request with a valid token for `user` and the given body and content type.
 async fn post_raw(
@@ -476,7 +476,7 @@ async fn security_headers_are_on_successes_and_errors() {
 #[tokio::test]
 async fn nul_characters_are_refused_not_500() {
     let app = TestApp::builder().spawn().await;
-    let crate::helpers::OrgUsers { org, admin, .. } = app.org_with_roles().await;
+    let crate::support::app::OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let r = app
         .post(
             "/v1/orgs",
@@ -503,7 +503,7 @@ async fn nul_characters_are_refused_not_500() {
 #[tokio::test]
 async fn extreme_numbers_in_json_columns_read_back() {
     let app = TestApp::builder().spawn().await;
-    let crate::helpers::OrgUsers { org, admin, .. } = app.org_with_roles().await;
+    let crate::support::app::OrgUsers { org, admin, .. } = app.org_with_roles().await;
     let created = app
         .post(
             &format!("/v1/orgs/{org}/agents"),

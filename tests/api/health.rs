@@ -1,6 +1,6 @@
 use serde_json::Value;
 
-use crate::helpers::{TestApp, into_response};
+use crate::support::app::{TestApp, into_response};
 
 #[tokio::test]
 async fn live_answers_ok() {
@@ -56,13 +56,13 @@ async fn ready_fails_when_redis_is_unreachable() {
 #[tokio::test]
 async fn ready_fails_when_postgres_is_unreachable() {
     // It starts with PostgreSQL there (serve checks its role first), then loses it.
-    let admin = url::Url::parse(&crate::helpers::admin_url()).unwrap();
+    let admin = url::Url::parse(&crate::support::app::admin_url()).unwrap();
     let upstream = format!(
         "{}:{}",
         admin.host_str().unwrap(),
         admin.port_or_known_default().unwrap()
     );
-    let proxy = crate::fault_proxy::FaultProxy::start(&upstream).await;
+    let proxy = crate::support::fault_proxy::FaultProxy::start(&upstream).await;
     let app = TestApp::builder()
         .configure(|env| {
             let url = env["DATABASE_URL"].clone();
@@ -75,7 +75,7 @@ async fn ready_fails_when_postgres_is_unreachable() {
         })
         .spawn()
         .await;
-    proxy.set(crate::fault_proxy::Fault::Refuse);
+    proxy.set(crate::support::fault_proxy::Fault::Refuse);
     let r = into_response(
         app.client
             .get(app.url("/health/ready"))

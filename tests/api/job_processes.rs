@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
-use crate::cluster::Cluster;
-use crate::process::Process;
+use crate::support::cluster::Cluster;
+use crate::support::process::Process;
 
 #[track_caller]
 fn assert_exit_0(process: &Process, status: std::process::ExitStatus, what: &str) {

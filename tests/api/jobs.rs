@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{OrgUsers, TestApp, eventually};
+use crate::support::app::{OrgUsers, TestApp, eventually};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -567,7 +567,10 @@ async fn job_start_latency() {
 /// key (queue, wake lists, limits, scheduler locks) is under its `REDIS_KEY_PREFIX`.
 #[tokio::test]
 async fn every_redis_key_is_under_the_prefix() {
-    let isolated = format!("{}/13", crate::helpers::redis_url().trim_end_matches('/'));
+    let isolated = format!(
+        "{}/13",
+        crate::support::app::redis_url().trim_end_matches('/')
+    );
     let prefix = format!("isolated:{}:", Uuid::new_v4().simple());
     let app = TestApp::builder()
         .with_jobs()

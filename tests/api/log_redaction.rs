@@ -5,10 +5,10 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::fake_kommo::FakeKommo;
-use crate::helpers::{JWT_SECRET, claims_for, fresh_database, runtime_url_for, sign_hs256};
-use crate::kommo_support::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, TEST_KEY};
-use crate::process::{Process, free_port, serve_env};
+use crate::support::app::{JWT_SECRET, claims_for, fresh_database, runtime_url_for, sign_hs256};
+use crate::support::fake_kommo::FakeKommo;
+use crate::support::kommo::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, TEST_KEY};
+use crate::support::process::{Process, free_port, serve_env};
 
 #[tokio::test]
 async fn no_secret_reaches_the_logs() {

@@ -8,21 +8,17 @@ compile_error!(
      cargo test --features test-support"
 );
 
-mod helpers;
-#[allow(dead_code)]
-mod kommo_support;
-mod process;
+/// What the tests share: the app and its requests, the fake Kommo, the fault proxy, the
+/// process and cluster runners.
+mod support;
 
 mod agents;
 mod audit;
 mod auth;
 mod cli;
-mod cluster;
 mod crypto;
 mod edge;
 mod errors;
-mod fake_kommo;
-mod fault_proxy;
 mod faults;
 mod health;
 mod job_processes;

@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::TestApp;
+use crate::support::app::TestApp;
 
 fn members_path(org: Uuid) -> String {
     format!("/v1/orgs/{org}/members")

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use crate::helpers::{OrgUsers, TestApp, into_response};
+use crate::support::app::{OrgUsers, TestApp, into_response};
 
 async fn scrape(app: &TestApp) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

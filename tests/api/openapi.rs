@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{TestApp, into_response};
+use crate::support::app::{TestApp, into_response};
 
 /// Routes are registered from their `#[utoipa::path]` annotations, so the document and
 /// the router cannot disagree; this checks the other direction at the HTTP level (every

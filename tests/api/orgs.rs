@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::TestApp;
+use crate::support::app::TestApp;
 
 /// The slug rule of the `organizations` table.
 fn is_valid_slug(slug: &str) -> bool {

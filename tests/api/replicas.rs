@@ -19,12 +19,12 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::cli::{assert_migrations_applied_once, assert_schema, drop_database, empty_database};
-use crate::cluster::{Cluster, JOB_PATIENCE, POLL, Server};
-use crate::fake_kommo::FakeKommo;
-use crate::helpers::{
+use crate::support::app::{
     JWT_SECRET, claims_for, ensure_runtime_role, eventually, redis_url, sign_hs256,
 };
-use crate::kommo_support::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, TEST_KEY};
+use crate::support::cluster::{Cluster, JOB_PATIENCE, POLL, Server};
+use crate::support::fake_kommo::FakeKommo;
+use crate::support::kommo::{CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, TEST_KEY};
 
 const REPLICAS: usize = 3;
 const DOMAIN: &str = "acme.kommo.com";

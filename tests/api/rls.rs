@@ -6,7 +6,7 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection, Row};
 use uuid::Uuid;
 
-use crate::helpers::{RUNTIME_ROLE, TestApp, claims_for, runtime_url_for};
+use crate::support::app::{RUNTIME_ROLE, TestApp, claims_for, runtime_url_for};
 
 /// Starts a transaction as `authenticated` with `user`'s claims, the way the server does.
 async fn as_user(conn: &mut PgConnection, user: Uuid) {
@@ -279,7 +279,7 @@ async fn nothing_leaks_through_the_pool() {
 /// Forwards TCP to PostgreSQL, holding every chunk of the server's answers for `delay`:
 /// a database far enough away that a future can be dropped while it waits for one.
 async fn slow_postgres(delay: std::time::Duration) -> u16 {
-    let upstream_url = url::Url::parse(&crate::helpers::admin_url()).unwrap();
+    let upstream_url = url::Url::parse(&crate::support::app::admin_url()).unwrap();
     let upstream = format!(
         "{}:{}",
         upstream_url.host_str().unwrap(),

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::cluster::{Cluster, JOB_PATIENCE, POLL, Server};
+use crate::support::cluster::{Cluster, JOB_PATIENCE, POLL, Server};
 
 const REPLICAS: usize = 3;
 const PROBE_EVERY: Duration = Duration::from_millis(200);

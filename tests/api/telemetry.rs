@@ -9,8 +9,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
 
-use crate::helpers::{fresh_database, runtime_url_for};
-use crate::process::{Process, free_port, serve_env};
+use crate::support::app::{fresh_database, runtime_url_for};
+use crate::support::process::{Process, free_port, serve_env};
 
 type Received = Arc<Mutex<Vec<Vec<u8>>>>;
 

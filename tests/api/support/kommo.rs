@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::fake_kommo::FakeKommo;
-use crate::helpers::{OrgUsers, TestApp};
+use crate::support::app::{OrgUsers, TestApp};
+use crate::support::fake_kommo::FakeKommo;
 
 pub const CLIENT_ID: &str = "integration-client-id";
 pub const CLIENT_SECRET: &str = "integration-client-secret-value";

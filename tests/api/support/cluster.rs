@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-use crate::helpers::{
+use crate::support::app::{
     JWT_SECRET, admin_url_for, claims_for, fresh_database, runtime_url_for, sign_hs256,
 };
-use crate::process::{Process, free_port, serve_env};
+use crate::support::process::{Process, free_port, serve_env};
 
 /// The longest a job may take to reach the state a test waits for.
 pub const JOB_PATIENCE: Duration = Duration::from_secs(45);

@@ -289,8 +289,8 @@ impl<'a> TestAppBuilder<'a> {
 
     /// Points the app at `fake`, with the integration's client registered there, keys
     /// to store secrets and the URLs the OAuth flow needs.
-    pub fn with_kommo(self, fake: &crate::fake_kommo::FakeKommo) -> TestAppBuilder<'a> {
-        use crate::kommo_support::{
+    pub fn with_kommo(self, fake: &crate::support::fake_kommo::FakeKommo) -> TestAppBuilder<'a> {
+        use crate::support::kommo::{
             CLIENT_ID, CLIENT_SECRET, FRONTEND_URL, REDIRECT_URI, TEST_KEY,
         };
         fake.register_client(CLIENT_ID, CLIENT_SECRET, REDIRECT_URI);
@@ -298,7 +298,7 @@ impl<'a> TestAppBuilder<'a> {
             .env("ENCRYPTION_KEYS", &format!("test:{TEST_KEY}"))
             .env("FRONTEND_URL", FRONTEND_URL)
             .env("OAUTH_REDIRECT_URL", REDIRECT_URI)
-            .env("PUBLIC_BASE_URL", crate::kommo_support::PUBLIC_BASE_URL)
+            .env("PUBLIC_BASE_URL", crate::support::kommo::PUBLIC_BASE_URL)
             .env("KOMMO_AUTHORIZE_URL", "https://www.kommo.com/oauth")
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::base_env;
+use crate::support::app::base_env;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agents-api");
 pub const CONFIG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config");

@@ -1,0 +1,8 @@
+//! The tests' infrastructure, apart from the tests themselves.
+
+pub mod app;
+pub mod cluster;
+pub mod fake_kommo;
+pub mod fault_proxy;
+pub mod kommo;
+pub mod process;
