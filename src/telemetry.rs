@@ -1,7 +1,8 @@
 //! Logs, traces and error reports. Logs are JSON lines in production, readable lines in
 //! development, with the level from `RUST_LOG`. Traces go over OTLP/HTTP when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, honouring and propagating W3C `traceparent`.
-//! Sentry receives 5xx and failed jobs when `SENTRY_DSN` is set; it is initialised before
+//! Sentry receives 5xx and failed jobs when `SENTRY_DSN` is set (per-request hubs and
+//! transactions come from sentry-tower in `http::router`); it is initialised before
 //! the async runtime, as its docs require.
 
 use opentelemetry::trace::TracerProvider as _;

@@ -119,28 +119,34 @@ pub async fn buffer_body(State(app): State<AppState>, request: Request, next: Ne
     if declared.is_some_and(|n| n > limit as u64) {
         return ApiError::PayloadTooLarge.into_response();
     }
-    let read = tokio::time::timeout(
-        app.config.body_read_timeout,
-        axum::body::to_bytes(body, limit),
-    )
-    .await;
-    match read {
+    match tokio::time::timeout(app.config.body_read_timeout, read_body(body, limit)).await {
         Ok(Ok(bytes)) => {
             next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
                 .await
         }
-        Ok(Err(error)) => {
-            // `to_bytes` reports the limit through a `LengthLimitError` in the chain.
-            let too_large = std::error::Error::source(&error)
-                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                ApiError::PayloadTooLarge.into_response()
-            } else {
-                ApiError::BadRequest("The request body could not be read.".into()).into_response()
-            }
-        }
+        Ok(Err(problem)) => problem.into_response(),
         Err(_) => ApiError::RequestTimeout.into_response(),
     }
+}
+
+/// The whole body, or 413 as soon as it passes `limit` (a body without `Content-Length`
+/// is counted as it arrives), or 400 when the connection fails mid-body.
+async fn read_body(mut body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use axum::body::HttpBody as _;
+    let mut bytes = Vec::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        let frame = frame
+            .map_err(|_| ApiError::BadRequest("The request body could not be read.".into()))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
 }
 
 /// A handler that runs longer than `REQUEST_TIMEOUT_SECS` is dropped, which rolls its
@@ -150,6 +156,35 @@ pub async fn timeout(State(limit): State<Duration>, request: Request, next: Next
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
     }
+}
+
+/// The original URI while Sentry's layer sees the route pattern instead.
+#[derive(Clone)]
+struct OriginalUri(axum::http::Uri);
+
+/// Sentry records the request URL; paths carry ids and webhook tokens, query strings
+/// carry anything. It is shown the route pattern (`/v1/orgs/{org_id}/agents`) and
+/// [`sentry_restore_uri`] puts the real URI back before the handler runs.
+pub async fn sentry_route_as_uri(mut request: Request, next: Next) -> Response {
+    let pattern = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/unmatched".to_owned());
+    // A pattern's braces are not valid in a URI; percent-encode them.
+    let pattern = pattern.replace('{', "%7B").replace('}', "%7D");
+    if let Ok(masked) = axum::http::Uri::try_from(pattern) {
+        let original = std::mem::replace(request.uri_mut(), masked);
+        request.extensions_mut().insert(OriginalUri(original));
+    }
+    next.run(request).await
+}
+
+pub async fn sentry_restore_uri(mut request: Request, next: Next) -> Response {
+    if let Some(OriginalUri(original)) = request.extensions_mut().remove::<OriginalUri>() {
+        *request.uri_mut() = original;
+    }
+    next.run(request).await
 }
 
 pub async fn security_headers(request: Request, next: Next) -> Response {

@@ -57,6 +57,17 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("max-age=63072000; includeSubDomains"),
         ));
     }
+    if config.sentry_dsn.is_some() {
+        // A hub per request (tags and breadcrumbs stay with their request) and a
+        // transaction named by the matched route, sampled by SENTRY_TRACES_SAMPLE_RATE.
+        router = router
+            .layer(from_fn(middleware::sentry_restore_uri))
+            .layer(sentry::integrations::tower::SentryHttpLayer::new().enable_transaction())
+            .layer(from_fn(middleware::sentry_route_as_uri))
+            .layer(sentry::integrations::tower::NewSentryLayer::<
+                axum::extract::Request,
+            >::new_from_top());
+    }
     router
         .layer(from_fn(middleware::security_headers))
         .layer(from_fn(middleware::request_context))

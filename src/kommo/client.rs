@@ -2,8 +2,15 @@
 //! from a validated `base_domain`, waits for its rate-limit slot, has connect and total
 //! timeouts, and waits out 429s as Kommo asks.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
+use oauth2::basic::BasicClient;
+use oauth2::{
+    AsyncHttpClient, AuthType, AuthorizationCode, ClientId, ClientSecret, HttpRequest,
+    HttpResponse, RedirectUrl, RefreshToken, RequestTokenError, TokenResponse, TokenUrl,
+};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -18,6 +25,7 @@ const TOTAL_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_RATE_LIMITED_RETRIES: usize = 3;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 pub const CONTACTS_PAGE_SIZE: usize = 250;
+const TOKEN_PATH: &str = "/oauth2/access_token";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KommoError {
@@ -117,6 +125,52 @@ pub struct ContactsPage {
     pub has_next: bool,
 }
 
+/// The integration registered in Kommo that a token request speaks for.
+pub struct OAuthApp<'a> {
+    pub client_id: &'a str,
+    pub client_secret: &'a str,
+    pub redirect_uri: &'a str,
+}
+
+enum Grant<'a> {
+    Code(&'a str),
+    Refresh(&'a str),
+}
+
+/// What Kommo answered, read whole (answers are small; the client has a total timeout).
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: axum::body::Bytes,
+}
+
+/// `oauth2`'s HTTP seam, over our client. It keeps the last answer's status and body:
+/// Kommo's refusals are problem JSON, not RFC 6749 errors, so they decide between a
+/// refused grant and a fault whatever `oauth2` made of them.
+struct TokenTransport<'a> {
+    client: &'a KommoClient,
+    base_domain: &'a str,
+    last: std::sync::Mutex<Option<(StatusCode, axum::body::Bytes)>>,
+}
+
+impl<'c> AsyncHttpClient<'c> for TokenTransport<'_> {
+    type Error = KommoError;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, KommoError>> + Send + 'c>>;
+
+    fn call(&'c self, request: HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let request = reqwest::Request::try_from(request).map_err(transport_error)?;
+            let answer = self.client.execute(self.base_domain, request).await?;
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((answer.status, answer.body.clone()));
+            let mut response = oauth2::http::Response::new(answer.body.to_vec());
+            *response.status_mut() = answer.status;
+            *response.headers_mut() = answer.headers;
+            Ok(response)
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct KommoClient {
     http: reqwest::Client,
@@ -155,7 +209,6 @@ impl KommoClient {
     }
 
     /// One call: rate-limit slot, send, and 429s waited out.
-    #[tracing::instrument(name = "kommo.request", skip_all, fields(otel.kind = "client", endpoint = %path.split('?').next().unwrap_or(path)))]
     async fn send(
         &self,
         base_domain: &str,
@@ -165,24 +218,43 @@ impl KommoClient {
         body: Option<&Value>,
     ) -> Result<(StatusCode, axum::body::Bytes), KommoError> {
         let url = self.url(base_domain, path)?;
-        let endpoint = path.split('?').next().unwrap_or(path);
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let request = request.build().map_err(transport_error)?;
+        let answer = self.execute(base_domain, request).await?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// Sends a built request to the account: waits for its rate-limit slot, carries the
+    /// trace context, waits out 429s as Kommo asks. Every Kommo call goes through here,
+    /// the OAuth token requests included.
+    #[tracing::instrument(name = "kommo.request", skip_all, fields(otel.kind = "client", endpoint = %request.url().path()))]
+    async fn execute(
+        &self,
+        base_domain: &str,
+        mut request: reqwest::Request,
+    ) -> Result<Answer, KommoError> {
+        let endpoint = request.url().path().to_owned();
+        let endpoint = endpoint.as_str();
+        request
+            .headers_mut()
+            .extend(crate::telemetry::outgoing_headers());
         let mut rate_limited = 0;
         loop {
             self.limiter.acquire(base_domain).await;
-            let mut request = self
-                .http
-                .request(method.clone(), &url)
-                .headers(crate::telemetry::outgoing_headers());
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let response = request.send().await.map_err(|e| {
+            // Bodies here are bytes in memory, so a request always clones.
+            let attempt = request
+                .try_clone()
+                .ok_or_else(|| KommoError::Transport("request body cannot be resent".into()))?;
+            let response = self.http.execute(attempt).await.map_err(|e| {
                 tracing::warn!(endpoint, outcome = "transport_error", "kommo call");
                 crate::metrics::observe_kommo(endpoint, "transport_error");
-                KommoError::Transport(e.without_url().to_string())
+                transport_error(e)
             })?;
             let status = response.status();
             crate::metrics::observe_kommo(endpoint, status.as_str());
@@ -196,11 +268,13 @@ impl KommoClient {
                 }
                 return Err(KommoError::RateLimited(wait));
             }
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| KommoError::Transport(e.without_url().to_string()))?;
-            return Ok((status, bytes));
+            let headers = response.headers().clone();
+            let body = response.bytes().await.map_err(transport_error)?;
+            return Ok(Answer {
+                status,
+                headers,
+                body,
+            });
         }
     }
 
@@ -228,68 +302,94 @@ impl KommoClient {
         }
     }
 
-    async fn token(&self, base_domain: &str, body: Value) -> Result<TokenSet, KommoError> {
-        let (status, bytes) = self
-            .send(
-                base_domain,
-                Method::POST,
-                "/oauth2/access_token",
-                None,
-                Some(&body),
-            )
-            .await?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| KommoError::Decode(e.to_string()));
+    /// The token endpoint through the `oauth2` crate: it builds the standard request
+    /// (client credentials in the body, as Kommo wants) and reads the standard answer;
+    /// the transport is ours, so the call has our timeouts, rate limit and trace context.
+    async fn token(
+        &self,
+        base_domain: &str,
+        app: &OAuthApp<'_>,
+        grant: Grant<'_>,
+    ) -> Result<TokenSet, KommoError> {
+        let token_url = TokenUrl::new(self.url(base_domain, TOKEN_PATH)?)
+            .map_err(|_| KommoError::InvalidDomain(base_domain.to_string()))?;
+        let redirect_url = RedirectUrl::new(app.redirect_uri.to_string())
+            .map_err(|e| KommoError::Transport(format!("redirect URI: {e}")))?;
+        let client = BasicClient::new(ClientId::new(app.client_id.to_string()))
+            .set_client_secret(ClientSecret::new(app.client_secret.to_string()))
+            .set_auth_type(AuthType::RequestBody)
+            .set_token_uri(token_url)
+            .set_redirect_uri(redirect_url);
+        let transport = TokenTransport {
+            client: self,
+            base_domain,
+            last: std::sync::Mutex::new(None),
+        };
+        let result = match grant {
+            Grant::Code(code) => {
+                client
+                    .exchange_code(AuthorizationCode::new(code.to_string()))
+                    .request_async(&transport)
+                    .await
+            }
+            Grant::Refresh(token) => {
+                let token = RefreshToken::new(token.to_string());
+                client
+                    .exchange_refresh_token(&token)
+                    // Kommo asks for the redirect URI on refresh as well.
+                    .add_extra_param("redirect_uri", app.redirect_uri)
+                    .request_async(&transport)
+                    .await
+            }
+        };
+        let last = transport
+            .last
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(answer) => Ok(TokenSet {
+                access_token: answer.access_token().secret().clone(),
+                refresh_token: answer
+                    .refresh_token()
+                    .ok_or_else(|| KommoError::Decode("no refresh_token in the answer".into()))?
+                    .secret()
+                    .clone(),
+                expires_in: answer
+                    .expires_in()
+                    .and_then(|d| i64::try_from(d.as_secs()).ok())
+                    .ok_or_else(|| KommoError::Decode("no expires_in in the answer".into()))?,
+            }),
+            Err(RequestTokenError::Request(e)) => Err(e),
+            Err(other) => Err(match last {
+                Some((StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED, body)) => {
+                    KommoError::InvalidGrant(problem_detail(&body))
+                }
+                Some((status, body)) if status != StatusCode::OK => KommoError::Status {
+                    status: status.as_u16(),
+                    detail: problem_detail(&body),
+                },
+                _ => KommoError::Decode(other.to_string()),
+            }),
         }
-        if matches!(status, StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED) {
-            return Err(KommoError::InvalidGrant(problem_detail(&bytes)));
-        }
-        Err(KommoError::Status {
-            status: status.as_u16(),
-            detail: problem_detail(&bytes),
-        })
     }
 
     pub async fn exchange_code(
         &self,
         base_domain: &str,
-        client_id: &str,
-        client_secret: &str,
+        app: &OAuthApp<'_>,
         code: &str,
-        redirect_uri: &str,
     ) -> Result<TokenSet, KommoError> {
-        self.token(
-            base_domain,
-            serde_json::json!({
-                "client_id": client_id,
-                "client_secret": client_secret,
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": redirect_uri,
-            }),
-        )
-        .await
+        self.token(base_domain, app, Grant::Code(code)).await
     }
 
     pub async fn refresh(
         &self,
         base_domain: &str,
-        client_id: &str,
-        client_secret: &str,
+        app: &OAuthApp<'_>,
         refresh_token: &str,
-        redirect_uri: &str,
     ) -> Result<TokenSet, KommoError> {
-        self.token(
-            base_domain,
-            serde_json::json!({
-                "client_id": client_id,
-                "client_secret": client_secret,
-                "grant_type": "refresh_token",
-                "refresh_token": refresh_token,
-                "redirect_uri": redirect_uri,
-            }),
-        )
-        .await
+        self.token(base_domain, app, Grant::Refresh(refresh_token))
+            .await
     }
 
     pub async fn account(&self, base_domain: &str, token: &str) -> Result<Account, KommoError> {
@@ -408,10 +508,14 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
         .unwrap_or(Duration::from_secs(1))
 }
 
+fn transport_error(e: reqwest::Error) -> KommoError {
+    KommoError::Transport(e.without_url().to_string())
+}
+
 /// A short, readable reason from Kommo's problem JSON (never the whole body).
 fn problem_detail(bytes: &[u8]) -> String {
     let value: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-    let text = ["hint", "detail", "title"]
+    let text = ["hint", "detail", "title", "error_description", "error"]
         .iter()
         .find_map(|k| value.get(*k).and_then(Value::as_str))
         .unwrap_or("no details");

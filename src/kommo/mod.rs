@@ -7,7 +7,7 @@ pub mod rate_limit;
 pub mod tokens;
 pub mod webhook;
 
-pub use client::{KommoClient, KommoError, TokenSet};
+pub use client::{KommoClient, KommoError, OAuthApp, TokenSet};
 
 /// Kommo accounts live on `<subdomain>.kommo.com` or `<subdomain>.amocrm.ru`; the service
 /// calls no other host, so a user-supplied domain cannot point it anywhere else (SSRF).

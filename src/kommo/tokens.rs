@@ -12,7 +12,7 @@ use crate::crypto::{self, CryptoError};
 use crate::db::crm::{ConnectionSecrets, StoredTokens};
 use crate::db::{self, Db, Tx};
 use crate::domain::{ConnectionId, OrgId};
-use crate::kommo::{Kommo, KommoError, TokenSet};
+use crate::kommo::{Kommo, KommoError, OAuthApp, TokenSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -155,10 +155,12 @@ impl Kommo {
             .client
             .refresh(
                 &row.base_domain,
-                &client_id,
-                client_secret.expose_secret(),
+                &OAuthApp {
+                    client_id: &client_id,
+                    client_secret: client_secret.expose_secret(),
+                    redirect_uri: &redirect_uri,
+                },
                 refresh_token.expose_secret(),
-                &redirect_uri,
             )
             .await;
         match answer {

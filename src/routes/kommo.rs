@@ -28,7 +28,7 @@ use crate::jobs::job;
 use crate::jobs::kinds::send_message;
 use crate::kommo::connect::{Connected, Connector};
 use crate::kommo::tokens::TokenError;
-use crate::kommo::{KommoError, is_valid_base_domain};
+use crate::kommo::{KommoError, OAuthApp, is_valid_base_domain};
 use crate::state::AppState;
 
 const STATE_TTL_MINUTES: i64 = 15;
@@ -207,10 +207,12 @@ async fn finish(
         .client
         .exchange_code(
             referer,
-            &client_id,
-            client_secret.expose_secret(),
+            &OAuthApp {
+                client_id: &client_id,
+                client_secret: client_secret.expose_secret(),
+                redirect_uri: &consumed.redirect_uri,
+            },
             code,
-            &consumed.redirect_uri,
         )
         .await
         .map_err(|e| match e {

@@ -88,7 +88,7 @@ async fn traces_are_exported_over_otlp_and_continue_the_callers_trace() {
 }
 
 #[tokio::test]
-async fn server_errors_are_reported_to_sentry_with_the_request_id() {
+async fn server_errors_are_reported_to_sentry_with_the_request_id_and_requests_traced() {
     let (endpoint, received) = receiver("/api/1/envelope/").await;
     let db = fresh_database().await;
     let port = free_port();
@@ -97,6 +97,7 @@ async fn server_errors_are_reported_to_sentry_with_the_request_id() {
         "SENTRY_DSN".into(),
         endpoint.replace("http://", "http://publickey@") + "/1",
     );
+    env.insert("SENTRY_TRACES_SAMPLE_RATE".into(), "1.0".into());
     let mut server = Process::spawn(&env, &["serve"]);
     server
         .wait_for_200(&format!("http://127.0.0.1:{port}/health/live"))
@@ -115,7 +116,31 @@ async fn server_errors_are_reported_to_sentry_with_the_request_id() {
         received.lock().unwrap().len(),
         server.output()
     );
-    // Nothing the client sent beyond the request id is in the report.
+    // Every request is a transaction named by its route pattern, not by its path (a
+    // per-request hub from sentry-tower).
+    let org = uuid::Uuid::now_v7();
+    let response = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/v1/orgs/{org}/agents"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(
+        wait_for(&received, |body| contains(body, b"\"transaction\"")
+            && contains(body, b"GET /v1/orgs/{org_id}/agents"))
+        .await,
+        "Sentry received no transaction named by the route ({} envelopes)\n{}",
+        received.lock().unwrap().len(),
+        server.output()
+    );
+    assert!(
+        !received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|body| contains(body, org.to_string().as_bytes())),
+        "the org id of the path reached Sentry"
+    );
     server.terminate();
     server.wait_exit().await;
 }

@@ -250,11 +250,23 @@ fn assert_redirect_error(params: &HashMap<String, String>, reason: &str) {
     assert_eq!(params, &expected);
 }
 
-/// Token requests the fake received for `DOMAIN`, their JSON bodies parsed.
+/// Token requests the fake received for `DOMAIN`: their form fields (RFC 6749, as the
+/// `oauth2` crate sends them) as one JSON object each.
 fn token_requests(fake: &FakeKommo, domain: &str) -> Vec<Value> {
     fake.requests_to(domain, "/oauth2/access_token")
         .iter()
-        .map(|r| serde_json::from_str(&r.body).expect("a JSON token request"))
+        .map(|r| {
+            let fields: serde_json::Map<String, Value> =
+                url::form_urlencoded::parse(r.body.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                    .collect();
+            assert!(
+                !fields.is_empty(),
+                "a form-encoded token request: {}",
+                r.body
+            );
+            Value::Object(fields)
+        })
         .collect()
 }
 

@@ -507,7 +507,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request) -> Response {
     not_found()
 }
 
-/// The token request's fields, from JSON (what the service sends) or a form.
+/// The token request's fields, from a form (what the service sends, RFC 6749) or JSON.
 fn token_fields(body: &str) -> Option<HashMap<String, String>> {
     if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(body) {
         return Some(
