@@ -55,6 +55,15 @@ pub const KEYS: &[&str] = &[
     "BODY_READ_TIMEOUT_SECS",
     "BODY_LIMIT_BYTES",
     "WEBHOOK_BODY_LIMIT_BYTES",
+    "ASSET_MAX_BYTES",
+    "AI_BASE_URL",
+    "AI_API_KEY",
+    "AI_CHAT_MODEL",
+    "AI_EMBEDDING_MODEL",
+    "AI_EMBEDDING_DIMENSIONS",
+    "AI_TIMEOUT_SECS",
+    "AI_REQUESTS_PER_MIN",
+    "AI_DAILY_TOKEN_QUOTA",
     "SHUTDOWN_GRACE_SECS",
     "SHUTDOWN_DRAIN_DELAY_SECS",
     "JOB_CONCURRENCY",
@@ -167,6 +176,17 @@ pub struct Config {
     pub body_read_timeout: Duration,
     pub body_limit_bytes: usize,
     pub webhook_body_limit_bytes: usize,
+    /// The largest knowledge file an upload may carry (413 beyond).
+    pub asset_max_bytes: usize,
+    /// The model provider (spec §11); `None` without `AI_BASE_URL`.
+    pub ai: Option<AiConfig>,
+    pub ai_timeout: Duration,
+    pub ai_requests_per_min: u32,
+    /// Tokens per org and day; 0 is no quota.
+    pub ai_daily_token_quota: u64,
+    pub ai_chat_model: String,
+    pub ai_embedding_model: String,
+    pub ai_embedding_dimensions: u32,
     pub shutdown_grace: Duration,
     pub shutdown_drain_delay: Duration,
     pub job_concurrency: usize,
@@ -185,6 +205,22 @@ pub struct Config {
     pub otel_exporter_otlp_endpoint: Option<String>,
     pub log_format: LogFormat,
     pub allow_privileged_db_role: bool,
+}
+
+/// The service-wide provider: an OpenAI-compatible endpoint and its key.
+#[derive(Clone)]
+pub struct AiConfig {
+    pub base_url: Url,
+    pub api_key: Option<SecretString>,
+}
+
+impl fmt::Debug for AiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AiConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 
 /// All configuration problems found at once.
@@ -297,6 +333,8 @@ impl Config {
             raw: &raw,
             problems,
         };
+        let ai_base_url = p.optional("AI_BASE_URL", parse_http_url);
+        let ai_api_key = p.optional("AI_API_KEY", |s| Ok(SecretString::from(s.to_string())));
         let config = Config {
             app_env: p.required("APP_ENV", |s| s.parse()),
             http_addr: p.required("HTTP_ADDR", parse_addr),
@@ -346,6 +384,20 @@ impl Config {
             webhook_body_limit_bytes: p.required("WEBHOOK_BODY_LIMIT_BYTES", |s| {
                 parse_range(s, 1024, 1 << 30)
             }),
+            asset_max_bytes: p.required("ASSET_MAX_BYTES", |s| parse_range(s, 1024, 1 << 30)),
+            ai: ai_base_url.map(|base_url| AiConfig {
+                base_url,
+                api_key: ai_api_key,
+            }),
+            ai_timeout: p.required("AI_TIMEOUT_SECS", |s| parse_secs(s, 1, 3600)),
+            ai_requests_per_min: p
+                .required("AI_REQUESTS_PER_MIN", |s| parse_range(s, 1, 1_000_000)),
+            ai_daily_token_quota: p
+                .required("AI_DAILY_TOKEN_QUOTA", |s| parse_range(s, 0, u64::MAX)),
+            ai_chat_model: p.required("AI_CHAT_MODEL", parse_model_name),
+            ai_embedding_model: p.required("AI_EMBEDDING_MODEL", parse_model_name),
+            ai_embedding_dimensions: p
+                .required("AI_EMBEDDING_DIMENSIONS", |s| parse_range(s, 2, 16_000)),
             shutdown_grace: p.required("SHUTDOWN_GRACE_SECS", |s| parse_secs(s, 0, 3600)),
             shutdown_drain_delay: p
                 .required("SHUTDOWN_DRAIN_DELAY_SECS", |s| parse_secs(s, 0, 3600)),
@@ -520,7 +572,7 @@ trait Placeholder {
 macro_rules! placeholder_default {
     ($($t:ty),*) => { $(impl Placeholder for $t { fn placeholder() -> Self { Default::default() } })* };
 }
-placeholder_default!(u32, usize, String, Duration);
+placeholder_default!(u32, u64, usize, String, Duration);
 
 impl Placeholder for AppEnv {
     fn placeholder() -> Self {
@@ -564,6 +616,19 @@ where
         return Err(format!("{value} is outside {min}..={max}"));
     }
     Ok(value)
+}
+
+/// A model name as providers spell them (`gpt-4o-mini`, `openai/gpt-4o`, `llama3:8b`).
+pub fn parse_model_name(s: &str) -> Result<String, String> {
+    let ok = (1..=200).contains(&s.len())
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'@' | b'-')
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("must be 1 to 200 of A-Z a-z 0-9 . _ : / @ -".into())
+    }
 }
 
 fn parse_secs(s: &str, min: u64, max: u64) -> Result<Duration, String> {

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod gcra;
 pub mod http;
 pub mod jobs;
+pub mod knowledge;
 pub mod kommo;
 pub mod metrics;
 pub mod openapi;

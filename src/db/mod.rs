@@ -6,6 +6,7 @@ pub mod audit;
 pub mod crm;
 pub mod error;
 pub mod jobs;
+pub mod knowledge;
 pub mod members;
 pub mod oauth;
 pub mod orgs;

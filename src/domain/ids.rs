@@ -79,3 +79,7 @@ id_type!(
     /// A background job.
     JobId
 );
+id_type!(
+    /// A file in an org's knowledge base.
+    AssetId
+);

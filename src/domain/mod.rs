@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use fields::FieldError;
-pub use ids::{AgentId, ConnectionId, JobId, OrgId, UserId};
+pub use ids::{AgentId, AssetId, ConnectionId, JobId, OrgId, UserId};
 pub use page::{Page, PageError, Paginated};
 
 /// A member's role in an org, lowest first (the order is the rank).
@@ -99,6 +99,34 @@ pub enum EventStatus {
     Received,
     Processed,
     Failed,
+}
+
+/// A knowledge asset's state: `queued` until its job starts, `processing`, then
+/// `indexed` (searchable) or `failed` (with a readable `error`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum AssetStatus {
+    Queued,
+    Processing,
+    Indexed,
+    Failed,
+}
+
+/// The file formats the knowledge base reads, judged by content.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum AssetFormat {
+    Text,
+    Markdown,
+    Html,
+    Pdf,
+    Docx,
 }
 
 /// The CRMs the service connects to.

@@ -106,8 +106,15 @@ pub async fn buffer_body(State(app): State<AppState>, request: Request, next: Ne
     if axum::body::HttpBody::is_end_stream(&body) {
         return next.run(Request::from_parts(parts, body)).await;
     }
-    let limit = if parts.uri.path().starts_with("/v1/kommo/webhooks/") {
+    let path = parts.uri.path();
+    let limit = if path.starts_with("/v1/kommo/webhooks/") {
         app.config.webhook_body_limit_bytes
+    } else if parts.method == Method::POST
+        && path.starts_with("/v1/orgs/")
+        && path.ends_with("/knowledge/assets")
+    {
+        // An upload: the file may be ASSET_MAX_BYTES, inside its multipart envelope.
+        app.config.asset_max_bytes + MULTIPART_OVERHEAD
     } else {
         app.config.body_limit_bytes
     };
@@ -128,6 +135,9 @@ pub async fn buffer_body(State(app): State<AppState>, request: Request, next: Ne
         Err(_) => ApiError::RequestTimeout.into_response(),
     }
 }
+
+/// Room for the multipart envelope (boundaries, part headers, `agent_id`) of an upload.
+const MULTIPART_OVERHEAD: usize = 64 * 1024;
 
 /// The whole body, or 413 as soon as it passes `limit` (a body without `Content-Length`
 /// is counted as it arrives), or 400 when the connection fails mid-body.

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod crm;
 pub mod health;
 pub mod jobs;
+pub mod knowledge;
 pub mod kommo;
 pub mod me;
 pub mod members;
@@ -29,6 +30,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(audit::router())
         .merge(jobs::router())
         .merge(crm::router())
+        .merge(knowledge::router())
         .merge(kommo::router())
         .merge(webhooks::router())
 }

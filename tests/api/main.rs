@@ -23,6 +23,7 @@ mod faults;
 mod health;
 mod job_processes;
 mod jobs;
+mod knowledge;
 mod kommo_oauth;
 mod kommo_sync;
 mod log_redaction;

@@ -1,0 +1,494 @@
+//! Queries on the knowledge base: assets and their bytes, chunks, search, and the graph.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::domain::page::Page;
+use crate::domain::{AgentId, AssetFormat, AssetId, AssetStatus, OrgId, UserId};
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Asset {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    /// The agent it is for; org-wide when absent.
+    pub agent_id: Option<Uuid>,
+    pub filename: String,
+    pub format: AssetFormat,
+    pub content_type: String,
+    pub size_bytes: i64,
+    /// Hex SHA-256 of the bytes; the same bytes twice in an org are one asset.
+    pub sha256: String,
+    pub status: AssetStatus,
+    /// Why processing failed, readable.
+    pub error: Option<String>,
+    /// `{stage, done, total}`: stage is one of queued, extracting, chunking, embedding,
+    /// writing, indexed, failed; done/total count chunks.
+    #[schema(value_type = Object)]
+    pub progress: Value,
+    pub chunks_count: i32,
+    /// Whether its chunks carry embeddings (vector search), or only full text.
+    pub embedded: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `query_as!(Asset, …)` with an asset's columns between `$head` and `$tail`.
+macro_rules! asset_query {
+    ($head:tt, $tail:tt, $($arg:expr),* $(,)?) => {
+        sqlx::query_as!(
+            Asset,
+            $head + r#" id, org_id, agent_id, filename, format AS "format: AssetFormat",
+                content_type, size_bytes, encode(sha256, 'hex') AS "sha256!",
+                status AS "status: AssetStatus", error, progress, chunks_count, embedded,
+                created_at, updated_at "# + $tail,
+            $($arg),*
+        )
+    };
+}
+
+pub struct NewAsset<'a> {
+    pub id: AssetId,
+    pub agent_id: Option<AgentId>,
+    pub filename: &'a str,
+    pub format: AssetFormat,
+    pub content_type: &'a str,
+    pub size_bytes: i64,
+    pub sha256: &'a [u8],
+    pub created_by: Option<UserId>,
+}
+
+pub async fn insert_asset(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    asset: &NewAsset<'_>,
+) -> sqlx::Result<Asset> {
+    asset_query!(
+        "INSERT INTO knowledge_assets (id, org_id, agent_id, filename, format, content_type,
+             size_bytes, sha256, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING",
+        "",
+        asset.id.0,
+        org_id.0,
+        asset.agent_id.map(|a| a.0),
+        asset.filename,
+        asset.format as AssetFormat,
+        asset.content_type,
+        asset.size_bytes,
+        asset.sha256,
+        asset.created_by.map(|u| u.0),
+    )
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn insert_file(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    asset_id: AssetId,
+    bytes: &[u8],
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO knowledge_asset_files (asset_id, org_id, bytes) VALUES ($1, $2, $3)",
+        asset_id.0,
+        org_id.0,
+        bytes
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn file_bytes(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    asset_id: AssetId,
+) -> sqlx::Result<Option<Vec<u8>>> {
+    sqlx::query_scalar!(
+        "SELECT bytes FROM knowledge_asset_files WHERE org_id = $1 AND asset_id = $2",
+        org_id.0,
+        asset_id.0
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn find_by_sha256(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    sha256: &[u8],
+) -> sqlx::Result<Option<Asset>> {
+    asset_query!(
+        "SELECT",
+        " FROM knowledge_assets WHERE org_id = $1 AND sha256 = $2",
+        org_id.0,
+        sha256
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn get_asset(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    id: AssetId,
+) -> sqlx::Result<Option<Asset>> {
+    asset_query!(
+        "SELECT",
+        " FROM knowledge_assets WHERE org_id = $1 AND id = $2",
+        org_id.0,
+        id.0
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// The asset, locked: one processing run (or delete) at a time.
+pub async fn lock_asset(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    id: AssetId,
+) -> sqlx::Result<Option<Asset>> {
+    asset_query!(
+        "SELECT",
+        " FROM knowledge_assets WHERE org_id = $1 AND id = $2 FOR UPDATE",
+        org_id.0,
+        id.0
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+#[derive(Debug, Default)]
+pub struct AssetFilter {
+    pub agent_id: Option<AgentId>,
+    pub status: Option<AssetStatus>,
+}
+
+/// Newest first; `page.fetch_limit()` rows.
+pub async fn list_assets(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    filter: &AssetFilter,
+    page: Page,
+) -> sqlx::Result<Vec<Asset>> {
+    asset_query!(
+        "SELECT",
+        " FROM knowledge_assets
+         WHERE org_id = $1
+           AND ($2::uuid IS NULL OR agent_id = $2)
+           AND ($3::text IS NULL OR status = $3)
+           AND ($4::uuid IS NULL OR id < $4)
+         ORDER BY id DESC LIMIT $5",
+        org_id.0,
+        filter.agent_id.map(|a| a.0),
+        filter.status as Option<AssetStatus>,
+        page.after,
+        page.fetch_limit(),
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Queued again (reprocess): the current chunks stay searchable until the run replaces them.
+pub async fn mark_queued(conn: &mut PgConnection, org_id: OrgId, id: AssetId) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"UPDATE knowledge_assets
+           SET status = 'queued', error = NULL,
+               progress = '{"stage": "queued", "done": 0, "total": 0}'::jsonb, updated_at = now()
+           WHERE org_id = $1 AND id = $2"#,
+        org_id.0,
+        id.0
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A processing run starts: chunks a crashed run left pending are dropped.
+pub async fn start_processing(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    id: AssetId,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM knowledge_chunks WHERE org_id = $1 AND asset_id = $2 AND pending",
+        org_id.0,
+        id.0
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        r#"UPDATE knowledge_assets
+           SET status = 'processing', error = NULL,
+               progress = '{"stage": "extracting", "done": 0, "total": 0}'::jsonb,
+               updated_at = now()
+           WHERE org_id = $1 AND id = $2"#,
+        org_id.0,
+        id.0
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_progress(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    id: AssetId,
+    stage: &str,
+    done: i64,
+    total: i64,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE knowledge_assets
+         SET progress = jsonb_build_object('stage', $3::text, 'done', $4::bigint, 'total', $5::bigint),
+             updated_at = now()
+         WHERE org_id = $1 AND id = $2",
+        org_id.0,
+        id.0,
+        stage,
+        done,
+        total
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Processing failed with a reason users read; the previous chunks (if any) stay.
+pub async fn mark_failed(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    id: AssetId,
+    error: &str,
+) -> sqlx::Result<()> {
+    let error: String = error.chars().take(2000).collect();
+    sqlx::query!(
+        "DELETE FROM knowledge_chunks WHERE org_id = $1 AND asset_id = $2 AND pending",
+        org_id.0,
+        id.0
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE knowledge_assets
+         SET status = 'failed', error = $3,
+             progress = jsonb_set(progress, '{stage}', '\"failed\"'),
+             updated_at = now()
+         WHERE org_id = $1 AND id = $2",
+        org_id.0,
+        id.0,
+        error
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One chunk ready to be written (pending until its run completes).
+pub struct NewChunk {
+    pub id: Uuid,
+    pub position: i32,
+    pub content: String,
+    pub token_count: i32,
+    pub metadata: Value,
+}
+
+/// Writes a batch of pending chunks in one statement.
+pub async fn insert_chunks(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    asset: &Asset,
+    chunks: &[NewChunk],
+) -> sqlx::Result<()> {
+    let ids: Vec<Uuid> = chunks.iter().map(|c| c.id).collect();
+    let positions: Vec<i32> = chunks.iter().map(|c| c.position).collect();
+    let contents: Vec<String> = chunks.iter().map(|c| c.content.clone()).collect();
+    let tokens: Vec<i32> = chunks.iter().map(|c| c.token_count).collect();
+    let metadata: Vec<Value> = chunks.iter().map(|c| c.metadata.clone()).collect();
+    sqlx::query!(
+        "INSERT INTO knowledge_chunks (id, org_id, asset_id, agent_id, pending, position,
+             content, token_count, metadata)
+         SELECT id, $1, $2, $3, true, position, content, token_count, metadata
+         FROM UNNEST($4::uuid[], $5::int[], $6::text[], $7::int[], $8::jsonb[])
+              AS c (id, position, content, token_count, metadata)",
+        org_id.0,
+        asset.id,
+        asset.agent_id,
+        &ids,
+        &positions,
+        &contents,
+        &tokens,
+        &metadata,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The run is complete: its chunks replace the asset's previous ones in one step, facts
+/// left without evidence go, and the asset is `indexed`.
+pub async fn finish_processing(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    id: AssetId,
+    chunks: i32,
+    embedded: bool,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM knowledge_chunks WHERE org_id = $1 AND asset_id = $2 AND NOT pending",
+        org_id.0,
+        id.0
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE knowledge_chunks SET pending = false WHERE org_id = $1 AND asset_id = $2",
+        org_id.0,
+        id.0
+    )
+    .execute(&mut *conn)
+    .await?;
+    delete_orphaned_facts(conn, org_id).await?;
+    sqlx::query!(
+        "UPDATE knowledge_assets
+         SET status = 'indexed', error = NULL, chunks_count = $3, embedded = $4,
+             progress = jsonb_build_object('stage', 'indexed', 'done', $3::int, 'total', $3::int),
+             updated_at = now()
+         WHERE org_id = $1 AND id = $2",
+        org_id.0,
+        id.0,
+        chunks,
+        embedded
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Entities and relationships whose last source chunk is gone.
+async fn delete_orphaned_facts(conn: &mut PgConnection, org_id: OrgId) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM knowledge_relationships r WHERE r.org_id = $1
+           AND NOT EXISTS (SELECT 1 FROM knowledge_relationship_chunks rc
+                           WHERE rc.relationship_id = r.id)",
+        org_id.0
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM knowledge_entities e WHERE e.org_id = $1
+           AND NOT EXISTS (SELECT 1 FROM knowledge_entity_chunks ec WHERE ec.entity_id = e.id)",
+        org_id.0
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes the asset with its bytes, chunks and the facts only it supported.
+pub async fn delete_asset(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    id: AssetId,
+) -> sqlx::Result<bool> {
+    let deleted = sqlx::query!(
+        "DELETE FROM knowledge_assets WHERE org_id = $1 AND id = $2",
+        org_id.0,
+        id.0
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if deleted > 0 {
+        delete_orphaned_facts(conn, org_id).await?;
+    }
+    Ok(deleted > 0)
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Chunk {
+    pub id: Uuid,
+    pub position: i32,
+    pub content: String,
+    pub token_count: i32,
+    /// `page` (PDF), `page_end` when it spans pages, `heading`.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+}
+
+/// The asset's searchable chunks in order, from after the chunk `page.after`.
+pub async fn list_chunks(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    asset_id: AssetId,
+    page: Page,
+) -> sqlx::Result<Vec<Chunk>> {
+    sqlx::query_as!(
+        Chunk,
+        "SELECT id, position, content, token_count, metadata
+         FROM knowledge_chunks
+         WHERE org_id = $1 AND asset_id = $2 AND NOT pending
+           AND position > COALESCE((SELECT position FROM knowledge_chunks
+                                    WHERE id = $3 AND asset_id = $2 AND NOT pending), -1)
+         ORDER BY position LIMIT $4",
+        org_id.0,
+        asset_id.0,
+        page.after,
+        page.fetch_limit(),
+    )
+    .fetch_all(conn)
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SearchHit {
+    pub chunk_id: Uuid,
+    pub asset_id: Uuid,
+    pub filename: String,
+    pub content: String,
+    pub score: f64,
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+}
+
+/// Full-text matches of `query`, best first. Scoped to the org, and with `agent` to its
+/// assets plus the org-wide ones. The query is web-search syntax ("phrases", -excluded,
+/// or); its words need not all match — a question rarely shares every word with its
+/// answer — but chunks matching all of them rank above those matching some, then by
+/// cover density. With an exclusion the query is taken as written (all words).
+pub async fn search_fulltext(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    query: &str,
+    agent: Option<AgentId>,
+    limit: i64,
+) -> sqlx::Result<Vec<SearchHit>> {
+    sqlx::query_as!(
+        SearchHit,
+        r#"WITH q AS (
+               SELECT q_all,
+                      CASE WHEN strpos(q_all::text, '!') > 0 THEN q_all
+                           ELSE replace(q_all::text, ' & ', ' | ')::tsquery END AS q_any
+               FROM websearch_to_tsquery('russian', $2) AS q_all
+           )
+           SELECT c.id AS chunk_id, c.asset_id, a.filename, c.content, c.metadata,
+                  ((c.search @@ q.q_all)::int + ts_rank_cd(c.search, q.q_any, 32))::float8
+                      AS "score!"
+           FROM q, knowledge_chunks c
+                JOIN knowledge_assets a ON a.id = c.asset_id
+           WHERE c.org_id = $1 AND NOT c.pending AND c.search @@ q.q_any
+             AND ($3::uuid IS NULL OR c.agent_id IS NULL OR c.agent_id = $3)
+           ORDER BY 6 DESC, c.id
+           LIMIT $4"#,
+        org_id.0,
+        query,
+        agent.map(|a| a.0),
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,466 @@
+//! The knowledge base: files an org uploads, their chunks, and search over them.
+
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::StatusCode;
+use axum::response::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::db;
+use crate::db::audit::Change;
+use crate::db::jobs::Job;
+use crate::db::knowledge::{Asset, AssetFilter, Chunk, NewAsset, SearchHit};
+use crate::domain::page::{Page, Paginated};
+use crate::domain::{AgentId, AssetFormat, AssetId, AssetStatus, JobId, OrgId};
+use crate::http::error::{ApiError, ApiResult, OnConstraint};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
+use crate::jobs::job;
+use crate::jobs::kinds::ProcessAsset;
+use crate::knowledge::extract;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        // The body is bounded by ASSET_MAX_BYTES and read before the handler runs (in
+        // `http::middleware::buffer_body`); the JSON limit does not apply here.
+        .routes(routes!(upload))
+        .layer(DefaultBodyLimit::disable())
+        .routes(routes!(list))
+        .routes(routes!(show, remove))
+        .routes(routes!(chunks))
+        .routes(routes!(reprocess))
+        .routes(routes!(search))
+}
+
+/// The unique key that makes the same bytes one asset per org.
+const SAME_BYTES: &str = "knowledge_assets_org_sha256_key";
+
+/// The asset and the job that indexes it (`null` when the bytes were already there).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Uploaded {
+    pub asset: Asset,
+    pub job: Option<Job>,
+}
+
+/// What an upload carries: `file` (required) and `agent_id` (optional).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+    /// An agent of this org the file is for; org-wide without it.
+    agent_id: Option<Uuid>,
+}
+
+struct Upload {
+    filename: String,
+    content_type: Option<String>,
+    bytes: Vec<u8>,
+    agent_id: Option<Uuid>,
+}
+
+/// Uploads a file (text, Markdown, HTML, PDF or DOCX, judged by its content) and queues
+/// its indexing: 202. The same bytes again in the org: 200 with the existing asset.
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/knowledge/assets", tag = "knowledge",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, body = Uploaded, description = "Stored; indexing queued"),
+        (status = 200, body = Uploaded, description = "The same bytes are already an asset"),
+        (status = 413, description = "Larger than ASSET_MAX_BYTES"),
+        (status = 415, description = "Not text, Markdown, HTML, PDF or DOCX")))]
+pub async fn upload(
+    State(state): State<AppState>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        ..
+    }: OrgTx<Write>,
+    meta: RequestMeta,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> ApiResult<(StatusCode, Json<Uploaded>)> {
+    let multipart = multipart.map_err(|_| {
+        ApiError::UnsupportedMediaType("Send the file as multipart/form-data.".into())
+    })?;
+    let upload = read_form(multipart, state.config.asset_max_bytes).await?;
+    let Some(format) = extract::sniff(&upload.bytes, Some(&upload.filename)) else {
+        return Err(ApiError::UnsupportedMediaType(
+            "The file is not text, Markdown, HTML, PDF or DOCX.".into(),
+        ));
+    };
+    let sha256 = Sha256::digest(&upload.bytes);
+    if let Some(asset) = db::knowledge::find_by_sha256(&mut tx, org_id, &sha256).await? {
+        tx.commit().await?;
+        return Ok((StatusCode::OK, Json(Uploaded { asset, job: None })));
+    }
+    let agent_id = upload.agent_id.map(AgentId);
+    if let Some(agent) = agent_id
+        && db::agents::get(&mut tx, org_id, agent).await?.is_none()
+    {
+        return Err(ApiError::validation(
+            "agent_id",
+            "must be an agent of this organization",
+        ));
+    }
+    let format: AssetFormat = format.into();
+    let content_type = upload
+        .content_type
+        .filter(|t| t.len() <= 200 && !t.is_empty())
+        .unwrap_or_else(|| extract::Format::from(format).mime().to_string());
+    let new = NewAsset {
+        id: AssetId::new(),
+        agent_id,
+        filename: &upload.filename,
+        format,
+        content_type: &content_type,
+        size_bytes: upload.bytes.len() as i64,
+        sha256: &sha256,
+        created_by: Some(user.id),
+    };
+    let inserted = db::knowledge::insert_asset(&mut tx, org_id, &new)
+        .await
+        .on_constraint(SAME_BYTES, || {
+            ApiError::conflict("The same file is being uploaded right now; try again.")
+        });
+    let asset = inserted?;
+    db::knowledge::insert_file(&mut tx, org_id, new.id, &upload.bytes).await?;
+    let job = queue_processing(
+        &mut tx,
+        org_id,
+        new.id,
+        &user,
+        &meta,
+        "knowledge.asset.upload",
+    )
+    .await?;
+    tx.commit().await?;
+    state
+        .jobs
+        .enqueue_committed(JobId(job.id), org_id, &job.job_type)
+        .await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Uploaded {
+            asset,
+            job: Some(job),
+        }),
+    ))
+}
+
+async fn queue_processing(
+    tx: &mut db::Tx,
+    org_id: OrgId,
+    asset_id: AssetId,
+    user: &crate::domain::AuthUser,
+    meta: &RequestMeta,
+    action: &'static str,
+) -> ApiResult<Job> {
+    let job = job::insert(
+        tx,
+        org_id,
+        &ProcessAsset {
+            asset_id: asset_id.0,
+        },
+        Some(user.id),
+    )
+    .await?;
+    let change = Change::new(
+        action,
+        "knowledge_asset",
+        asset_id.0,
+        json!({"job_id": job.id}),
+    );
+    db::audit::record(tx, org_id, Some(user.id), meta, change).await?;
+    Ok(job)
+}
+
+/// Reads the form: exactly one `file` within `max_bytes`, an optional `agent_id`, and
+/// nothing else.
+async fn read_form(mut multipart: Multipart, max_bytes: usize) -> ApiResult<Upload> {
+    let unreadable = |_| ApiError::BadRequest("The multipart body could not be read.".into());
+    let mut file: Option<(String, Option<String>, Vec<u8>)> = None;
+    let mut agent_id = None;
+    while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
+        match field.name() {
+            Some("file") => {
+                if file.is_some() {
+                    return Err(ApiError::validation("file", "send one file per upload"));
+                }
+                let filename = clean_filename(field.file_name());
+                let content_type = field.content_type().map(str::to_owned);
+                let bytes = field.bytes().await.map_err(unreadable)?;
+                if bytes.len() > max_bytes {
+                    return Err(ApiError::PayloadTooLarge);
+                }
+                file = Some((filename, content_type, bytes.to_vec()));
+            }
+            Some("agent_id") => {
+                let text = field.text().await.map_err(unreadable)?;
+                let id = text
+                    .trim()
+                    .parse::<Uuid>()
+                    .map_err(|_| ApiError::validation("agent_id", "must be a UUID"))?;
+                agent_id = Some(id);
+            }
+            other => {
+                let name: String = other.unwrap_or("").chars().take(100).collect();
+                return Err(ApiError::validation(
+                    name,
+                    "unknown field: send `file` and optionally `agent_id`",
+                ));
+            }
+        }
+    }
+    let Some((filename, content_type, bytes)) = file else {
+        return Err(ApiError::validation("file", "is required"));
+    };
+    if bytes.is_empty() {
+        return Err(ApiError::validation("file", "is empty"));
+    }
+    Ok(Upload {
+        filename,
+        content_type,
+        bytes,
+        agent_id,
+    })
+}
+
+/// The name a file is shown under: its last path segment, without control characters,
+/// at most 255 characters.
+fn clean_filename(name: Option<&str>) -> String {
+    let name = name
+        .unwrap_or("")
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(255)
+        .collect::<String>();
+    let name = name.trim();
+    if name.is_empty() {
+        "upload".into()
+    } else {
+        name.into()
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListAssets {
+    pub agent_id: Option<Uuid>,
+    pub status: Option<AssetStatus>,
+    /// 1..=100, default 25.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// The org's files, newest first, with their indexing progress.
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/knowledge/assets", tag = "knowledge",
+    params(ListAssets),
+    responses((status = 200, body = inline(Paginated<Asset>))))]
+pub async fn list(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiQuery(query): ApiQuery<ListAssets>,
+) -> ApiResult<Json<Paginated<Asset>>> {
+    let page = Page::new(query.limit, query.cursor.as_deref())?;
+    let filter = AssetFilter {
+        agent_id: query.agent_id.map(AgentId),
+        status: query.status,
+    };
+    let rows = db::knowledge::list_assets(&mut tx, org_id, &filter, page).await?;
+    tx.commit().await?;
+    Ok(Json(Paginated::from_rows(rows, page, |a| a.id)))
+}
+
+/// One file, with `progress`.
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/knowledge/assets/{asset_id}", tag = "knowledge",
+    params(("asset_id" = Uuid, Path)),
+    responses((status = 200, body = Asset)))]
+pub async fn show(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiPath((_, id)): ApiPath<(Uuid, AssetId)>,
+) -> ApiResult<Json<Asset>> {
+    let asset = db::knowledge::get_asset(&mut tx, org_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(Json(asset))
+}
+
+/// Deletes a file with its bytes, chunks and the graph facts only it supported.
+#[utoipa::path(delete, path = "/v1/orgs/{org_id}/knowledge/assets/{asset_id}", tag = "knowledge",
+    params(("asset_id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted")))]
+pub async fn remove(
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        ..
+    }: OrgTx<Write>,
+    meta: RequestMeta,
+    ApiPath((_, id)): ApiPath<(Uuid, AssetId)>,
+) -> ApiResult<StatusCode> {
+    let Some(asset) = db::knowledge::lock_asset(&mut tx, org_id, id).await? else {
+        return Err(ApiError::NotFound);
+    };
+    db::knowledge::delete_asset(&mut tx, org_id, id).await?;
+    let change = Change::new(
+        "knowledge.asset.delete",
+        "knowledge_asset",
+        id.0,
+        json!({"filename": asset.filename, "sha256": asset.sha256}),
+    );
+    db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListChunks {
+    /// 1..=100, default 25.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// The file's chunks in order (the chunk preview).
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/knowledge/assets/{asset_id}/chunks",
+    tag = "knowledge",
+    params(("asset_id" = Uuid, Path), ListChunks),
+    responses((status = 200, body = inline(Paginated<Chunk>))))]
+pub async fn chunks(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiPath((_, id)): ApiPath<(Uuid, AssetId)>,
+    ApiQuery(query): ApiQuery<ListChunks>,
+) -> ApiResult<Json<Paginated<Chunk>>> {
+    let page = Page::new(query.limit, query.cursor.as_deref())?;
+    if db::knowledge::get_asset(&mut tx, org_id, id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound);
+    }
+    let rows = db::knowledge::list_chunks(&mut tx, org_id, id, page).await?;
+    tx.commit().await?;
+    Ok(Json(Paginated::from_rows(rows, page, |c| c.id)))
+}
+
+/// Indexes the file again (202); its current chunks stay searchable until the new ones
+/// replace them. 409 while it is queued or processing.
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/knowledge/assets/{asset_id}/reprocess",
+    tag = "knowledge",
+    params(("asset_id" = Uuid, Path)),
+    responses((status = 202, body = Job)))]
+pub async fn reprocess(
+    State(state): State<AppState>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        ..
+    }: OrgTx<Write>,
+    meta: RequestMeta,
+    ApiPath((_, id)): ApiPath<(Uuid, AssetId)>,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    let Some(asset) = db::knowledge::lock_asset(&mut tx, org_id, id).await? else {
+        return Err(ApiError::NotFound);
+    };
+    if matches!(asset.status, AssetStatus::Queued | AssetStatus::Processing) {
+        return Err(ApiError::conflict(
+            "The asset is already being indexed; wait for it to finish.",
+        ));
+    }
+    db::knowledge::mark_queued(&mut tx, org_id, id).await?;
+    let job = queue_processing(
+        &mut tx,
+        org_id,
+        id,
+        &user,
+        &meta,
+        "knowledge.asset.reprocess",
+    )
+    .await?;
+    tx.commit().await?;
+    state
+        .jobs
+        .enqueue_committed(JobId(job.id), org_id, &job.job_type)
+        .await;
+    Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMode {
+    Hybrid,
+    Fulltext,
+    Vector,
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// Words, "phrases", -excluded, or: web-search syntax, Russian or English.
+    #[validate(length(min = 1, max = 1000, message = "must be 1 to 1000 characters"))]
+    #[schema(min_length = 1, max_length = 1000)]
+    pub query: String,
+    /// Search this agent's files and the org-wide ones.
+    pub agent_id: Option<Uuid>,
+    /// 1..=50, default 8.
+    #[validate(range(min = 1, max = 50, message = "must be between 1 and 50"))]
+    #[schema(minimum = 1, maximum = 50)]
+    pub limit: Option<i64>,
+    /// Default `hybrid`.
+    pub mode: Option<SearchMode>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SearchResults {
+    pub data: Vec<SearchHit>,
+    /// What ran: `hybrid` falls back to `fulltext` where there are no embeddings.
+    pub mode: SearchMode,
+}
+
+/// Searches the org's indexed chunks, best first.
+#[utoipa::path(post, path = "/v1/orgs/{org_id}/knowledge/search", tag = "knowledge",
+    request_body = SearchRequest,
+    responses(
+        (status = 200, body = SearchResults),
+        (status = 409, description = "Vector search asked for where there are no embeddings")))]
+pub async fn search(
+    OrgTx { org_id, mut tx, .. }: OrgTx,
+    ApiJson(body): ApiJson<SearchRequest>,
+) -> ApiResult<Json<SearchResults>> {
+    if body.query.trim().is_empty() {
+        return Err(ApiError::validation("query", "must not be blank"));
+    }
+    let mode = body.mode.unwrap_or(SearchMode::Hybrid);
+    if mode == SearchMode::Vector {
+        return Err(ApiError::conflict(
+            "Vector search is not available: no model provider is configured (AI_BASE_URL), so the chunks have no embeddings.",
+        ));
+    }
+    let data = db::knowledge::search_fulltext(
+        &mut tx,
+        org_id,
+        &body.query,
+        body.agent_id.map(AgentId),
+        body.limit.unwrap_or(8),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(SearchResults {
+        data,
+        mode: SearchMode::Fulltext,
+    }))
+}
