@@ -3,6 +3,7 @@
 //! `main.rs` is only the command line; this crate builds the application state, the
 //! router and the server so that tests run exactly what production runs.
 
+pub mod ai;
 pub mod app;
 pub mod config;
 pub mod crypto;

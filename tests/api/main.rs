@@ -13,6 +13,7 @@ compile_error!(
 mod support;
 
 mod agents;
+mod ai_client;
 mod audit;
 mod auth;
 mod cli;
