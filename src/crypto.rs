@@ -34,6 +34,7 @@ use crate::config::{Config, EncryptionKey};
 pub const CLIENT_SECRET: &str = "crm_credentials.client_secret";
 pub const ACCESS_TOKEN: &str = "crm_connections.access_token";
 pub const REFRESH_TOKEN: &str = "crm_connections.refresh_token";
+pub const AI_API_KEY: &str = "ai_settings.api_key";
 
 /// The format byte that starts every blob; a new layout gets a new number.
 const VERSION: u8 = 1;
@@ -265,6 +266,14 @@ const SECRET_TABLES: &[SecretTable] = &[
                  ORDER BY id LIMIT $2 FOR UPDATE",
         update: "UPDATE crm_connections SET access_token_enc = $2[1], refresh_token_enc = $2[2]
                  WHERE id = $1",
+    },
+    SecretTable {
+        table: "ai_settings",
+        columns: &[("api_key_enc", AI_API_KEY)],
+        select: "SELECT id, ARRAY[api_key_enc] AS secrets FROM ai_settings
+                 WHERE ($1::uuid IS NULL OR id > $1) AND api_key_enc IS NOT NULL
+                 ORDER BY id LIMIT $2 FOR UPDATE",
+        update: "UPDATE ai_settings SET api_key_enc = $2[1] WHERE id = $1",
     },
 ];
 

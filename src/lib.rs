@@ -48,6 +48,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
             config.rate_limit_user_per_min,
             config.rate_limit_webhook_per_min,
         ),
+        ai: Arc::new(ai::Ai::from_config(&config, redis.clone())?),
         redis,
         jwt: Arc::new(JwtVerifier::from_config(&config)?),
         lifecycle: Lifecycle::default(),
@@ -75,6 +76,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 pub fn job_context(state: &AppState) -> JobContext {
     JobContext {
         db: state.db.clone(),
+        ai: state.ai.clone(),
         redis: state.redis.clone(),
         config: state.config.clone(),
         queue: state.jobs.clone(),

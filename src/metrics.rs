@@ -151,6 +151,46 @@ pub static WEBHOOKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static AI_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "ai_requests_total",
+                "Calls to the model provider by kind (chat, chat_stream, embed) and outcome",
+            ),
+            &["kind", "outcome"],
+        )
+        .expect("static metric definition"),
+    )
+});
+
+pub static AI_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "ai_request_duration_seconds",
+                "Model provider call latency (retries included) by kind",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["kind"],
+        )
+        .expect("static metric definition"),
+    )
+});
+
+pub static AI_TOKENS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "ai_tokens_total",
+                "Tokens the model provider reported, by kind and direction (prompt, completion)",
+            ),
+            &["kind", "direction"],
+        )
+        .expect("static metric definition"),
+    )
+});
+
 pub fn observe_http(method: &str, route: &str, status: u16, latency: Duration) {
     HTTP_REQUESTS
         .with_label_values(&[method, route, &status.to_string()])
@@ -187,6 +227,29 @@ pub fn observe_kommo(path: &str, outcome: &str) {
         .inc();
 }
 
+pub fn observe_ai(
+    kind: &str,
+    outcome: &str,
+    latency: Duration,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+) {
+    AI_REQUESTS.with_label_values(&[kind, outcome]).inc();
+    AI_DURATION
+        .with_label_values(&[kind])
+        .observe(latency.as_secs_f64());
+    if prompt_tokens > 0 {
+        AI_TOKENS
+            .with_label_values(&[kind, "prompt"])
+            .inc_by(prompt_tokens);
+    }
+    if completion_tokens > 0 {
+        AI_TOKENS
+            .with_label_values(&[kind, "completion"])
+            .inc_by(completion_tokens);
+    }
+}
+
 /// Touches every metric so each appears (at zero) from the first scrape on.
 pub fn init() {
     LazyLock::force(&HTTP_REQUESTS);
@@ -198,6 +261,9 @@ pub fn init() {
     LazyLock::force(&KOMMO_CALLS);
     LazyLock::force(&RATE_LIMITED);
     LazyLock::force(&RATE_LIMIT_FALLBACK);
+    LazyLock::force(&AI_REQUESTS);
+    LazyLock::force(&AI_DURATION);
+    LazyLock::force(&AI_TOKENS);
     LazyLock::force(&WEBHOOKS);
 }
 

@@ -37,6 +37,7 @@ impl std::ops::Deref for AppState {
 
 pub struct Shared {
     pub config: Arc<Config>,
+    pub ai: Arc<crate::ai::Ai>,
     pub db: Db,
     pub redis: RedisConn,
     pub jwt: Arc<JwtVerifier>,

@@ -54,6 +54,9 @@ pub struct Provider {
     pub embedding_model: String,
     /// The vector column's size; every embedding must have exactly this many.
     pub dimensions: u32,
+    /// An org's own provider in production: connections go only to public addresses
+    /// (the SSRF rule, checked again at every connection against DNS rebinding).
+    pub public_only: bool,
 }
 
 impl std::fmt::Debug for Provider {
@@ -64,6 +67,7 @@ impl std::fmt::Debug for Provider {
             .field("chat_model", &self.chat_model)
             .field("embedding_model", &self.embedding_model)
             .field("dimensions", &self.dimensions)
+            .field("public_only", &self.public_only)
             .finish()
     }
 }
@@ -115,17 +119,25 @@ impl CallGate for NoGate {
     }
 }
 
-// integrator: wire this to Prometheus (`ai_requests_total{kind,outcome}`, the latency
-// histogram and the token counters, SPEC §11). `kind` is "chat", "chat_stream" or
-// "embed"; `outcome` is "ok", "cancelled" (a stream dropped by its reader) or
-// `AiError::outcome()`. Called once per call, after its retries.
+/// Counts one call, after its retries: `ai_requests_total{kind,outcome}`, its latency and
+/// the tokens it used. `kind` is "chat", "chat_stream" or "embed"; `outcome` is "ok",
+/// "cancelled" (a stream dropped by its reader) or `AiError::outcome()`.
 fn observe(kind: &str, outcome: &str, elapsed: Duration, usage: Option<&Usage>) {
-    let _ = (kind, outcome, elapsed, usage);
+    let (prompt, completion) = usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+    crate::metrics::observe_ai(
+        kind,
+        outcome,
+        elapsed,
+        u64::from(prompt),
+        u64::from(completion),
+    );
 }
 
 #[derive(Clone)]
 pub struct AiClient {
     http: reqwest::Client,
+    /// The same, resolving only to public addresses (`Provider::public_only`).
+    guarded: reqwest::Client,
     timeout: Duration,
     gate: Arc<dyn CallGate>,
     attempts: u32,
@@ -160,16 +172,23 @@ impl AiClient {
     /// `timeout` is `AI_TIMEOUT_SECS`: the bound of one attempt, or of the wait for each
     /// chunk of a stream.
     pub fn new(timeout: Duration, gate: Arc<dyn CallGate>) -> Result<AiClient, AiError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            // A redirect could carry the bearer key to another host (and an org's own
-            // provider URL is checked against SSRF only as given).
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("agents-api/", env!("CARGO_PKG_VERSION")))
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                // A redirect could carry the bearer key to another host (and an org's own
+                // provider URL is checked against SSRF only as given).
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("agents-api/", env!("CARGO_PKG_VERSION")))
+        };
+        let transport = |e: reqwest::Error| AiError::Transport(e.without_url().to_string());
+        let http = builder().build().map_err(transport)?;
+        let guarded = builder()
+            .dns_resolver(Arc::new(crate::ai::ssrf::PublicOnlyResolver))
             .build()
-            .map_err(|e| AiError::Transport(e.without_url().to_string()))?;
+            .map_err(transport)?;
         Ok(AiClient {
             http,
+            guarded,
             timeout,
             gate,
             attempts: MAX_ATTEMPTS,
@@ -404,8 +423,26 @@ impl AiClient {
         body: BodyBytes,
         stream: bool,
     ) -> Result<reqwest::Response, Failure> {
-        let mut request = self
-            .http
+        if provider.public_only {
+            // The resolver is not asked about addresses written as such.
+            let literal = match url.host() {
+                Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+                _ => None,
+            };
+            if url.scheme() != "https" || literal.is_some_and(|ip| !crate::ai::ssrf::is_public(ip))
+            {
+                return Err(Failure::from(AiError::Invalid(
+                    "the org's provider URL must be https and public".into(),
+                )));
+            }
+        }
+        let client = if provider.public_only {
+            &self.guarded
+        } else {
+            &self.http
+        };
+        let mut request = client
             .post(url)
             .header(
                 header::CONTENT_TYPE,
@@ -423,8 +460,8 @@ impl AiClient {
         if let Some(key) = &provider.api_key {
             request = request.bearer_auth(key.expose_secret());
         }
-        // integrator: carry the trace context here, as the Kommo client does:
-        // `.headers(crate::telemetry::outgoing_headers())`.
+        // The provider's gateway (or our fake) joins its spans to ours.
+        request = request.headers(crate::telemetry::outgoing_headers());
         let response = request.send().await.map_err(|e| {
             Failure::from(if e.is_timeout() {
                 AiError::Timeout
@@ -794,6 +831,7 @@ mod tests {
             chat_model: "gpt-4o-mini".into(),
             embedding_model: "text-embedding-3-small".into(),
             dimensions: 8,
+            public_only: false,
         }
     }
 

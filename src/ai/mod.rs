@@ -6,11 +6,14 @@
 mod client;
 mod compat;
 mod error;
+mod service;
 mod sse;
+pub mod ssrf;
 mod types;
 
 pub use client::{AiClient, CallGate, NoGate, Provider};
 pub use error::AiError;
+pub use service::{Ai, LookupError, RedisGate};
 pub use types::{
     ChatRequest, ChatResponse, ChatStream, Embeddings, FinishReason, Message, Role, StreamEvent,
     Tool, ToolCall, Usage,

@@ -2,6 +2,7 @@
 //! request and job runs in, migrations, and the queries of each resource.
 
 pub mod agents;
+pub mod ai;
 pub mod audit;
 pub mod crm;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod members;
 pub mod oauth;
 pub mod orgs;
 mod rls;
+pub mod vectors;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -86,6 +88,15 @@ pub async fn owner_pool(config: &Config, command: &str) -> anyhow::Result<PgPool
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let pool = owner_pool(config, "migrate").await?;
     MIGRATOR.run(&pool).await?;
+    let indexed =
+        vectors::ensure_index(&mut *pool.acquire().await?, config.ai_embedding_dimensions)
+            .await
+            .context("creating the embedding index")?;
+    if !indexed {
+        tracing::warn!(
+            "pgvector is not installed in this database: knowledge search is full-text only"
+        );
+    }
     pool.close().await;
     Ok(())
 }

@@ -38,6 +38,9 @@ pub enum ApiError {
     RateLimited { retry_after: Duration },
     #[error("unavailable: {0}")]
     Unavailable(Cow<'static, str>),
+    /// The feature needs a model and neither the org nor the deployment has one (SPEC §11).
+    #[error("ai provider not configured")]
+    AiNotConfigured,
     #[error("timeout")]
     Timeout,
     /// Anything the client cannot fix. The cause is logged with the request id and
@@ -79,7 +82,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::AiNotConfigured => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -99,6 +102,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::AiNotConfigured => "ai_provider_not_configured",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -119,6 +123,7 @@ impl ApiError {
             | ApiError::UnsupportedMediaType(d)
             | ApiError::Unavailable(d) => d.clone(),
             ApiError::NotFound => "The requested resource does not exist.".into(),
+            ApiError::AiNotConfigured => "ai provider not configured: set this organization's AI settings or the deployment's AI_BASE_URL.".into(),
             ApiError::MethodNotAllowed => "This method is not allowed on this resource.".into(),
             ApiError::PayloadTooLarge => "The request body is larger than allowed.".into(),
             ApiError::RequestTimeout => "The request body did not arrive in time.".into(),
@@ -336,6 +341,33 @@ pub fn kommo_unavailable(e: crate::kommo::KommoError) -> ApiError {
 impl From<crate::crypto::CryptoError> for ApiError {
     fn from(e: crate::crypto::CryptoError) -> ApiError {
         crate::kommo::tokens::TokenError::Crypto(e).into()
+    }
+}
+
+/// A provider failure the client cannot fix reads as the provider's trouble (503), never
+/// with the key (no `AiError` carries it).
+impl From<crate::ai::AiError> for ApiError {
+    fn from(e: crate::ai::AiError) -> ApiError {
+        use crate::ai::AiError;
+        match e {
+            AiError::NotConfigured => ApiError::AiNotConfigured,
+            AiError::RateLimited { retry_after } => ApiError::RateLimited {
+                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+            },
+            other => {
+                tracing::warn!(error = %other, "model provider call failed");
+                ApiError::Unavailable(format!("The model provider failed: {other}.").into())
+            }
+        }
+    }
+}
+
+impl From<crate::ai::LookupError> for ApiError {
+    fn from(e: crate::ai::LookupError) -> ApiError {
+        match e {
+            crate::ai::LookupError::Db(e) => e.into(),
+            crate::ai::LookupError::Ai(e) => e.into(),
+        }
     }
 }
 

@@ -16,3 +16,13 @@ pub fn validate_http_url(url: &str) -> Result<(), validator::ValidationError> {
         }
     }
 }
+
+/// Tells an absent field (keep) from an explicit `null` (clear) in a body:
+/// `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>`.
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}

@@ -99,6 +99,25 @@ impl From<crate::db::Error> for JobError {
     }
 }
 
+/// A provider failure another attempt may fix is retried (after the provider's
+/// `Retry-After` when it gave one); the rest fail the job with the error's words, which
+/// never carry the key.
+impl From<crate::ai::AiError> for JobError {
+    fn from(e: crate::ai::AiError) -> JobError {
+        if e.is_permanent() {
+            return JobError::Permanent(e.to_string());
+        }
+        let after = match &e {
+            crate::ai::AiError::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        };
+        JobError::Retry {
+            message: e.to_string(),
+            after,
+        }
+    }
+}
+
 impl From<sqlx::Error> for JobError {
     fn from(e: sqlx::Error) -> JobError {
         crate::db::Error::from(e).into()
@@ -149,6 +168,7 @@ impl JobSettings {
 #[derive(Clone)]
 pub struct JobContext {
     pub db: Db,
+    pub ai: Arc<crate::ai::Ai>,
     pub redis: RedisConn,
     pub config: Arc<Config>,
     pub queue: JobQueue,
@@ -161,6 +181,19 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    /// The org's model provider (its own settings over the deployment's); `None` when
+    /// there is none.
+    pub async fn ai_provider(
+        &self,
+        org_id: OrgId,
+    ) -> Result<Option<crate::ai::Provider>, JobError> {
+        match self.ai.provider_for(&self.db, org_id).await {
+            Ok(provider) => Ok(provider),
+            Err(crate::ai::LookupError::Db(e)) => Err(e.into()),
+            Err(crate::ai::LookupError::Ai(e)) => Err(e.into()),
+        }
+    }
+
     /// Hands every job this process still runs back to the queue (shutdown past its
     /// grace period): another worker starts it at once rather than after its lease.
     pub async fn release_in_flight(&self) {

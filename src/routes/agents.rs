@@ -17,6 +17,7 @@ use crate::domain::page::{Page, Paginated};
 use crate::domain::{AgentId, OrgId};
 use crate::http::error::{ApiError, ApiResult, OnConstraint};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
+use crate::http::validate::present;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -69,15 +70,6 @@ fn validate_settings(settings: &serde_json::Value) -> Result<(), ValidationError
         return Err(ValidationError::new("settings").with_message("must be at most 64 KiB".into()));
     }
     Ok(())
-}
-
-/// Tells an absent field (keep) from an explicit `null` (clear) in a PATCH body.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]

@@ -36,6 +36,19 @@ pub struct Readiness {
     status: &'static str,
     draining: bool,
     checks: Checks,
+    knowledge: Knowledge,
+}
+
+/// What knowledge search can do here (never a reason to be unready).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Knowledge {
+    /// `hybrid` with pgvector and a deployment provider; `fulltext` otherwise (an org
+    /// with a provider of its own still gets hybrid search where pgvector is).
+    search: &'static str,
+    /// Whether the database has pgvector (`null` when PostgreSQL did not answer).
+    pgvector: Option<bool>,
+    /// Whether the deployment has a model provider (`AI_BASE_URL`).
+    ai_provider: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -94,6 +107,27 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             error: Some(why),
         },
     };
+    let pgvector = if postgres.status == "ok" {
+        tokio::time::timeout(CHECK_TIMEOUT, async {
+            let mut conn = state.db.pool().acquire().await?;
+            crate::db::vectors::available(&mut conn).await
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+    } else {
+        None
+    };
+    let ai_provider = state.config.ai.is_some();
+    let knowledge = Knowledge {
+        search: if pgvector == Some(true) && ai_provider {
+            "hybrid"
+        } else {
+            "fulltext"
+        },
+        pgvector,
+        ai_provider,
+    };
     let draining = state.lifecycle.is_draining();
     let healthy =
         postgres.status == "ok" && redis.status == "ok" && workers.status != "fail" && !draining;
@@ -105,6 +139,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             redis,
             workers,
         },
+        knowledge,
     };
     let status = if healthy {
         StatusCode::OK

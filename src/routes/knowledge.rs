@@ -429,38 +429,182 @@ pub struct SearchResults {
     pub data: Vec<SearchHit>,
     /// What ran: `hybrid` falls back to `fulltext` where there are no embeddings.
     pub mode: SearchMode,
+    /// Why a hybrid search ran as full-text only (no pgvector, no model provider, no
+    /// embedded chunks, or the provider failed just now).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<&'static str>,
 }
+
+/// Reciprocal-rank fusion's constant: ranks deep in one list still count, and a chunk
+/// high in both lists wins over one first in only one.
+const RRF_K: f64 = 60.0;
+
+const NO_PGVECTOR: &str = "This database has no pgvector: search is full-text only.";
+const NO_EMBEDDINGS: &str =
+    "No indexed file of this scope has embeddings yet: search is full-text only.";
+const PROVIDER_FAILED: &str =
+    "The model provider could not embed the query just now: these are full-text results.";
 
 /// Searches the org's indexed chunks, best first.
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/knowledge/search", tag = "knowledge",
     request_body = SearchRequest,
     responses(
         (status = 200, body = SearchResults),
-        (status = 409, description = "Vector search asked for where there are no embeddings")))]
+        (status = 409, description = "Vector search asked for where there are no embeddings, pgvector or provider")))]
 pub async fn search(
-    OrgTx { org_id, mut tx, .. }: OrgTx,
+    State(state): State<AppState>,
+    OrgTx {
+        user,
+        org_id,
+        mut tx,
+        ..
+    }: OrgTx,
     ApiJson(body): ApiJson<SearchRequest>,
 ) -> ApiResult<Json<SearchResults>> {
     if body.query.trim().is_empty() {
         return Err(ApiError::validation("query", "must not be blank"));
     }
-    let mode = body.mode.unwrap_or(SearchMode::Hybrid);
-    if mode == SearchMode::Vector {
-        return Err(ApiError::conflict(
-            "Vector search is not available: no model provider is configured (AI_BASE_URL), so the chunks have no embeddings.",
-        ));
+    let asked = body.mode.unwrap_or(SearchMode::Hybrid);
+    let limit = body.limit.unwrap_or(8);
+    let agent = body.agent_id.map(AgentId);
+    let fulltext_only = |data, notice| {
+        Ok(Json(SearchResults {
+            data,
+            mode: SearchMode::Fulltext,
+            notice,
+        }))
+    };
+    if asked == SearchMode::Fulltext {
+        let data =
+            db::knowledge::search_fulltext(&mut tx, org_id, &body.query, agent, limit).await?;
+        tx.commit().await?;
+        return fulltext_only(data, None);
     }
-    let data = db::knowledge::search_fulltext(
-        &mut tx,
-        org_id,
-        &body.query,
-        body.agent_id.map(AgentId),
-        body.limit.unwrap_or(8),
-    )
-    .await?;
+
+    // Why vectors cannot take part, if they cannot.
+    let unavailable = if !db::vectors::available(&mut tx).await? {
+        Some(NO_PGVECTOR)
+    } else if !db::vectors::any_embedded(&mut tx, org_id, agent).await? {
+        Some(NO_EMBEDDINGS)
+    } else {
+        None
+    };
+    if let Some(why) = unavailable {
+        if asked == SearchMode::Vector {
+            return Err(ApiError::conflict(
+                why.replace("full-text only", "vector search is not available"),
+            ));
+        }
+        let data =
+            db::knowledge::search_fulltext(&mut tx, org_id, &body.query, agent, limit).await?;
+        tx.commit().await?;
+        return fulltext_only(data, Some(why));
+    }
+    // The provider is called with no connection held; the search runs in a new one.
+    tx.commit().await?;
+    let provider = state.ai.provider_for(&state.db, org_id).await?;
+    let embedded = match &provider {
+        Some(provider) => state
+            .ai
+            .embed(
+                &state.db,
+                org_id,
+                provider,
+                std::slice::from_ref(&body.query),
+            )
+            .await
+            .map(|e| e.vectors.into_iter().next()),
+        None => Err(crate::ai::AiError::NotConfigured),
+    };
+    let (mut tx, _) = state.db.begin_member(&user, org_id).await?;
+    let query_vector = match embedded {
+        Ok(Some(vector)) => vector,
+        Ok(None) | Err(_) if asked == SearchMode::Hybrid => {
+            let data =
+                db::knowledge::search_fulltext(&mut tx, org_id, &body.query, agent, limit).await?;
+            tx.commit().await?;
+            return fulltext_only(data, Some(PROVIDER_FAILED));
+        }
+        Ok(None) => {
+            return Err(ApiError::Unavailable(
+                "The model provider returned no embedding.".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if asked == SearchMode::Vector {
+        let data = db::vectors::search(&mut tx, org_id, &query_vector, agent, limit).await?;
+        tx.commit().await?;
+        return Ok(Json(SearchResults {
+            data,
+            mode: SearchMode::Vector,
+            notice: None,
+        }));
+    }
+    // Each list is deeper than the answer, so a chunk ranked modestly by both can rise.
+    let depth = (limit * 4).clamp(40, 200);
+    let by_words =
+        db::knowledge::search_fulltext(&mut tx, org_id, &body.query, agent, depth).await?;
+    let by_meaning = db::vectors::search(&mut tx, org_id, &query_vector, agent, depth).await?;
     tx.commit().await?;
     Ok(Json(SearchResults {
-        data,
-        mode: SearchMode::Fulltext,
+        data: reciprocal_rank_fusion([by_words, by_meaning], limit),
+        mode: SearchMode::Hybrid,
+        notice: None,
     }))
+}
+
+/// Fuses ranked lists: each hit scores Σ 1/(k + rank) over the lists it is in.
+fn reciprocal_rank_fusion<const N: usize>(
+    lists: [Vec<SearchHit>; N],
+    limit: i64,
+) -> Vec<SearchHit> {
+    let mut fused: Vec<SearchHit> = Vec::new();
+    let mut index: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+    for list in lists {
+        for (rank, mut hit) in list.into_iter().enumerate() {
+            let score = 1.0 / (RRF_K + rank as f64 + 1.0);
+            match index.get(&hit.chunk_id) {
+                Some(&i) => fused[i].score += score,
+                None => {
+                    index.insert(hit.chunk_id, fused.len());
+                    hit.score = score;
+                    fused.push(hit);
+                }
+            }
+        }
+    }
+    fused.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.chunk_id.cmp(&b.chunk_id))
+    });
+    fused.truncate(usize::try_from(limit).unwrap_or(0));
+    fused
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(id: u128) -> SearchHit {
+        SearchHit {
+            chunk_id: Uuid::from_u128(id),
+            asset_id: Uuid::nil(),
+            filename: String::new(),
+            content: String::new(),
+            score: 0.0,
+            metadata: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn fusion_prefers_what_both_lists_rank() {
+        let words = vec![hit(1), hit(2), hit(3)];
+        let meaning = vec![hit(3), hit(4), hit(2)];
+        let fused = reciprocal_rank_fusion([words, meaning], 3);
+        let ids: Vec<u128> = fused.iter().map(|h| h.chunk_id.as_u128()).collect();
+        // 3: 1/63 + 1/61; 2: 1/62 + 1/63; 1: 1/61.
+        assert_eq!(ids, vec![3, 2, 1]);
+    }
 }

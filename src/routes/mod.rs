@@ -2,6 +2,7 @@
 //! their `#[utoipa::path]` annotations (the path is written nowhere else).
 
 pub mod agents;
+pub mod ai_settings;
 pub mod audit;
 pub mod crm;
 pub mod health;
@@ -31,6 +32,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(jobs::router())
         .merge(crm::router())
         .merge(knowledge::router())
+        .merge(ai_settings::router())
         .merge(kommo::router())
         .merge(webhooks::router())
 }

@@ -22,6 +22,7 @@ fn provider(fake: &FakeAi, dimensions: u32) -> Provider {
         chat_model: "gpt-4o-mini".into(),
         embedding_model: "text-embedding-3-small".into(),
         dimensions,
+        public_only: false,
     }
 }
 

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use agents_api::config::EncryptionKey;
-use agents_api::crypto::{ACCESS_TOKEN, CLIENT_SECRET, KeyRing, REFRESH_TOKEN};
+use agents_api::crypto::{ACCESS_TOKEN, AI_API_KEY, CLIENT_SECRET, KeyRing, REFRESH_TOKEN};
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretBox};
 use sqlx::{Connection, PgConnection};
@@ -174,6 +174,35 @@ impl Seeder {
     }
 }
 
+impl Seeder {
+    /// An org's own AI provider key (`ai_settings`, one row per org).
+    async fn ai_key(&mut self, org: Uuid, ring: &KeyRing) -> Uuid {
+        let id = Uuid::now_v7();
+        let key = format!("sk-org-{}", Uuid::new_v4().simple());
+        let blob = ring
+            .encrypt(key.as_bytes(), id, AI_API_KEY)
+            .expect("encrypt");
+        sqlx::query(
+            "INSERT INTO ai_settings (org_id, id, base_url, api_key_enc)
+             VALUES ($1, $2, 'https://llm.example.com/v1', $3)",
+        )
+        .bind(org)
+        .bind(id)
+        .bind(blob)
+        .execute(&mut self.conn)
+        .await
+        .expect("insert ai_settings");
+        self.stored.push(Stored {
+            table: "ai_settings",
+            column: "api_key_enc",
+            aad: AI_API_KEY,
+            row: id,
+            plaintext: key,
+        });
+        id
+    }
+}
+
 /// The stored blob of one secret (read as the superuser, around row-level security).
 async fn blob(conn: &mut PgConnection, s: &Stored) -> Vec<u8> {
     let sql = match (s.table, s.column) {
@@ -186,6 +215,7 @@ async fn blob(conn: &mut PgConnection, s: &Stored) -> Vec<u8> {
         ("crm_connections", "refresh_token_enc") => {
             "SELECT refresh_token_enc FROM crm_connections WHERE id = $1"
         }
+        ("ai_settings", "api_key_enc") => "SELECT api_key_enc FROM ai_settings WHERE id = $1",
         other => panic!("no such secret column {other:?}"),
     };
     sqlx::query_scalar(sql)
@@ -220,8 +250,11 @@ async fn rotate_keys_reencrypts_every_orgs_secrets_with_the_active_key() {
     seed.credentials(globex, &old).await;
     seed.connection(acme, &old, true).await;
     seed.connection(globex, &old, false).await;
-    // Already under the new key: 2 tokens.
+    // An org's AI provider key under the old key.
+    seed.ai_key(acme, &old).await;
+    // Already under the new key: 2 tokens and an AI key.
     seed.connection(globex, &new, true).await;
+    seed.ai_key(globex, &new).await;
     // A connection without tokens (pending) is no secret at all.
     sqlx::query(
         "INSERT INTO crm_connections (org_id, provider, base_domain) VALUES ($1, 'kommo', 'pending.kommo.com')",
@@ -233,7 +266,7 @@ async fn rotate_keys_reencrypts_every_orgs_secrets_with_the_active_key() {
 
     let env = rotate_env(&db, admin_url_for(&db), &[NEW, OLD]);
     let r = run(&env, &["rotate-keys"]);
-    assert_report(&r, 5, 4, 2);
+    assert_report(&r, 6, 5, 3);
     for s in &seed.stored {
         assert!(!r.output().contains(&s.plaintext), "{}", r.output());
     }
@@ -241,7 +274,7 @@ async fn rotate_keys_reencrypts_every_orgs_secrets_with_the_active_key() {
 
     // Nothing left to do.
     let r = run(&env, &["rotate-keys"]);
-    assert_report(&r, 0, 0, 7);
+    assert_report(&r, 0, 0, 9);
     assert_all_under_new_key(&mut seed.conn, &seed.stored).await;
 }
 

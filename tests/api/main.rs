@@ -14,6 +14,7 @@ mod support;
 
 mod agents;
 mod ai_client;
+mod ai_settings;
 mod audit;
 mod auth;
 mod cli;

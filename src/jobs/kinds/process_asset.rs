@@ -11,8 +11,9 @@ use uuid::Uuid;
 use crate::db::jobs::ClaimedJob;
 use crate::db::knowledge::{self, NewChunk};
 use crate::db::{self, Tx};
-use crate::domain::{AssetId, OrgId};
-use crate::jobs::job::{Job, Rejected, invalid};
+use crate::domain::{AssetId, JobId, OrgId};
+use crate::jobs::job::{self, Job, Rejected, invalid};
+use crate::jobs::kinds::ExtractKnowledgeGraph;
 use crate::jobs::{JobContext, JobError};
 use crate::knowledge::extract::{self, Format, Section};
 
@@ -91,21 +92,38 @@ async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<u
         return Err(JobError::Permanent("the file contains no text".into()));
     }
 
+    // Embeddings need a provider and pgvector; without either the chunks are indexed for
+    // full-text search only, and the asset says so (`embedded: false`).
+    let provider = ctx.ai_provider(org_id).await?;
+    let embed_with = match &provider {
+        Some(provider) if vectors_available(ctx, org_id).await? => Some(provider),
+        _ => None,
+    };
+    let stage = if embed_with.is_some() {
+        "embedding"
+    } else {
+        "writing"
+    };
     let total = chunks.len();
     let mut done = 0;
     for batch in chunks.chunks(WRITE_BATCH) {
+        // The provider is called before the transaction opens: no connection waits on it.
+        let embeddings = match &embed_with {
+            Some(provider) => {
+                let inputs: Vec<String> = batch.iter().map(|c| c.content.clone()).collect();
+                Some(ctx.ai.embed(&ctx.db, org_id, provider, &inputs).await?)
+            }
+            None => None,
+        };
         let mut tx = ctx.db.begin_worker(org_id).await?;
         knowledge::insert_chunks(&mut tx, org_id, &asset, batch).await?;
+        if let Some(embeddings) = embeddings {
+            let ids: Vec<Uuid> = batch.iter().map(|c| c.id).collect();
+            db::vectors::set_embeddings(&mut tx, org_id, &ids, &embeddings.vectors).await?;
+        }
         done += batch.len();
-        knowledge::set_progress(
-            &mut tx,
-            org_id,
-            asset_id,
-            "writing",
-            done as i64,
-            total as i64,
-        )
-        .await?;
+        knowledge::set_progress(&mut tx, org_id, asset_id, stage, done as i64, total as i64)
+            .await?;
         tx.commit().await?;
     }
 
@@ -117,10 +135,47 @@ async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<u
     {
         return Err(JobError::Permanent("the asset no longer exists".into()));
     }
-    knowledge::finish_processing(&mut tx, org_id, asset_id, total as i32, false).await?;
+    knowledge::finish_processing(
+        &mut tx,
+        org_id,
+        asset_id,
+        total as i32,
+        embed_with.is_some(),
+    )
+    .await?;
+    // The graph comes from the new chunks, when there is a chat model to read them.
+    let graph_job = match provider {
+        Some(_) => Some(
+            job::insert(
+                &mut tx,
+                org_id,
+                &ExtractKnowledgeGraph {
+                    asset_id: Some(asset_id.0),
+                    article_id: None,
+                    agent_id: None,
+                    chunk_ids: None,
+                },
+                None,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     tx.commit().await?;
+    if let Some(graph_job) = graph_job {
+        ctx.queue
+            .enqueue_committed(JobId(graph_job.id), org_id, &graph_job.job_type)
+            .await;
+    }
     tracing::info!(%asset_id, chunks = total, "asset indexed");
     Ok(total)
+}
+
+async fn vectors_available(ctx: &JobContext, org_id: OrgId) -> Result<bool, JobError> {
+    let mut tx = ctx.db.begin_worker(org_id).await?;
+    let available = db::vectors::available(&mut tx).await?;
+    tx.commit().await?;
+    Ok(available)
 }
 
 fn chunk_all(sections: &[Section]) -> Vec<NewChunk> {

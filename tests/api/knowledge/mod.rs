@@ -4,6 +4,7 @@
 mod assets;
 mod formats;
 mod search;
+pub mod vectors;
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@ use super::*;
 use crate::support::app::{OrgUsers, TestApp};
 
 /// (file, text): one topic each, in English or Russian.
-const DOCUMENTS: &[(&str, &str)] = &[
+pub(super) const DOCUMENTS: &[(&str, &str)] = &[
     (
         "refunds.txt",
         "Refunds are issued within 14 days of the purchase when the product is returned unused in its original packaging.",
@@ -60,7 +60,7 @@ const DOCUMENTS: &[(&str, &str)] = &[
 ];
 
 /// (question, the file whose chunk must rank first).
-const QUESTIONS: &[(&str, &str)] = &[
+pub(super) const QUESTIONS: &[(&str, &str)] = &[
     (
         "When are refunds issued for a returned product?",
         "refunds.txt",
@@ -78,7 +78,7 @@ const QUESTIONS: &[(&str, &str)] = &[
     ("телефон горячей линии", "ru_contacts.txt"),
 ];
 
-async fn indexed_library(app: &TestApp, org: Uuid, admin: Uuid) {
+pub(super) async fn indexed_library(app: &TestApp, org: Uuid, admin: Uuid) {
     for (file, text) in DOCUMENTS {
         let asset = upload_and_wait(app, org, admin, file, text.as_bytes()).await;
         assert_eq!(asset["status"], "indexed", "{asset}");

@@ -11,7 +11,6 @@ use agents_api::state::AppState;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -29,84 +28,105 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The PostgreSQL with pgvector (`scripts/pgvector.sh`, which the test command starts)
+/// for the tests of vector and hybrid search. The suite's main server may lack it.
+pub fn pgvector_admin_url() -> String {
+    std::env::var("TEST_PGVECTOR_ADMIN_URL").unwrap_or_else(|_| {
+        panic!(
+            "TEST_PGVECTOR_ADMIN_URL is not set: the vector-search tests need a PostgreSQL with \
+             pgvector; run them through ./scripts/test.sh, or `scripts/pgvector.sh start` and \
+             export TEST_PGVECTOR_ADMIN_URL=$(scripts/pgvector.sh url)"
+        )
+    })
+}
+
 /// `admin_url()` with another database.
 pub fn admin_url_for(db: &str) -> String {
-    let mut url = url::Url::parse(&admin_url()).expect("TEST_DATABASE_ADMIN_URL is a URL");
-    url.set_path(db);
-    url.to_string()
+    url_on(&admin_url(), db, false)
 }
 
 pub fn runtime_url_for(db: &str) -> String {
-    let mut url = url::Url::parse(&admin_url()).expect("TEST_DATABASE_ADMIN_URL is a URL");
+    url_on(&admin_url(), db, true)
+}
+
+/// The URL of database `db` on the server of `admin`, as the admin or the runtime role.
+fn url_on(admin: &str, db: &str, runtime: bool) -> String {
+    let mut url = url::Url::parse(admin).expect("the admin URL is a URL");
     url.set_path(db);
-    let _ = url.set_username(RUNTIME_ROLE);
-    let _ = url.set_password(None);
+    if runtime {
+        let _ = url.set_username(RUNTIME_ROLE);
+        let _ = url.set_password(None);
+    }
     url.to_string()
 }
 
 static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+static PGVECTOR_TEMPLATE: OnceCell<String> = OnceCell::const_new();
 
-/// The migrated template database, built once per migration set (its name carries a hash
-/// of the migrations) and shared by every test and every run.
 async fn template() -> String {
-    TEMPLATE
-        .get_or_init(|| async {
-            let mut hasher = Sha256::new();
-            for m in agents_api::db::MIGRATOR.iter() {
-                hasher.update(m.version.to_le_bytes());
-                hasher.update(&*m.checksum);
-            }
-            let name = format!("agents_api_tpl_{}", &hex::encode(hasher.finalize())[..12]);
-            let mut admin = PgConnection::connect(&admin_url())
+    template_on(&admin_url()).await
+}
+
+/// The migrated template database of the server of `admin`, built once per migration set
+/// (its name carries a hash of the migrations) and shared by every test and every run.
+/// Built by `agents-api migrate`'s own function, so the embedding index comes too.
+async fn template_on(admin_url: &str) -> String {
+    let cell = if admin_url == self::admin_url() {
+        &TEMPLATE
+    } else {
+        &PGVECTOR_TEMPLATE
+    };
+    cell.get_or_init(|| async {
+        let mut hasher = Sha256::new();
+        for m in agents_api::db::MIGRATOR.iter() {
+            hasher.update(m.version.to_le_bytes());
+            hasher.update(&*m.checksum);
+        }
+        let name = format!("agents_api_tpl_{}", &hex::encode(hasher.finalize())[..12]);
+        let mut admin = PgConnection::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("connect as the PostgreSQL admin ({admin_url}): {e}"));
+        // Several test processes may start at once.
+        sqlx::query("SELECT pg_advisory_lock(7243001)")
+            .execute(&mut admin)
+            .await
+            .expect("lock");
+        drop_stale_databases(&mut admin).await;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut admin)
                 .await
-                .expect("connect as the PostgreSQL admin (TEST_DATABASE_ADMIN_URL)");
-            // Several test processes may start at once.
-            sqlx::query("SELECT pg_advisory_lock(7243001)")
-                .execute(&mut admin)
+                .expect("query pg_database");
+        if !exists {
+            let building = format!("{name}_building");
+            exec(
+                &mut admin,
+                &format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"),
+            )
+            .await;
+            exec(&mut admin, &format!("CREATE DATABASE {building}")).await;
+            let config = config_from(&base_env_on(admin_url, &building));
+            agents_api::db::migrate(&config)
                 .await
-                .expect("lock");
-            drop_stale_databases(&mut admin).await;
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                    .bind(&name)
-                    .fetch_one(&mut admin)
-                    .await
-                    .expect("query pg_database");
-            if !exists {
-                let building = format!("{name}_building");
-                exec(
-                    &mut admin,
-                    &format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"),
-                )
-                .await;
-                exec(&mut admin, &format!("CREATE DATABASE {building}")).await;
-                let pool = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&admin_url_for(&building))
-                    .await
-                    .expect("connect to the new template");
-                agents_api::db::MIGRATOR
-                    .run(&pool)
-                    .await
-                    .expect("migrate the template");
-                pool.close().await;
-                exec(
-                    &mut admin,
-                    &format!("ALTER DATABASE {building} RENAME TO {name}"),
-                )
-                .await;
-            }
-            agents_api::db::ensure_runtime_role(&mut admin, RUNTIME_ROLE, None)
-                .await
-                .expect("the runtime role");
-            sqlx::query("SELECT pg_advisory_unlock(7243001)")
-                .execute(&mut admin)
-                .await
-                .expect("unlock");
-            name
-        })
-        .await
-        .clone()
+                .expect("migrate the template");
+            exec(
+                &mut admin,
+                &format!("ALTER DATABASE {building} RENAME TO {name}"),
+            )
+            .await;
+        }
+        agents_api::db::ensure_runtime_role(&mut admin, RUNTIME_ROLE, None)
+            .await
+            .expect("the runtime role");
+        sqlx::query("SELECT pg_advisory_unlock(7243001)")
+            .execute(&mut admin)
+            .await
+            .expect("unlock");
+        name
+    })
+    .await
+    .clone()
 }
 
 /// Test databases are named with their creation time; those of runs over an hour ago
@@ -158,9 +178,14 @@ pub async fn ensure_runtime_role() {
 
 /// A fresh, migrated database of its own.
 pub async fn fresh_database() -> String {
-    let template = template().await;
+    fresh_database_on(&admin_url()).await
+}
+
+/// A fresh, migrated database of its own on the server of `admin_url`.
+pub async fn fresh_database_on(admin_url: &str) -> String {
+    let template = template_on(admin_url).await;
     let name = format!("agents_api_t_{}_{}", now_secs(), Uuid::new_v4().simple());
-    let mut admin = PgConnection::connect(&admin_url()).await.expect("admin");
+    let mut admin = PgConnection::connect(admin_url).await.expect("admin");
     exec(
         &mut admin,
         &format!("CREATE DATABASE {name} TEMPLATE {template}"),
@@ -171,12 +196,17 @@ pub async fn fresh_database() -> String {
 
 /// The environment a test app starts with; tests override single keys.
 pub fn base_env(db: &str) -> HashMap<String, String> {
+    base_env_on(&admin_url(), db)
+}
+
+/// `base_env` for database `db` on the server of `admin_url`.
+pub fn base_env_on(admin_url: &str, db: &str) -> HashMap<String, String> {
     [
         ("APP_ENV", "test".to_string()),
         ("HTTP_ADDR", "127.0.0.1:0".into()),
         ("METRICS_ADDR", String::new()),
-        ("DATABASE_URL", runtime_url_for(db)),
-        ("DATABASE_MIGRATION_URL", admin_url_for(db)),
+        ("DATABASE_URL", url_on(admin_url, db, true)),
+        ("DATABASE_MIGRATION_URL", url_on(admin_url, db, false)),
         ("DATABASE_MAX_CONNECTIONS", "5".into()),
         ("REDIS_URL", redis_url()),
         ("JWT_SECRET", JWT_SECRET.into()),
@@ -197,6 +227,8 @@ pub fn config_from(env: &HashMap<String, String>) -> Config {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub db_name: String,
+    /// The admin URL of the server the database is on.
+    pub db_server: String,
     pub env: HashMap<String, String>,
     pub state: AppState,
     pub client: reqwest::Client,
@@ -274,6 +306,7 @@ pub struct TestAppBuilder<'a> {
     configure: Vec<EditEnv<'a>>,
     adjust: Option<EditState<'a>>,
     jobs: bool,
+    pgvector: bool,
 }
 
 impl<'a> TestAppBuilder<'a> {
@@ -300,6 +333,12 @@ impl<'a> TestAppBuilder<'a> {
             .env("OAUTH_REDIRECT_URL", REDIRECT_URI)
             .env("PUBLIC_BASE_URL", crate::support::kommo::PUBLIC_BASE_URL)
             .env("KOMMO_AUTHORIZE_URL", "https://www.kommo.com/oauth")
+    }
+
+    /// The database is on the PostgreSQL with pgvector (`TEST_PGVECTOR_ADMIN_URL`).
+    pub fn with_pgvector(mut self) -> TestAppBuilder<'a> {
+        self.pgvector = true;
+        self
     }
 
     pub fn env(mut self, key: &str, value: &str) -> TestAppBuilder<'a> {
@@ -330,8 +369,13 @@ impl<'a> TestAppBuilder<'a> {
     }
 
     pub async fn spawn(self) -> TestApp {
-        let db_name = fresh_database().await;
-        let mut env = base_env(&db_name);
+        let server = if self.pgvector {
+            pgvector_admin_url()
+        } else {
+            admin_url()
+        };
+        let db_name = fresh_database_on(&server).await;
+        let mut env = base_env_on(&server, &db_name);
         env.insert(
             "REDIS_KEY_PREFIX".into(),
             format!("test:{}:", Uuid::new_v4().simple()),
@@ -345,7 +389,7 @@ impl<'a> TestAppBuilder<'a> {
             f(&mut env);
         }
         let adjust = self.adjust.unwrap_or_else(|| Box::new(|_| {}));
-        TestApp::start(db_name, env, adjust, self.jobs).await
+        TestApp::start(db_name, server, env, adjust, self.jobs).await
     }
 }
 
@@ -397,6 +441,7 @@ impl TestApp {
             configure: Vec::new(),
             adjust: None,
             jobs: false,
+            pgvector: false,
         }
     }
 
@@ -404,6 +449,7 @@ impl TestApp {
     pub async fn replica(&self, with_jobs: bool) -> TestApp {
         TestApp::start(
             self.db_name.clone(),
+            self.db_server.clone(),
             self.env.clone(),
             Box::new(|_| {}),
             with_jobs,
@@ -413,6 +459,7 @@ impl TestApp {
 
     async fn start(
         db_name: String,
+        db_server: String,
         env: HashMap<String, String>,
         adjust: EditState<'_>,
         with_jobs: bool,
@@ -441,6 +488,7 @@ impl TestApp {
         TestApp {
             addr,
             db_name,
+            db_server,
             env,
             state,
             client: reqwest::Client::new(),
@@ -548,7 +596,7 @@ impl TestApp {
     /// A superuser connection to this test's database (bypasses RLS: for set-up and
     /// checks only).
     pub async fn admin_db(&self) -> PgConnection {
-        PgConnection::connect(&admin_url_for(&self.db_name))
+        PgConnection::connect(&url_on(&self.db_server, &self.db_name, false))
             .await
             .expect("admin connection")
     }

@@ -7,4 +7,5 @@ pub mod fake_ai;
 pub mod fake_kommo;
 pub mod fault_proxy;
 pub mod kommo;
+pub mod logs;
 pub mod process;

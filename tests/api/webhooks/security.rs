@@ -393,14 +393,7 @@ async fn another_org_cannot_see_the_events() {
 /// handlers and job workers too.
 #[tokio::test]
 async fn the_token_never_reaches_the_logs() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = crate::support::logs::Captured::start();
 
     let h = Hooked::start(true, &[("RATE_LIMIT_WEBHOOK_PER_MIN", "5")]).await;
     // Other tests' threads may have registered callsites (the access log's among them)
@@ -465,29 +458,5 @@ async fn the_token_never_reaches_the_logs() {
             .filter(|l| l.contains(secret.as_str()))
             .collect();
         assert!(lines.is_empty(), "the token is in the logs: {lines:#?}");
-    }
-}
-
-/// Everything written by a subscriber, kept for inspection.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
     }
 }

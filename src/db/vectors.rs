@@ -1,0 +1,173 @@
+//! The pgvector side of the knowledge base: embeddings of chunks, their HNSW index and
+//! nearest-neighbour search. The `embedding` column exists only where the extension does
+//! (the migration adds it conditionally), so these statements are checked at run time,
+//! not at compile time, and vectors travel as pgvector's text form (`[0.1,0.2,…]`).
+//!
+//! The column has no fixed size (one deployment may change `AI_EMBEDDING_DIMENSIONS`);
+//! the index is an expression index per size, `(embedding::vector(N))` for the rows with
+//! N dimensions, and the search is written in exactly that form so the planner uses it.
+
+use std::fmt::Write as _;
+
+use sqlx::{AssertSqlSafe, PgConnection, Row as _};
+use uuid::Uuid;
+
+use crate::db::knowledge::SearchHit;
+use crate::domain::{AgentId, OrgId};
+
+/// Whether this database can hold embeddings (pgvector and the column are there).
+pub async fn available(conn: &mut PgConnection) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                        WHERE attrelid = 'knowledge_chunks'::regclass
+                          AND attname = 'embedding' AND NOT attisdropped)",
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Whether any indexed asset in scope (the org, or the agent's and the org-wide ones) has
+/// embeddings: otherwise a hybrid search is a full-text one and says so.
+pub async fn any_embedded(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    agent: Option<AgentId>,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM knowledge_assets
+                        WHERE org_id = $1 AND embedded AND chunks_count > 0
+                          AND ($2::uuid IS NULL OR agent_id IS NULL OR agent_id = $2))",
+    )
+    .bind(org_id.0)
+    .bind(agent.map(|a| a.0))
+    .fetch_one(conn)
+    .await
+}
+
+fn index_name(dimensions: u32) -> String {
+    format!("knowledge_chunks_embedding_{dimensions}_idx")
+}
+
+/// Creates the HNSW cosine index for `dimensions` (when pgvector is there; a no-op
+/// otherwise). Run by `agents-api migrate` as the owner: building it takes a while on a
+/// large table, which is a migration's business, not a request's.
+pub async fn ensure_index(conn: &mut PgConnection, dimensions: u32) -> sqlx::Result<bool> {
+    if !available(&mut *conn).await? {
+        return Ok(false);
+    }
+    // `dimensions` is a number from the configuration (2..=16000), never client text.
+    let sql = format!(
+        "CREATE INDEX IF NOT EXISTS {name} ON knowledge_chunks
+           USING hnsw ((embedding::vector({dimensions})) vector_cosine_ops)
+           WHERE vector_dims(embedding) = {dimensions} AND NOT pending",
+        name = index_name(dimensions)
+    );
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await?;
+    Ok(true)
+}
+
+/// pgvector's text form of `vector`.
+fn literal(vector: &[f32]) -> String {
+    let mut text = String::with_capacity(vector.len() * 10 + 2);
+    text.push('[');
+    for (i, x) in vector.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        // NaN or infinity would be refused by pgvector; the provider never means them.
+        let x = if x.is_finite() { *x } else { 0.0 };
+        let _ = write!(text, "{x}");
+    }
+    text.push(']');
+    text
+}
+
+/// Stores the embeddings of the (pending) chunks `ids`, one statement per batch.
+pub async fn set_embeddings(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    ids: &[Uuid],
+    vectors: &[Vec<f32>],
+) -> sqlx::Result<()> {
+    let texts: Vec<String> = vectors.iter().map(|v| literal(v)).collect();
+    sqlx::query(
+        "UPDATE knowledge_chunks c SET embedding = v.embedding::vector
+         FROM UNNEST($2::uuid[], $3::text[]) AS v (id, embedding)
+         WHERE c.org_id = $1 AND c.id = v.id",
+    )
+    .bind(org_id.0)
+    .bind(ids)
+    .bind(&texts)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The chunks nearest to `query` by cosine distance, best first; `score` is the cosine
+/// similarity (1 − distance). Scoped like full-text search.
+pub async fn search(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    query: &[f32],
+    agent: Option<AgentId>,
+    limit: i64,
+) -> sqlx::Result<Vec<SearchHit>> {
+    let dimensions = query.len();
+    // HNSW returns ef_search candidates before the org and agent filters apply; a wider
+    // beam keeps the top `limit` full when other orgs' chunks are near too.
+    let ef = (limit * 10).clamp(100, 1000);
+    // Iterative scans (pgvector 0.8) keep searching until enough rows pass the filters;
+    // an older extension does without. `relaxed_order` may return neighbours slightly out
+    // of order, hence the re-sort outside.
+    sqlx::query(
+        "SELECT set_config('hnsw.ef_search', $1, true),
+                CASE WHEN (SELECT string_to_array(extversion, '.')::int[] >= '{0,8}'
+                           FROM pg_extension WHERE extname = 'vector')
+                     THEN set_config('hnsw.iterative_scan', 'relaxed_order', true) END",
+    )
+    .bind(ef.to_string())
+    .execute(&mut *conn)
+    .await?;
+    let sql = format!(
+        "WITH nearest AS MATERIALIZED (
+           SELECT c.id AS chunk_id, c.asset_id, a.filename, c.content, c.metadata,
+                  (c.embedding::vector({dimensions})) <=> $2::vector({dimensions}) AS distance
+           FROM knowledge_chunks c JOIN knowledge_assets a ON a.id = c.asset_id
+           WHERE c.org_id = $1 AND NOT c.pending AND vector_dims(c.embedding) = {dimensions}
+             AND ($3::uuid IS NULL OR c.agent_id IS NULL OR c.agent_id = $3)
+           ORDER BY (c.embedding::vector({dimensions})) <=> $2::vector({dimensions})
+           LIMIT $4)
+         SELECT chunk_id, asset_id, filename, content, metadata, 1 - distance AS score
+         FROM nearest ORDER BY distance, chunk_id"
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(org_id.0)
+        .bind(literal(query))
+        .bind(agent.map(|a| a.0))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(SearchHit {
+                chunk_id: row.try_get("chunk_id")?,
+                asset_id: row.try_get("asset_id")?,
+                filename: row.try_get("filename")?,
+                content: row.try_get("content")?,
+                metadata: row.try_get("metadata")?,
+                score: row.try_get("score")?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_print_as_pgvector_text() {
+        assert_eq!(literal(&[1.0, -0.5, f32::NAN]), "[1,-0.5,0]");
+        assert_eq!(literal(&[]), "[]");
+    }
+}
