@@ -227,7 +227,7 @@ impl Ai {
         self.record_usage(
             db,
             org_id,
-            "embedding",
+            "embeddings",
             &provider.embedding_model,
             embeddings.usage,
         )

@@ -128,3 +128,35 @@ pub async fn tokens_today(conn: &mut PgConnection, org_id: OrgId) -> sqlx::Resul
     .fetch_one(conn)
     .await
 }
+
+/// One day's calls of one kind and model.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct UsageDay {
+    pub day: chrono::NaiveDate,
+    /// `embeddings`, `graph`, `reply` or `test_chat`.
+    pub kind: String,
+    pub model: String,
+    pub requests: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+}
+
+/// The org's usage from `from` to `to` (both included, UTC days), oldest first.
+pub async fn usage_between(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> sqlx::Result<Vec<UsageDay>> {
+    sqlx::query_as!(
+        UsageDay,
+        "SELECT day, kind, model, requests, prompt_tokens, completion_tokens
+         FROM ai_usage WHERE org_id = $1 AND day BETWEEN $2 AND $3
+         ORDER BY day, kind, model",
+        org_id.0,
+        from,
+        to
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -14,6 +14,7 @@ pub mod members;
 pub mod orgs;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+pub mod usage;
 pub mod webhooks;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -33,6 +34,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(crm::router())
         .merge(knowledge::router())
         .merge(ai_settings::router())
+        .merge(usage::router())
         .merge(kommo::router())
         .merge(webhooks::router())
 }

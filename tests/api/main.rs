@@ -15,6 +15,7 @@ mod support;
 mod agents;
 mod ai_client;
 mod ai_settings;
+mod ai_usage;
 mod audit;
 mod auth;
 mod cli;
