@@ -12,7 +12,8 @@
 # core: 8 on 2 cores; see bench/README.md for why not more),
 # BENCH_PORT (default 18080), BENCH_TOOL (wrk or oha; default: wrk if it can be had),
 # BENCH_GROWTH (1 = also measure the list over 100,000 agents and 1,000,000 other rows;
-# default 1).
+# default 1), BENCH_KNOWLEDGE (1 = then run bench/knowledge.sh, the knowledge-base rows,
+# with this binary; default 1; its BENCH_KB_* knobs pass through).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -27,6 +28,7 @@ POOL=${BENCH_DB_POOL:-$((4 * $(nproc)))}
 PORT=${BENCH_PORT:-18080}
 TOOL=${BENCH_TOOL:-}
 GROWTH=${BENCH_GROWTH:-1}
+KNOWLEDGE=${BENCH_KNOWLEDGE:-1}
 GROWTH_AGENTS=100000   # in the measured org, the 50 included
 GROWTH_OTHER_ORGS=1000 # each with GROWTH_OTHER_AGENTS agents
 GROWTH_OTHER_AGENTS=1000
@@ -62,15 +64,19 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 # Float arithmetic and formatting: calc 'expression' [printf-format].
 calc() { awk "BEGIN { printf \"${2:-%.2f}\", ($1) }"; }
 
-cleanup() {
-  local status=$?
-  if [[ -n $SAMPLER_PID ]]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
+stop_server() {
   if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     echo "Stopping agents-api (pid $SERVER_PID) ..." >&2
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$SERVER_PID" 2>/dev/null || true
   fi
+}
+
+cleanup() {
+  local status=$?
+  if [[ -n $SAMPLER_PID ]]; then kill "$SAMPLER_PID" 2>/dev/null || true; fi
+  stop_server
   # The rate-limit buckets and job queue of this run live under its own prefix.
   redis-cli -u "$REDIS_URL" --scan --pattern "${REDIS_PREFIX}*" 2>/dev/null |
     xargs -r redis-cli -u "$REDIS_URL" unlink >/dev/null 2>&1 || true
@@ -673,8 +679,12 @@ main() {
   R[server_log]=$(server_log_summary)
   note_rustc
 
-  local table
+  local table knowledge_section=""
   table=$(report)
+  # bench/knowledge.sh's section of the previous results, kept when it does not run now.
+  if ((!KNOWLEDGE)) && [[ -f $RESULTS ]]; then
+    knowledge_section=$(awk '/^## / { keep = /^## Knowledge base/ } keep' "$RESULTS")
+  fi
   {
     echo "# Benchmark results"
     echo
@@ -697,9 +707,15 @@ main() {
     echo "${R[server_log]:-  - none}"
     echo
     echo "Raw outputs of this run: bench/out/ (not committed)."
+    if [[ -n $knowledge_section ]]; then printf '\n%s\n' "$knowledge_section"; fi
   } >"$RESULTS"
   log "Results (also in $RESULTS)"
   echo "$table"
+  if ((KNOWLEDGE)); then
+    stop_server
+    log "The knowledge base: bench/knowledge.sh (BENCH_KNOWLEDGE=0 skips it)"
+    BENCH_KB_BINARY="$OUT/agents-api" bench/knowledge.sh
+  fi
 }
 
 # Sourcing the file (to try one function) defines everything and runs nothing.

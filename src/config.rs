@@ -43,6 +43,7 @@ pub const KEYS: &[&str] = &[
     "ENCRYPTION_KEYS",
     "KOMMO_BASE_URL",
     "KOMMO_AUTHORIZE_URL",
+    "KOMMO_CHATS_BASE_URL",
     "OAUTH_REDIRECT_URL",
     "FRONTEND_URL",
     "PUBLIC_BASE_URL",
@@ -56,6 +57,7 @@ pub const KEYS: &[&str] = &[
     "BODY_LIMIT_BYTES",
     "WEBHOOK_BODY_LIMIT_BYTES",
     "ASSET_MAX_BYTES",
+    "ASSET_STORE_URL",
     "AI_BASE_URL",
     "AI_API_KEY",
     "AI_CHAT_MODEL",
@@ -163,6 +165,8 @@ pub struct Config {
     pub encryption_keys: Vec<EncryptionKey>,
     pub kommo_base_url: String,
     pub kommo_authorize_url: Url,
+    /// The Kommo Chats API (amojo) origin that chat replies are posted to.
+    pub kommo_chats_base_url: Url,
     pub oauth_redirect_url: Option<Url>,
     pub frontend_url: Option<Url>,
     pub public_base_url: Option<Url>,
@@ -178,6 +182,9 @@ pub struct Config {
     pub webhook_body_limit_bytes: usize,
     /// The largest knowledge file an upload may carry (413 beyond).
     pub asset_max_bytes: usize,
+    /// Where uploaded files' bytes go (`file://` or `s3://`); `None` keeps them in
+    /// PostgreSQL.
+    pub asset_store_url: Option<Url>,
     /// The model provider (spec §11); `None` without `AI_BASE_URL`.
     pub ai: Option<AiConfig>,
     pub ai_timeout: Duration,
@@ -362,6 +369,7 @@ impl Config {
                 .unwrap_or_default(),
             kommo_base_url: p.required("KOMMO_BASE_URL", parse_kommo_base_url),
             kommo_authorize_url: p.required("KOMMO_AUTHORIZE_URL", parse_http_url),
+            kommo_chats_base_url: p.required("KOMMO_CHATS_BASE_URL", parse_base_url),
             oauth_redirect_url: p.optional("OAUTH_REDIRECT_URL", parse_http_url),
             frontend_url: p.optional("FRONTEND_URL", parse_http_url),
             public_base_url: p.optional("PUBLIC_BASE_URL", parse_http_url),
@@ -385,6 +393,7 @@ impl Config {
                 parse_range(s, 1024, 1 << 30)
             }),
             asset_max_bytes: p.required("ASSET_MAX_BYTES", |s| parse_range(s, 1024, 1 << 30)),
+            asset_store_url: p.optional("ASSET_STORE_URL", parse_asset_store_url),
             ai: ai_base_url.map(|base_url| AiConfig {
                 base_url,
                 api_key: ai_api_key,
@@ -659,6 +668,36 @@ fn parse_http_url(s: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// An object store this build supports: a local directory or an S3 bucket (and prefix).
+/// Credentials never belong in it: S3 takes them from the `AWS_*` variables, and the
+/// value is echoed in no message in case someone tried.
+fn parse_asset_store_url(s: &str) -> Result<Url, String> {
+    const FORMS: &str = "must be file:///absolute/directory or s3://bucket/prefix (empty keeps files in PostgreSQL)";
+    let url = Url::parse(s).map_err(|_| format!("not a URL: {FORMS}"))?;
+    let supported = match url.scheme() {
+        "file" => url.host_str().is_none_or(str::is_empty) && url.path() != "/",
+        "s3" | "s3a" => url.host_str().is_some_and(|bucket| !bucket.is_empty()),
+        other => return Err(format!("scheme `{other}` is not supported: {FORMS}")),
+    };
+    if !supported {
+        return Err(FORMS.into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials: S3 reads them from AWS_* variables".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("must have no query or fragment: {FORMS}"));
+    }
+    let (_, prefix) = object_store::ObjectStoreScheme::parse(&url)
+        .map_err(|e| format!("the path is not usable as an object prefix ({e})"))?;
+    // Keys add `/{org_id}/{asset_id}` (74 characters) to the prefix and must fit the
+    // 1000 characters of `knowledge_assets.storage`.
+    if prefix.as_ref().len() > 900 {
+        return Err("the path must be at most 900 characters".into());
+    }
+    Ok(url)
+}
+
 fn parse_postgres_url(s: &str) -> Result<SecretString, String> {
     match Url::parse(s) {
         Ok(url) if matches!(url.scheme(), "postgres" | "postgresql") => {
@@ -766,6 +805,16 @@ fn parse_encryption_keys(s: &str) -> Result<Vec<EncryptionKey>, String> {
     Ok(keys)
 }
 
+/// An http(s) URL that request paths are appended to, so a query or fragment would end
+/// up in the middle of every URL built from it.
+fn parse_base_url(s: &str) -> Result<Url, String> {
+    let url = parse_http_url(s)?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must have no query or fragment".into());
+    }
+    Ok(url)
+}
+
 fn parse_kommo_base_url(s: &str) -> Result<String, String> {
     if !s.contains("{base_domain}") {
         return Err("must contain the placeholder {base_domain}".into());
@@ -864,6 +913,79 @@ mod tests {
                 .to_string()
                 .contains("32 bytes")
         );
+    }
+
+    #[test]
+    fn kommo_chats_base_url_is_a_bare_http_url() {
+        let with = |value: &str| {
+            let mut vars = MINIMAL.to_vec();
+            vars.push(("KOMMO_CHATS_BASE_URL", value));
+            load(&vars)
+        };
+        let config = load(MINIMAL).expect("valid");
+        assert_eq!(
+            config.kommo_chats_base_url.as_str(),
+            "https://amojo.kommo.com/"
+        );
+        let config = with("http://127.0.0.1:9/amojo").expect("a path prefix is fine");
+        assert_eq!(
+            config.kommo_chats_base_url.as_str(),
+            "http://127.0.0.1:9/amojo"
+        );
+        for bad in [
+            "",
+            "amojo.kommo.com",
+            "ftp://amojo.kommo.com",
+            "https://amojo.kommo.com/?x=1",
+            "https://amojo.kommo.com/#x",
+        ] {
+            let text = with(bad).expect_err(bad).to_string();
+            assert!(text.contains("KOMMO_CHATS_BASE_URL"), "{bad}: {text}");
+        }
+    }
+
+    #[test]
+    fn asset_store_url_is_a_supported_object_store_or_empty() {
+        let with = |value: &str| {
+            let mut vars = MINIMAL.to_vec();
+            vars.push(("ASSET_STORE_URL", value));
+            load(&vars)
+        };
+        assert!(load(MINIMAL).expect("valid").asset_store_url.is_none());
+        assert!(with("").expect("empty").asset_store_url.is_none());
+        for good in [
+            "file:///var/lib/agents-api/assets",
+            "file:///var/lib/agents-api/assets/",
+            "s3://bucket",
+            "s3://bucket/agents-api/assets",
+        ] {
+            let config = with(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(
+                config.asset_store_url.map(String::from).as_deref(),
+                Some(good)
+            );
+        }
+        for (bad, says) in [
+            ("not a url", "not a URL"),
+            ("gs://bucket/prefix", "scheme `gs` is not supported"),
+            (
+                "https://example.com/assets",
+                "scheme `https` is not supported",
+            ),
+            ("file:///", "file:///absolute/directory"),
+            ("file://host/dir", "file:///absolute/directory"),
+            ("s3:///prefix", "s3://bucket/prefix"),
+            (
+                "s3://AKIA:hunter2@bucket/prefix",
+                "must not carry credentials",
+            ),
+            ("s3://bucket/prefix?region=x", "no query"),
+        ] {
+            let text = with(bad).expect_err(bad).to_string();
+            assert!(text.contains("ASSET_STORE_URL"), "{bad}: {text}");
+            assert!(text.contains(says), "{bad}: {text}");
+            assert!(!text.contains("hunter2"), "{bad}: {text}");
+        }
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub const CLIENT_SECRET: &str = "crm_credentials.client_secret";
 pub const ACCESS_TOKEN: &str = "crm_connections.access_token";
 pub const REFRESH_TOKEN: &str = "crm_connections.refresh_token";
 pub const AI_API_KEY: &str = "ai_settings.api_key";
+pub const CHAT_SECRET: &str = "crm_connections.chat_secret";
 
 /// The format byte that starts every blob; a new layout gets a new number.
 const VERSION: u8 = 1;
@@ -258,13 +259,16 @@ const SECRET_TABLES: &[SecretTable] = &[
         columns: &[
             ("access_token_enc", ACCESS_TOKEN),
             ("refresh_token_enc", REFRESH_TOKEN),
+            ("chat_secret_enc", CHAT_SECRET),
         ],
-        select: "SELECT id, ARRAY[access_token_enc, refresh_token_enc] AS secrets
+        select: "SELECT id, ARRAY[access_token_enc, refresh_token_enc, chat_secret_enc] AS secrets
                  FROM crm_connections
                  WHERE ($1::uuid IS NULL OR id > $1)
-                   AND (access_token_enc IS NOT NULL OR refresh_token_enc IS NOT NULL)
+                   AND (access_token_enc IS NOT NULL OR refresh_token_enc IS NOT NULL
+                        OR chat_secret_enc IS NOT NULL)
                  ORDER BY id LIMIT $2 FOR UPDATE",
-        update: "UPDATE crm_connections SET access_token_enc = $2[1], refresh_token_enc = $2[2]
+        update: "UPDATE crm_connections SET access_token_enc = $2[1], refresh_token_enc = $2[2],
+                        chat_secret_enc = $2[3]
                  WHERE id = $1",
     },
     SecretTable {

@@ -3,6 +3,7 @@
 //! `main.rs` is only the command line; this crate builds the application state, the
 //! router and the server so that tests run exactly what production runs.
 
+pub mod agent;
 pub mod ai;
 pub mod app;
 pub mod config;
@@ -52,6 +53,8 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         redis,
         jwt: Arc::new(JwtVerifier::from_config(&config)?),
         lifecycle: Lifecycle::default(),
+        assets: knowledge::store::AssetStore::from_url(config.asset_store_url.as_ref())?,
+        clock: Arc::new(agent::schedule::SystemClock),
         config,
     }))
 }
@@ -84,6 +87,8 @@ pub fn job_context(state: &AppState) -> JobContext {
         settings: JobSettings::from_config(&state.config),
         worker: jobs::worker_name().into(),
         in_flight: Default::default(),
+        assets: state.assets.clone(),
+        clock: state.clock.clone(),
     }
 }
 

@@ -191,6 +191,24 @@ pub static AI_TOKENS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static AGENT_REPLIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "agent_replies_total",
+                "What agent:reply did with a set of inbound messages: answered, off_hours, \
+                 deferred, handed_off, unrouted, quota, ignored, failed",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition"),
+    )
+});
+
+pub fn observe_agent_reply(outcome: &str) {
+    AGENT_REPLIES.with_label_values(&[outcome]).inc();
+}
+
 pub fn observe_http(method: &str, route: &str, status: u16, latency: Duration) {
     HTTP_REQUESTS
         .with_label_values(&[method, route, &status.to_string()])
@@ -265,6 +283,7 @@ pub fn init() {
     LazyLock::force(&AI_DURATION);
     LazyLock::force(&AI_TOKENS);
     LazyLock::force(&WEBHOOKS);
+    LazyLock::force(&AGENT_REPLIES);
 }
 
 /// The router of the metrics listener: `GET /metrics` and nothing else.

@@ -45,6 +45,10 @@ pub struct Shared {
     pub kommo: Kommo,
     pub limiter: RateLimiter,
     pub lifecycle: Lifecycle,
+    /// Where uploaded files' bytes are kept.
+    pub assets: crate::knowledge::store::AssetStore,
+    /// What the agent runtime takes as now (working hours, response delays); tests fix it.
+    pub clock: Arc<dyn crate::agent::schedule::Clock>,
 }
 
 /// Whether the process is draining: readiness answers 503 from the first signal on, so

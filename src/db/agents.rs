@@ -25,6 +25,17 @@ pub struct Agent {
     pub max_tokens: i32,
     #[schema(value_type = Object)]
     pub settings: serde_json::Value,
+    /// `{timezone, days: {mon: [["09:00","18:00"]], …}}`; `null`: always open.
+    #[schema(value_type = Option<Object>)]
+    pub working_hours: Option<serde_json::Value>,
+    /// Messages within this many seconds of each other get one answer (0–3600).
+    pub response_delay_secs: i32,
+    /// Sent at once outside working hours (else the answer waits for the next opening).
+    pub off_hours_reply: Option<String>,
+    /// A lead's message containing one of these (any case) goes to a person.
+    pub handoff_keywords: Vec<String>,
+    /// After this many answers in a conversation, a person takes over.
+    pub max_turns: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -42,6 +53,11 @@ pub struct AgentFields {
     pub temperature: f64,
     pub max_tokens: i32,
     pub settings: serde_json::Value,
+    pub working_hours: Option<serde_json::Value>,
+    pub response_delay_secs: i32,
+    pub off_hours_reply: Option<String>,
+    pub handoff_keywords: Vec<String>,
+    pub max_turns: Option<i32>,
 }
 
 impl From<Agent> for AgentFields {
@@ -57,6 +73,11 @@ impl From<Agent> for AgentFields {
             temperature: a.temperature,
             max_tokens: a.max_tokens,
             settings: a.settings,
+            working_hours: a.working_hours,
+            response_delay_secs: a.response_delay_secs,
+            off_hours_reply: a.off_hours_reply,
+            handoff_keywords: a.handoff_keywords,
+            max_turns: a.max_turns,
         }
     }
 }
@@ -88,6 +109,7 @@ macro_rules! agent_query {
             Agent,
             $head + r#" id, org_id, connection_id, name, status AS "status: AgentStatus", model,
                 instructions, channels, schedule, temperature, max_tokens, settings,
+                working_hours, response_delay_secs, off_hours_reply, handoff_keywords, max_turns,
                 created_at, updated_at "# + $tail,
             $($arg),*
         )
@@ -109,7 +131,8 @@ pub async fn list(
     let rows = sqlx::query!(
         r#"SELECT id, org_id, connection_id, name, status AS "status: AgentStatus", model,
                   instructions, channels, schedule, temperature, max_tokens, settings,
-                  created_at, updated_at,
+                  working_hours, response_delay_secs, off_hours_reply, handoff_keywords,
+                  max_turns, created_at, updated_at,
                   CASE WHEN $3::text IS NULL
                        THEN (SELECT coalesce(sum(n), 0)::bigint FROM agent_counts
                              WHERE org_id = $1 AND ($2::text IS NULL OR status = $2))
@@ -149,6 +172,11 @@ pub async fn list(
             temperature: r.temperature,
             max_tokens: r.max_tokens,
             settings: r.settings,
+            working_hours: r.working_hours,
+            response_delay_secs: r.response_delay_secs,
+            off_hours_reply: r.off_hours_reply,
+            handoff_keywords: r.handoff_keywords,
+            max_turns: r.max_turns,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -218,8 +246,10 @@ pub async fn insert(
 ) -> sqlx::Result<Agent> {
     agent_query!(
         "INSERT INTO agents (id, org_id, connection_id, name, status, model, instructions,
-                             channels, schedule, temperature, max_tokens, settings)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                             channels, schedule, temperature, max_tokens, settings,
+                             working_hours, response_delay_secs, off_hours_reply,
+                             handoff_keywords, max_turns)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
          RETURNING",
         "",
         AgentId::new().0,
@@ -234,6 +264,11 @@ pub async fn insert(
         f.temperature,
         f.max_tokens,
         f.settings,
+        f.working_hours,
+        f.response_delay_secs,
+        f.off_hours_reply,
+        &f.handoff_keywords,
+        f.max_turns,
     )
     .fetch_one(conn)
     .await
@@ -248,7 +283,9 @@ pub async fn update(
     agent_query!(
         "UPDATE agents SET connection_id = $3, name = $4, status = $5, model = $6,
                 instructions = $7, channels = $8, schedule = $9, temperature = $10,
-                max_tokens = $11, settings = $12, updated_at = now()
+                max_tokens = $11, settings = $12, working_hours = $13,
+                response_delay_secs = $14, off_hours_reply = $15, handoff_keywords = $16,
+                max_turns = $17, updated_at = now()
          WHERE org_id = $1 AND id = $2
          RETURNING",
         "",
@@ -264,6 +301,11 @@ pub async fn update(
         f.temperature,
         f.max_tokens,
         f.settings,
+        f.working_hours,
+        f.response_delay_secs,
+        f.off_hours_reply,
+        &f.handoff_keywords,
+        f.max_turns,
     )
     .fetch_optional(conn)
     .await

@@ -589,3 +589,53 @@ pub async fn due_for_refresh(
     .await?;
     Ok(rows.into_iter().map(|r| (r.id, r.org_id)).collect())
 }
+
+/// A connection's Kommo Chats channel: its public part, and its sealed secret.
+#[derive(Debug, Clone)]
+pub struct StoredChatChannel {
+    /// `{scope_id, bot_id, bot_name}`.
+    pub channel: Value,
+    pub secret_enc: Vec<u8>,
+}
+
+pub async fn chat_channel(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    connection_id: ConnectionId,
+) -> sqlx::Result<Option<StoredChatChannel>> {
+    let row = sqlx::query!(
+        r#"SELECT chat_channel AS "channel!", chat_secret_enc AS "secret_enc!"
+           FROM crm_connections
+           WHERE org_id = $1 AND id = $2 AND chat_channel IS NOT NULL
+             AND chat_secret_enc IS NOT NULL"#,
+        org_id.0,
+        connection_id.0,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| StoredChatChannel {
+        channel: r.channel,
+        secret_enc: r.secret_enc,
+    }))
+}
+
+/// Sets (or with `None`, removes) the connection's Chats channel; false when there is no
+/// such connection.
+pub async fn set_chat_channel(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    connection_id: ConnectionId,
+    channel: Option<(&Value, &[u8])>,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE crm_connections SET chat_channel = $3, chat_secret_enc = $4, updated_at = now()
+         WHERE org_id = $1 AND id = $2",
+        org_id.0,
+        connection_id.0,
+        channel.map(|(c, _)| c),
+        channel.map(|(_, s)| s),
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}

@@ -121,6 +121,19 @@ pub async fn insert(
     .await
 }
 
+/// A queued job's first attempt waits until `secs` from now.
+pub async fn delay_start(conn: &mut PgConnection, id: JobId, secs: f64) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE jobs SET run_after = now() + make_interval(secs => $2)
+         WHERE id = $1 AND status = 'queued'",
+        id.0,
+        secs,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// queued → cancelled; `None` when the job is in any other state (or absent).
 pub async fn cancel(
     conn: &mut PgConnection,
@@ -232,6 +245,26 @@ pub async fn succeed(
     sqlx::query!(
         "UPDATE jobs SET status = 'succeeded', result = $3, error = NULL, finished_at = now(),
                 lease_expires_at = NULL, updated_at = now()
+         WHERE id = $1 AND worker = $2 AND status = 'running'",
+        id.0,
+        worker,
+        result,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A running job's progress so far, readable as its `result` while it runs (and after it
+/// fails, since `fail` leaves the result as it was).
+pub async fn record_progress(
+    conn: &mut PgConnection,
+    id: JobId,
+    worker: &str,
+    result: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE jobs SET result = $3, updated_at = now()
          WHERE id = $1 AND worker = $2 AND status = 'running'",
         id.0,
         worker,

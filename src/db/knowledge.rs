@@ -57,6 +57,8 @@ pub struct NewAsset<'a> {
     pub content_type: &'a str,
     pub size_bytes: i64,
     pub sha256: &'a [u8],
+    /// Where its bytes are: `postgres` or the object's key (`knowledge::store`).
+    pub storage: &'a str,
     pub created_by: Option<UserId>,
 }
 
@@ -67,8 +69,8 @@ pub async fn insert_asset(
 ) -> sqlx::Result<Asset> {
     asset_query!(
         "INSERT INTO knowledge_assets (id, org_id, agent_id, filename, format, content_type,
-             size_bytes, sha256, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING",
+             size_bytes, sha256, storage, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING",
         "",
         asset.id.0,
         org_id.0,
@@ -78,6 +80,7 @@ pub async fn insert_asset(
         asset.content_type,
         asset.size_bytes,
         asset.sha256,
+        asset.storage,
         asset.created_by.map(|u| u.0),
     )
     .fetch_one(conn)
@@ -101,18 +104,23 @@ pub async fn insert_file(
     Ok(())
 }
 
-pub async fn file_bytes(
+/// The asset's `storage`, and its bytes when they are in `knowledge_asset_files`.
+pub async fn asset_file(
     conn: &mut PgConnection,
     org_id: OrgId,
     asset_id: AssetId,
-) -> sqlx::Result<Option<Vec<u8>>> {
-    sqlx::query_scalar!(
-        "SELECT bytes FROM knowledge_asset_files WHERE org_id = $1 AND asset_id = $2",
+) -> sqlx::Result<Option<(String, Option<Vec<u8>>)>> {
+    let row = sqlx::query!(
+        r#"SELECT a.storage, f.bytes AS "bytes?"
+           FROM knowledge_assets a
+                LEFT JOIN knowledge_asset_files f ON f.asset_id = a.id AND f.org_id = a.org_id
+           WHERE a.org_id = $1 AND a.id = $2"#,
         org_id.0,
         asset_id.0
     )
     .fetch_optional(conn)
-    .await
+    .await?;
+    Ok(row.map(|row| (row.storage, row.bytes)))
 }
 
 pub async fn find_by_sha256(
@@ -389,24 +397,25 @@ async fn delete_orphaned_facts(conn: &mut PgConnection, org_id: OrgId) -> sqlx::
     Ok(())
 }
 
-/// Deletes the asset with its bytes, chunks and the facts only it supported.
+/// Deletes the asset with its chunks, the facts only it supported and, in PostgreSQL,
+/// its bytes; returns its `storage` (an object is the caller's to delete, after the
+/// commit), `None` when there was no such asset.
 pub async fn delete_asset(
     conn: &mut PgConnection,
     org_id: OrgId,
     id: AssetId,
-) -> sqlx::Result<bool> {
-    let deleted = sqlx::query!(
-        "DELETE FROM knowledge_assets WHERE org_id = $1 AND id = $2",
+) -> sqlx::Result<Option<String>> {
+    let storage = sqlx::query_scalar!(
+        "DELETE FROM knowledge_assets WHERE org_id = $1 AND id = $2 RETURNING storage",
         org_id.0,
         id.0
     )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if deleted > 0 {
+    .fetch_optional(&mut *conn)
+    .await?;
+    if storage.is_some() {
         delete_orphaned_facts(conn, org_id).await?;
     }
-    Ok(deleted > 0)
+    Ok(storage)
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

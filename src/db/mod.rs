@@ -1,11 +1,14 @@
 //! PostgreSQL: the pool of the runtime role, the row-level-security transaction every
 //! request and job runs in, migrations, and the queries of each resource.
 
+pub mod agent_routes;
 pub mod agents;
 pub mod ai;
 pub mod audit;
+pub mod conversations;
 pub mod crm;
 pub mod error;
+pub mod graph;
 pub mod jobs;
 pub mod knowledge;
 pub mod members;

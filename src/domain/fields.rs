@@ -30,6 +30,21 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Fi
     })
 }
 
+/// Deserializes a JSON array already parsed into a list, naming the item and field on
+/// mismatch (`[2].stage_ids`). Only bodies that are lists by contract come here; every
+/// other body must be an object (`from_value`), since a struct would also accept a tuple.
+pub fn list_from_value<T: DeserializeOwned>(
+    value: serde_json::Value,
+) -> Result<Vec<T>, FieldError> {
+    if !value.is_array() {
+        return Err(FieldError::new("", "the body must be a JSON array"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        data_error(&path, &e.into_inner().to_string())
+    })
+}
+
 /// serde_path_to_error names the offending field, except for a missing one, which serde
 /// reports at its parent.
 fn data_error(path: &str, message: &str) -> FieldError {

@@ -83,3 +83,11 @@ id_type!(
     /// A file in an org's knowledge base.
     AssetId
 );
+id_type!(
+    /// An entity of an org's knowledge graph.
+    EntityId
+);
+id_type!(
+    /// A conversation of an agent with a lead (one Kommo chat).
+    ConversationId
+);

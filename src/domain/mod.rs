@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use fields::FieldError;
-pub use ids::{AgentId, AssetId, ConnectionId, JobId, OrgId, UserId};
+pub use ids::{AgentId, AssetId, ConnectionId, ConversationId, EntityId, JobId, OrgId, UserId};
 pub use page::{Page, PageError, Paginated};
 
 /// A member's role in an org, lowest first (the order is the rank).
@@ -127,6 +127,67 @@ pub enum AssetFormat {
     Html,
     Pdf,
     Docx,
+}
+
+/// What a knowledge-graph entity is: the fixed list the model chooses from (spec §12) and
+/// the `knowledge_entities.type` CHECK allows.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum EntityType {
+    Person,
+    Organization,
+    Product,
+    Service,
+    Location,
+    Event,
+    Concept,
+    Price,
+    Policy,
+    Other,
+}
+
+impl EntityType {
+    pub const ALL: [EntityType; 10] = [
+        EntityType::Person,
+        EntityType::Organization,
+        EntityType::Product,
+        EntityType::Service,
+        EntityType::Location,
+        EntityType::Event,
+        EntityType::Concept,
+        EntityType::Price,
+        EntityType::Policy,
+        EntityType::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityType::Person => "person",
+            EntityType::Organization => "organization",
+            EntityType::Product => "product",
+            EntityType::Service => "service",
+            EntityType::Location => "location",
+            EntityType::Event => "event",
+            EntityType::Concept => "concept",
+            EntityType::Price => "price",
+            EntityType::Policy => "policy",
+            EntityType::Other => "other",
+        }
+    }
 }
 
 /// The CRMs the service connects to.

@@ -371,6 +371,35 @@ impl From<crate::ai::LookupError> for ApiError {
     }
 }
 
+/// The file store's trouble is the service's, for now: the client may retry. Its cause
+/// (which may name a bucket or a path) is logged, not shown.
+impl From<crate::knowledge::store::StoreError> for ApiError {
+    fn from(e: crate::knowledge::store::StoreError) -> ApiError {
+        use crate::knowledge::store::StoreError;
+        match e {
+            StoreError::Db(e) => e.into(),
+            StoreError::Object(e) => {
+                tracing::warn!(error = %e, "file store call failed");
+                ApiError::Unavailable("The file store is unavailable; retry shortly.".into())
+            }
+            not_configured @ StoreError::NotConfigured => ApiError::internal(not_configured),
+        }
+    }
+}
+
+impl From<crate::knowledge::search::SearchError> for ApiError {
+    fn from(e: crate::knowledge::search::SearchError) -> ApiError {
+        use crate::knowledge::search::SearchError;
+        match e {
+            SearchError::Db(e) => e.into(),
+            SearchError::VectorsUnavailable(why) => ApiError::conflict(why),
+            SearchError::NotMember => ApiError::NotFound,
+            SearchError::Ai(e) => e.into(),
+            SearchError::Lookup(e) => e.into(),
+        }
+    }
+}
+
 impl From<redis::RedisError> for ApiError {
     fn from(error: redis::RedisError) -> ApiError {
         ApiError::Internal(error.into())

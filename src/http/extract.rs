@@ -51,6 +51,39 @@ where
     }
 }
 
+/// A JSON array body (for the few operations whose body is a list): as `ApiJson`, and
+/// 422 naming the item when one does not fit.
+pub struct ApiJsonList<T>(pub Vec<T>);
+
+impl<T> FromRequest<AppState> for ApiJsonList<T>
+where
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "Send the body as application/json.".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}").into()))?;
+        if let Some(json::Finding::Nul { path }) = json::scan(&value, usize::MAX) {
+            return Err(ApiError::validation(
+                path,
+                "must not contain the NUL character",
+            ));
+        }
+        crate::domain::fields::list_from_value(value)
+            .map(ApiJsonList)
+            .map_err(|e| ApiError::Validation(vec![e]))
+    }
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)

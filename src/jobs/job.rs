@@ -14,8 +14,8 @@ use serde_json::{Map, Value};
 use crate::db::jobs::ClaimedJob;
 use crate::db::{self, Tx};
 use crate::domain::FieldError;
-use crate::domain::OrgId;
 use crate::domain::UserId;
+use crate::domain::{JobId, OrgId};
 use crate::jobs::queue::Lane;
 use crate::jobs::{DEFAULT_MAX_ATTEMPTS, JobContext, JobError};
 
@@ -192,4 +192,17 @@ pub async fn insert<J: Job>(
         db::Error::Aborted("serializing a job payload")
     })?;
     Ok(crate::db::jobs::insert(tx, org_id, J::TYPE, &payload, J::MAX_ATTEMPTS, created_by).await?)
+}
+
+/// `insert`, for a job that may not start before `delay` has passed (a debounce, working
+/// hours); after the commit, hand it to `JobQueue::enqueue_later` with the same delay.
+pub async fn insert_delayed<J: Job>(
+    tx: &mut Tx,
+    org_id: OrgId,
+    job: &J,
+    delay: std::time::Duration,
+) -> Result<crate::db::jobs::Job, db::Error> {
+    let inserted = insert(tx, org_id, job, None).await?;
+    crate::db::jobs::delay_start(tx, JobId(inserted.id), delay.as_secs_f64()).await?;
+    Ok(inserted)
 }

@@ -118,6 +118,24 @@ impl From<crate::ai::AiError> for JobError {
     }
 }
 
+/// A file store that failed may answer the next attempt; a file that cannot be reached
+/// from this deployment at all will not.
+impl From<crate::knowledge::store::StoreError> for JobError {
+    fn from(e: crate::knowledge::store::StoreError) -> JobError {
+        use crate::knowledge::store::StoreError;
+        match e {
+            StoreError::Db(e) => e.into(),
+            StoreError::Object(e) => {
+                tracing::warn!(error = %e, "a job could not reach the file store");
+                JobError::retry("the file store could not be reached; it is retried")
+            }
+            not_configured @ StoreError::NotConfigured => {
+                JobError::Permanent(not_configured.to_string())
+            }
+        }
+    }
+}
+
 impl From<sqlx::Error> for JobError {
     fn from(e: sqlx::Error) -> JobError {
         crate::db::Error::from(e).into()
@@ -178,6 +196,9 @@ pub struct JobContext {
     pub worker: Arc<str>,
     /// Jobs this process is running: `job id → (org id, worker name)`.
     pub in_flight: Arc<std::sync::Mutex<std::collections::HashMap<JobId, (OrgId, String)>>>,
+    /// Where uploaded files' bytes are kept.
+    pub assets: crate::knowledge::store::AssetStore,
+    pub clock: Arc<dyn crate::agent::schedule::Clock>,
 }
 
 impl JobContext {

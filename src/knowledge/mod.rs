@@ -1,9 +1,13 @@
-//! The knowledge base's own logic, below `db/` and `jobs/`: what a file is (judged by
-//! its bytes), its text, and the chunks that text becomes. Nothing here touches the
-//! database or the network.
+//! The knowledge base's own logic, below `jobs/`: what a file is (judged by its bytes),
+//! its text, the chunks that text becomes and the graph facts a model finds in them
+//! (`graph`), none of which touches the database or the network; and `store`, where the
+//! files' bytes are kept (PostgreSQL through `db/`, or an object store).
 
 pub mod chunk;
 pub mod extract;
+pub mod graph;
+pub mod search;
+pub mod store;
 
 use std::sync::OnceLock;
 

@@ -12,8 +12,8 @@ use oauth2::{
     HttpResponse, RedirectUrl, RefreshToken, RequestTokenError, TokenResponse, TokenUrl,
 };
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::kommo::is_valid_base_domain;
@@ -43,13 +43,17 @@ pub enum KommoError {
     Decode(String),
     #[error("`{0}` is not a Kommo account domain")]
     InvalidDomain(String),
+    #[error("the Kommo chat channel is not usable: {0}")]
+    InvalidChannel(String),
 }
 
 impl KommoError {
     /// Errors that another attempt cannot fix (spec: 4xx other than 401/429, invalid_grant).
     pub fn is_permanent(&self) -> bool {
         match self {
-            KommoError::InvalidGrant(_) | KommoError::InvalidDomain(_) => true,
+            KommoError::InvalidGrant(_)
+            | KommoError::InvalidDomain(_)
+            | KommoError::InvalidChannel(_) => true,
             KommoError::Status { status, .. } => (400..500).contains(status),
             _ => false,
         }
@@ -120,6 +124,118 @@ pub struct Contact {
     pub custom_fields_values: Option<Value>,
 }
 
+/// A lead (deal) as the agents need it, also stored as JSON with a conversation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lead {
+    pub id: i64,
+    pub name: String,
+    pub pipeline_id: i64,
+    pub status_id: i64,
+    pub responsible_user_id: Option<i64>,
+    pub price: Option<i64>,
+    pub custom_fields: Vec<LeadField>,
+}
+
+/// One custom field of a lead, its values joined into one text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadField {
+    pub name: String,
+    pub value: String,
+}
+
+/// A lead as Kommo sends it; only what `Lead` keeps.
+#[derive(Deserialize)]
+struct KommoLead {
+    id: i64,
+    #[serde(default)]
+    name: Option<String>,
+    pipeline_id: i64,
+    status_id: i64,
+    #[serde(default)]
+    responsible_user_id: Option<i64>,
+    #[serde(default)]
+    price: Option<i64>,
+    /// `null` when no field is filled in.
+    #[serde(default)]
+    custom_fields_values: Option<Vec<KommoField>>,
+}
+
+#[derive(Deserialize)]
+struct KommoField {
+    #[serde(default)]
+    field_name: Option<String>,
+    #[serde(default)]
+    field_code: Option<String>,
+    #[serde(default)]
+    values: Option<Vec<KommoFieldValue>>,
+}
+
+#[derive(Deserialize)]
+struct KommoFieldValue {
+    #[serde(default)]
+    value: Value,
+}
+
+impl From<KommoLead> for Lead {
+    fn from(lead: KommoLead) -> Lead {
+        let custom_fields = lead
+            .custom_fields_values
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(LeadField::from_kommo)
+            .collect();
+        Lead {
+            id: lead.id,
+            name: lead.name.unwrap_or_default(),
+            pipeline_id: lead.pipeline_id,
+            status_id: lead.status_id,
+            responsible_user_id: lead.responsible_user_id,
+            price: lead.price,
+            custom_fields,
+        }
+    }
+}
+
+impl LeadField {
+    /// Values are strings, numbers (dates are unix seconds), booleans, or objects for the
+    /// rarer field types; empty ones are left out, and a field with none is no fact.
+    fn from_kommo(field: KommoField) -> Option<LeadField> {
+        let name = field
+            .field_name
+            .filter(|n| !n.trim().is_empty())
+            .or(field.field_code)?;
+        let values: Vec<String> = field
+            .values
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| match v.value {
+                Value::Null => None,
+                Value::String(s) => Some(s),
+                other => Some(other.to_string()),
+            })
+            .filter(|s| !s.trim().is_empty())
+            .collect();
+        if values.is_empty() {
+            return None;
+        }
+        Some(LeadField {
+            name,
+            value: values.join(", "),
+        })
+    }
+}
+
+/// A task for a lead's responsible user (Kommo's task type 1, "follow-up").
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub text: String,
+    /// Unix seconds.
+    pub complete_till: i64,
+    pub lead_id: i64,
+    /// Kommo gives the task to the integration's user when this is `None`.
+    pub responsible_user_id: Option<i64>,
+}
+
 pub struct ContactsPage {
     pub contacts: Vec<Contact>,
     pub has_next: bool,
@@ -138,10 +254,10 @@ enum Grant<'a> {
 }
 
 /// What Kommo answered, read whole (answers are small; the client has a total timeout).
-struct Answer {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    body: axum::body::Bytes,
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) headers: reqwest::header::HeaderMap,
+    pub(super) body: axum::body::Bytes,
 }
 
 /// `oauth2`'s HTTP seam, over our client. It keeps the last answer's status and body:
@@ -175,12 +291,15 @@ impl<'c> AsyncHttpClient<'c> for TokenTransport<'_> {
 pub struct KommoClient {
     http: reqwest::Client,
     base_url_template: String,
+    /// The Chats API origin, without a trailing `/`.
+    chats_base_url: String,
     limiter: AccountRateLimiter,
 }
 
 impl KommoClient {
     pub fn new(
         base_url_template: String,
+        chats_base_url: &url::Url,
         limiter: AccountRateLimiter,
     ) -> anyhow::Result<KommoClient> {
         let http = reqwest::Client::builder()
@@ -193,8 +312,17 @@ impl KommoClient {
         Ok(KommoClient {
             http,
             base_url_template,
+            chats_base_url: chats_base_url.as_str().trim_end_matches('/').to_owned(),
             limiter,
         })
+    }
+
+    pub(super) fn chats_base_url(&self) -> &str {
+        &self.chats_base_url
+    }
+
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     fn url(&self, base_domain: &str, path: &str) -> Result<String, KommoError> {
@@ -230,23 +358,33 @@ impl KommoClient {
         Ok((answer.status, answer.body))
     }
 
-    /// Sends a built request to the account: waits for its rate-limit slot, carries the
-    /// trace context, waits out 429s as Kommo asks. Every Kommo call goes through here,
-    /// the OAuth token requests included.
-    #[tracing::instrument(name = "kommo.request", skip_all, fields(otel.kind = "client", endpoint = %request.url().path()))]
+    /// A request to an account's API, paced and counted by its own path.
     async fn execute(
         &self,
         base_domain: &str,
-        mut request: reqwest::Request,
+        request: reqwest::Request,
     ) -> Result<Answer, KommoError> {
         let endpoint = request.url().path().to_owned();
-        let endpoint = endpoint.as_str();
+        self.execute_as(base_domain, &endpoint, request).await
+    }
+
+    /// Sends a built request: waits for the rate-limit slot of `rate_key` (the account),
+    /// carries the trace context, waits out 429s as Kommo asks. Every Kommo call goes
+    /// through here, the OAuth token requests and the Chats API included. `endpoint` names
+    /// the call in metrics and traces, so it must hold no unbounded ids.
+    #[tracing::instrument(name = "kommo.request", skip_all, fields(otel.kind = "client", endpoint = %endpoint))]
+    pub(super) async fn execute_as(
+        &self,
+        rate_key: &str,
+        endpoint: &str,
+        mut request: reqwest::Request,
+    ) -> Result<Answer, KommoError> {
         request
             .headers_mut()
             .extend(crate::telemetry::outgoing_headers());
         let mut rate_limited = 0;
         loop {
-            self.limiter.acquire(base_domain).await;
+            self.limiter.acquire(rate_key).await;
             // Bodies here are bytes in memory, so a request always clones.
             let attempt = request
                 .try_clone()
@@ -478,6 +616,81 @@ impl KommoClient {
         Ok(answer.map(|a| a.embedded.notes).unwrap_or_default())
     }
 
+    /// The lead, or `None` when the account has no such lead (Kommo answers 204 or 404).
+    pub async fn lead(
+        &self,
+        base_domain: &str,
+        token: &str,
+        lead_id: i64,
+    ) -> Result<Option<Lead>, KommoError> {
+        let path = format!("/api/v4/leads/{lead_id}");
+        match self
+            .api::<KommoLead>(base_domain, Method::GET, &path, token, None)
+            .await
+        {
+            Ok(lead) => Ok(lead.map(Lead::from)),
+            Err(KommoError::Status { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds a task to a lead; returns the task id.
+    pub async fn add_task(
+        &self,
+        base_domain: &str,
+        token: &str,
+        task: &NewTask,
+    ) -> Result<Option<i64>, KommoError> {
+        let mut item = serde_json::json!({
+            "text": task.text,
+            "complete_till": task.complete_till,
+            "entity_id": task.lead_id,
+            "entity_type": "leads",
+            "task_type_id": 1,
+        });
+        if let Some(user) = task.responsible_user_id {
+            item["responsible_user_id"] = user.into();
+        }
+        let answer: Option<Value> = self
+            .api(
+                base_domain,
+                Method::POST,
+                "/api/v4/tasks",
+                token,
+                Some(&Value::Array(vec![item])),
+            )
+            .await?;
+        Ok(answer.and_then(|a| a["_embedded"]["tasks"][0]["id"].as_i64()))
+    }
+
+    /// The lead's latest tasks (250 at most, newest first), for a rerun to find the one
+    /// it already created.
+    pub async fn lead_tasks(
+        &self,
+        base_domain: &str,
+        token: &str,
+        lead_id: i64,
+    ) -> Result<Vec<Value>, KommoError> {
+        #[derive(Deserialize)]
+        struct Embedded {
+            #[serde(default)]
+            tasks: Vec<Value>,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(rename = "_embedded")]
+            embedded: Embedded,
+        }
+        let path = format!(
+            "/api/v4/tasks?filter[entity_type]=leads&filter[entity_id][]={lead_id}\
+             &limit=250&order[id]=desc"
+        );
+        let answer: Option<Answer> = self
+            .api(base_domain, Method::GET, &path, token, None)
+            .await?;
+        Ok(answer.map(|a| a.embedded.tasks).unwrap_or_default())
+    }
+
     /// Adds a note to a lead (deal); returns the note id.
     pub async fn add_note(
         &self,
@@ -508,12 +721,12 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
         .unwrap_or(Duration::from_secs(1))
 }
 
-fn transport_error(e: reqwest::Error) -> KommoError {
+pub(super) fn transport_error(e: reqwest::Error) -> KommoError {
     KommoError::Transport(e.without_url().to_string())
 }
 
 /// A short, readable reason from Kommo's problem JSON (never the whole body).
-fn problem_detail(bytes: &[u8]) -> String {
+pub(super) fn problem_detail(bytes: &[u8]) -> String {
     let value: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
     let text = ["hint", "detail", "title", "error_description", "error"]
         .iter()

@@ -1,13 +1,15 @@
-//! Kommo (amoCRM): the HTTP client, its per-account rate limit, token handling and the
-//! shapes of Kommo's answers.
+//! Kommo (amoCRM): the HTTP client, its per-account rate limit, token handling, the
+//! shapes of Kommo's answers, and messages into chats through the Chats API.
 
+pub mod chats;
 pub mod client;
 pub mod connect;
 pub mod rate_limit;
 pub mod tokens;
 pub mod webhook;
 
-pub use client::{KommoClient, KommoError, OAuthApp, TokenSet};
+pub use chats::ChatChannel;
+pub use client::{KommoClient, KommoError, Lead, LeadField, NewTask, OAuthApp, TokenSet};
 
 /// Kommo accounts live on `<subdomain>.kommo.com` or `<subdomain>.amocrm.ru`; the service
 /// calls no other host, so a user-supplied domain cannot point it anywhere else (SSRF).
@@ -56,8 +58,8 @@ use crate::crypto::{CryptoError, KeyRing};
 use crate::domain::ConnectionId;
 use crate::redis_conn::RedisConn;
 
-/// Everything that talks to Kommo: the client, the keys that open stored secrets, and
-/// the configuration (redirect URI, authorize URL).
+/// Everything that talks to Kommo: the client (CRM API and Chats API), the keys that open
+/// stored secrets, and the configuration (redirect URI, authorize URL).
 #[derive(Clone)]
 pub struct Kommo {
     pub client: KommoClient,
@@ -69,7 +71,11 @@ impl Kommo {
     pub fn new(config: Arc<Config>, redis: RedisConn) -> anyhow::Result<Kommo> {
         let limiter = rate_limit::AccountRateLimiter::new(crate::gcra::Gcra::new(redis));
         Ok(Kommo {
-            client: KommoClient::new(config.kommo_base_url.clone(), limiter)?,
+            client: KommoClient::new(
+                config.kommo_base_url.clone(),
+                &config.kommo_chats_base_url,
+                limiter,
+            )?,
             // Without ENCRYPTION_KEYS the service runs, but refuses to store secrets.
             keys: KeyRing::from_config(&config).ok().map(Arc::new),
             config,

@@ -9,6 +9,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 use validator::{Validate, ValidationError};
 
+use crate::agent::schedule::WorkingHours;
 use crate::db;
 use crate::db::agents::{Agent, AgentFields, AgentFilter, AgentStatus};
 use crate::db::audit::Change;
@@ -72,6 +73,30 @@ fn validate_settings(settings: &serde_json::Value) -> Result<(), ValidationError
     Ok(())
 }
 
+fn validate_keywords(keywords: &[String]) -> Result<(), ValidationError> {
+    let ok = keywords.len() <= 50
+        && keywords
+            .iter()
+            .all(|k| !k.trim().is_empty() && k.chars().count() <= 100);
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new("handoff_keywords")
+            .with_message("must hold at most 50 non-empty words of at most 100 characters".into()))
+    }
+}
+
+/// The working hours as stored: checked by the schedule's own parser, which names the
+/// field that does not fit (`working_hours.days.mon[1]`).
+fn check_working_hours(value: Option<&serde_json::Value>) -> ApiResult<()> {
+    match value {
+        Some(value) => WorkingHours::from_json(value)
+            .map(|_| ())
+            .map_err(ApiError::Validation),
+        None => Ok(()),
+    }
+}
+
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
@@ -109,6 +134,23 @@ pub struct CreateAgent {
     #[validate(custom(function = "validate_settings"))]
     #[schema(value_type = Option<Object>)]
     pub settings: Option<serde_json::Value>,
+    /// `{timezone, days: {mon: [["09:00","18:00"]], …}}`; absent: always open.
+    #[schema(value_type = Option<Object>)]
+    pub working_hours: Option<serde_json::Value>,
+    /// 0..=3600, default 0.
+    #[validate(range(min = 0, max = 3600, message = "must be between 0 and 3600"))]
+    #[schema(minimum = 0, maximum = 3600)]
+    pub response_delay_secs: Option<i32>,
+    #[validate(length(min = 1, max = 2000, message = "must be 1 to 2000 characters"))]
+    #[schema(min_length = 1, max_length = 2000)]
+    pub off_hours_reply: Option<String>,
+    #[validate(custom(function = "validate_keywords"))]
+    #[schema(max_items = 50)]
+    pub handoff_keywords: Option<Vec<String>>,
+    /// 1..=1000.
+    #[validate(range(min = 1, max = 1000, message = "must be between 1 and 1000"))]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_turns: Option<i32>,
 }
 
 /// A PATCH field that may be absent but never `null` (the column has no empty state).
@@ -163,6 +205,26 @@ pub struct UpdateAgent {
     #[schema(value_type = Option<Object>, nullable = false)]
     #[serde(default, deserialize_with = "not_null")]
     pub settings: Option<serde_json::Value>,
+    /// `null`: always open.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub working_hours: Option<Option<serde_json::Value>>,
+    #[validate(range(min = 0, max = 3600, message = "must be between 0 and 3600"))]
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false, minimum = 0, maximum = 3600)]
+    pub response_delay_secs: Option<i32>,
+    #[serde(default, deserialize_with = "present")]
+    #[validate(length(min = 1, max = 2000, message = "must be 1 to 2000 characters"))]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 2000)]
+    pub off_hours_reply: Option<Option<String>>,
+    #[validate(custom(function = "validate_keywords"))]
+    #[serde(default, deserialize_with = "not_null")]
+    #[schema(nullable = false, max_items = 50)]
+    pub handoff_keywords: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[validate(range(min = 1, max = 1000, message = "must be between 1 and 1000"))]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 1000)]
+    pub max_turns: Option<Option<i32>>,
 }
 
 impl UpdateAgent {
@@ -179,6 +241,11 @@ impl UpdateAgent {
             ("temperature", self.temperature.is_some()),
             ("max_tokens", self.max_tokens.is_some()),
             ("settings", self.settings.is_some()),
+            ("working_hours", self.working_hours.is_some()),
+            ("response_delay_secs", self.response_delay_secs.is_some()),
+            ("off_hours_reply", self.off_hours_reply.is_some()),
+            ("handoff_keywords", self.handoff_keywords.is_some()),
+            ("max_turns", self.max_turns.is_some()),
         ];
         present
             .into_iter()
@@ -241,6 +308,21 @@ async fn check_connection(
     }
 }
 
+fn trimmed(words: Vec<String>) -> Vec<String> {
+    words.into_iter().map(|w| w.trim().to_owned()).collect()
+}
+
+/// An active agent may not share a stage with another active agent (409).
+async fn check_routes_free(tx: &mut db::Tx, org_id: OrgId, agent: &Agent) -> ApiResult<()> {
+    if agent.status != AgentStatus::Active {
+        return Ok(());
+    }
+    match db::agent_routes::check_free(tx, org_id, AgentId(agent.id)).await? {
+        Some(conflict) => Err(ApiError::conflict(conflict.to_string())),
+        None => Ok(()),
+    }
+}
+
 /// The org's agents, newest first, with the total matching the filters.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/agents", tag = "agents",
     params(ListAgents),
@@ -290,6 +372,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateAgent>,
 ) -> ApiResult<(StatusCode, Json<Agent>)> {
     check_connection(&mut tx, org_id, body.connection_id).await?;
+    check_working_hours(body.working_hours.as_ref())?;
     let fields = AgentFields {
         connection_id: body.connection_id.map(ConnectionId),
         name: body.name,
@@ -301,6 +384,11 @@ pub async fn create(
         temperature: body.temperature.unwrap_or(0.7),
         max_tokens: body.max_tokens.unwrap_or(2048),
         settings: body.settings.unwrap_or_else(|| serde_json::json!({})),
+        working_hours: body.working_hours,
+        response_delay_secs: body.response_delay_secs.unwrap_or(0),
+        off_hours_reply: body.off_hours_reply,
+        handoff_keywords: trimmed(body.handoff_keywords.unwrap_or_default()),
+        max_turns: body.max_turns,
     };
     let agent = db::agents::insert(&mut tx, org_id, &fields)
         .await
@@ -382,10 +470,27 @@ pub async fn update(
     if let Some(v) = body.settings {
         fields.settings = v;
     }
+    if let Some(v) = body.working_hours {
+        check_working_hours(v.as_ref())?;
+        fields.working_hours = v;
+    }
+    if let Some(v) = body.response_delay_secs {
+        fields.response_delay_secs = v;
+    }
+    if let Some(v) = body.off_hours_reply {
+        fields.off_hours_reply = v;
+    }
+    if let Some(v) = body.handoff_keywords {
+        fields.handoff_keywords = trimmed(v);
+    }
+    if let Some(v) = body.max_turns {
+        fields.max_turns = v;
+    }
     let agent = db::agents::update(&mut tx, org_id, agent_id, &fields)
         .await
         .on_constraint(FOREIGN_CONNECTION, foreign_connection)?
         .ok_or(ApiError::NotFound)?;
+    check_routes_free(&mut tx, org_id, &agent).await?;
     let change = Change::new(
         "agent.update",
         "agent",
@@ -415,6 +520,7 @@ pub async fn set_status(
     let agent = db::agents::set_status(&mut tx, org_id, agent_id, body.status)
         .await?
         .ok_or(ApiError::NotFound)?;
+    check_routes_free(&mut tx, org_id, &agent).await?;
     let change = Change::new(
         "agent.status",
         "agent",

@@ -18,10 +18,13 @@ use crate::db::knowledge::{Asset, AssetFilter, Chunk, NewAsset, SearchHit};
 use crate::domain::page::{Page, Paginated};
 use crate::domain::{AgentId, AssetFormat, AssetId, AssetStatus, JobId, OrgId};
 use crate::http::error::{ApiError, ApiResult, OnConstraint};
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, MinRole, OrgTx, RequestMeta, Write};
 use crate::jobs::job;
 use crate::jobs::kinds::ProcessAsset;
+use crate::knowledge;
 use crate::knowledge::extract;
+use crate::knowledge::search::{Query, Reader, SearchMode};
+use crate::knowledge::store::Location;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -87,57 +90,77 @@ pub async fn upload(
     let multipart = multipart.map_err(|_| {
         ApiError::UnsupportedMediaType("Send the file as multipart/form-data.".into())
     })?;
-    let upload = read_form(multipart, state.config.asset_max_bytes).await?;
+    let mut upload = read_form(multipart, state.config.asset_max_bytes).await?;
     let Some(format) = extract::sniff(&upload.bytes, Some(&upload.filename)) else {
         return Err(ApiError::UnsupportedMediaType(
             "The file is not text, Markdown, HTML, PDF or DOCX.".into(),
         ));
     };
     let sha256 = Sha256::digest(&upload.bytes);
-    if let Some(asset) = db::knowledge::find_by_sha256(&mut tx, org_id, &sha256).await? {
-        tx.commit().await?;
-        return Ok((StatusCode::OK, Json(Uploaded { asset, job: None })));
-    }
     let agent_id = upload.agent_id.map(AgentId);
-    if let Some(agent) = agent_id
-        && db::agents::get(&mut tx, org_id, agent).await?.is_none()
-    {
-        return Err(ApiError::validation(
-            "agent_id",
-            "must be an agent of this organization",
-        ));
+    if let Some(asset) = existing(&mut tx, org_id, &sha256, agent_id).await? {
+        tx.commit().await?;
+        return Ok(already_there(asset));
     }
     let format: AssetFormat = format.into();
     let content_type = upload
         .content_type
+        .take()
         .filter(|t| t.len() <= 200 && !t.is_empty())
         .unwrap_or_else(|| extract::Format::from(format).mime().to_string());
+    let id = AssetId::new();
+    let location = state.assets.new_location(org_id, id);
     let new = NewAsset {
-        id: AssetId::new(),
+        id,
         agent_id,
         filename: &upload.filename,
         format,
         content_type: &content_type,
         size_bytes: upload.bytes.len() as i64,
         sha256: &sha256,
+        storage: location.as_storage(),
         created_by: Some(user.id),
     };
-    let inserted = db::knowledge::insert_asset(&mut tx, org_id, &new)
-        .await
-        .on_constraint(SAME_BYTES, || {
-            ApiError::conflict("The same file is being uploaded right now; try again.")
-        });
-    let asset = inserted?;
-    db::knowledge::insert_file(&mut tx, org_id, new.id, &upload.bytes).await?;
-    let job = queue_processing(
-        &mut tx,
-        org_id,
-        new.id,
-        &user,
-        &meta,
-        "knowledge.asset.upload",
-    )
-    .await?;
+    let (tx, asset, job) = match &location {
+        Location::Postgres => {
+            let (asset, job) = record(&mut tx, org_id, &new, &user, &meta).await?;
+            state
+                .assets
+                .put_row(&mut tx, org_id, id, &location, &upload.bytes)
+                .await?;
+            (tx, asset, job)
+        }
+        Location::Object(_) => {
+            // The object is written before the row that names it, and with no pooled
+            // connection held (a large file may take the store seconds): the checks'
+            // transaction ends here and a second one records the asset.
+            tx.commit().await?;
+            let bytes = std::mem::take(&mut upload.bytes);
+            state.assets.put_object(&location, bytes).await?;
+            let recorded = async {
+                let mut tx = begin_writer(&state, &user, org_id).await?;
+                if let Some(asset) = existing(&mut tx, org_id, &sha256, agent_id).await? {
+                    return Ok(Err(asset));
+                }
+                let (asset, job) = record(&mut tx, org_id, &new, &user, &meta).await?;
+                Ok::<_, ApiError>(Ok((tx, asset, job)))
+            };
+            match recorded.await {
+                Ok(Ok(recorded)) => recorded,
+                // The same bytes were recorded meanwhile: ours are a redundant copy.
+                Ok(Err(asset)) => {
+                    state.assets.delete_object_later(location);
+                    return Ok(already_there(asset));
+                }
+                Err(e) => {
+                    state.assets.delete_object_later(location);
+                    return Err(e);
+                }
+            }
+        }
+    };
+    // A commit that reports failure may still have landed, so the object stays then: a
+    // leftover object is harmless, a row without its file is not.
     tx.commit().await?;
     state
         .jobs
@@ -150,6 +173,66 @@ pub async fn upload(
             job: Some(job),
         }),
     ))
+}
+
+fn already_there(asset: Asset) -> (StatusCode, Json<Uploaded>) {
+    (StatusCode::OK, Json(Uploaded { asset, job: None }))
+}
+
+/// What every upload is checked for: the same bytes already an asset of the org (that
+/// asset), or an agent that is not the org's (422).
+async fn existing(
+    tx: &mut db::Tx,
+    org_id: OrgId,
+    sha256: &[u8],
+    agent_id: Option<AgentId>,
+) -> ApiResult<Option<Asset>> {
+    if let Some(asset) = db::knowledge::find_by_sha256(tx, org_id, sha256).await? {
+        return Ok(Some(asset));
+    }
+    if let Some(agent) = agent_id
+        && db::agents::get(tx, org_id, agent).await?.is_none()
+    {
+        return Err(ApiError::validation(
+            "agent_id",
+            "must be an agent of this organization",
+        ));
+    }
+    Ok(None)
+}
+
+/// The new asset's row, its indexing job and the audit entry, in `tx`.
+async fn record(
+    tx: &mut db::Tx,
+    org_id: OrgId,
+    new: &NewAsset<'_>,
+    user: &crate::domain::AuthUser,
+    meta: &RequestMeta,
+) -> ApiResult<(Asset, Job)> {
+    let asset = db::knowledge::insert_asset(tx, org_id, new)
+        .await
+        .on_constraint(SAME_BYTES, || {
+            ApiError::conflict("The same file is being uploaded right now; try again.")
+        })?;
+    let job = queue_processing(tx, org_id, new.id, user, meta, "knowledge.asset.upload").await?;
+    Ok((asset, job))
+}
+
+/// Another transaction for the caller after the first was closed, checked as `OrgTx<Write>`
+/// checks (their membership may have changed meanwhile).
+async fn begin_writer(
+    state: &AppState,
+    user: &crate::domain::AuthUser,
+    org_id: OrgId,
+) -> ApiResult<db::Tx> {
+    match state.db.begin_member(user, org_id).await? {
+        (_, None) => Err(ApiError::NotFound),
+        (_, Some(role)) if role < Write::ROLE => Err(ApiError::forbidden(format!(
+            "This needs the {} role or higher in this organization.",
+            Write::ROLE.as_str()
+        ))),
+        (tx, Some(_)) => Ok(tx),
+    }
 }
 
 async fn queue_processing(
@@ -300,6 +383,7 @@ pub async fn show(
     params(("asset_id" = Uuid, Path)),
     responses((status = 204, description = "Deleted")))]
 pub async fn remove(
+    State(state): State<AppState>,
     OrgTx {
         user,
         org_id,
@@ -312,7 +396,9 @@ pub async fn remove(
     let Some(asset) = db::knowledge::lock_asset(&mut tx, org_id, id).await? else {
         return Err(ApiError::NotFound);
     };
-    db::knowledge::delete_asset(&mut tx, org_id, id).await?;
+    let storage = db::knowledge::delete_asset(&mut tx, org_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let change = Change::new(
         "knowledge.asset.delete",
         "knowledge_asset",
@@ -321,6 +407,10 @@ pub async fn remove(
     );
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
+    // Only once no row names it; the client does not wait for the store.
+    state
+        .assets
+        .delete_object_later(Location::from_storage(&storage));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -399,14 +489,6 @@ pub async fn reprocess(
     Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum SearchMode {
-    Hybrid,
-    Fulltext,
-    Vector,
-}
-
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
@@ -435,16 +517,6 @@ pub struct SearchResults {
     pub notice: Option<&'static str>,
 }
 
-/// Reciprocal-rank fusion's constant: ranks deep in one list still count, and a chunk
-/// high in both lists wins over one first in only one.
-const RRF_K: f64 = 60.0;
-
-const NO_PGVECTOR: &str = "This database has no pgvector: search is full-text only.";
-const NO_EMBEDDINGS: &str =
-    "No indexed file of this scope has embeddings yet: search is full-text only.";
-const PROVIDER_FAILED: &str =
-    "The model provider could not embed the query just now: these are full-text results.";
-
 /// Searches the org's indexed chunks, best first.
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/knowledge/search", tag = "knowledge",
     request_body = SearchRequest,
@@ -454,138 +526,36 @@ const PROVIDER_FAILED: &str =
 pub async fn search(
     State(state): State<AppState>,
     OrgTx {
-        user,
-        org_id,
-        mut tx,
-        ..
+        user, org_id, tx, ..
     }: OrgTx,
     ApiJson(body): ApiJson<SearchRequest>,
 ) -> ApiResult<Json<SearchResults>> {
     if body.query.trim().is_empty() {
         return Err(ApiError::validation("query", "must not be blank"));
     }
-    let asked = body.mode.unwrap_or(SearchMode::Hybrid);
-    let limit = body.limit.unwrap_or(8);
-    let agent = body.agent_id.map(AgentId);
-    let fulltext_only = |data, notice| {
-        Ok(Json(SearchResults {
-            data,
-            mode: SearchMode::Fulltext,
-            notice,
-        }))
-    };
-    if asked == SearchMode::Fulltext {
-        let data =
-            db::knowledge::search_fulltext(&mut tx, org_id, &body.query, agent, limit).await?;
-        tx.commit().await?;
-        return fulltext_only(data, None);
-    }
-
-    // Why vectors cannot take part, if they cannot.
-    let unavailable = if !db::vectors::available(&mut tx).await? {
-        Some(NO_PGVECTOR)
-    } else if !db::vectors::any_embedded(&mut tx, org_id, agent).await? {
-        Some(NO_EMBEDDINGS)
-    } else {
-        None
-    };
-    if let Some(why) = unavailable {
-        if asked == SearchMode::Vector {
-            return Err(ApiError::conflict(
-                why.replace("full-text only", "vector search is not available"),
-            ));
-        }
-        let data =
-            db::knowledge::search_fulltext(&mut tx, org_id, &body.query, agent, limit).await?;
-        tx.commit().await?;
-        return fulltext_only(data, Some(why));
-    }
-    // The provider is called with no connection held; the search runs in a new one.
+    // The membership is checked; the search opens its own transactions around the
+    // provider call.
     tx.commit().await?;
-    let provider = state.ai.provider_for(&state.db, org_id).await?;
-    let embedded = match &provider {
-        Some(provider) => state
-            .ai
-            .embed(
-                &state.db,
-                org_id,
-                provider,
-                std::slice::from_ref(&body.query),
-            )
-            .await
-            .map(|e| e.vectors.into_iter().next()),
-        None => Err(crate::ai::AiError::NotConfigured),
+    let query = Query {
+        text: &body.query,
+        agent: body.agent_id.map(AgentId),
+        limit: body.limit.unwrap_or(8),
+        mode: body.mode.unwrap_or(SearchMode::Hybrid),
     };
-    let (mut tx, _) = state.db.begin_member(&user, org_id).await?;
-    let query_vector = match embedded {
-        Ok(Some(vector)) => vector,
-        Ok(None) | Err(_) if asked == SearchMode::Hybrid => {
-            let data =
-                db::knowledge::search_fulltext(&mut tx, org_id, &body.query, agent, limit).await?;
-            tx.commit().await?;
-            return fulltext_only(data, Some(PROVIDER_FAILED));
-        }
-        Ok(None) => {
-            return Err(ApiError::Unavailable(
-                "The model provider returned no embedding.".into(),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if asked == SearchMode::Vector {
-        let data = db::vectors::search(&mut tx, org_id, &query_vector, agent, limit).await?;
-        tx.commit().await?;
-        return Ok(Json(SearchResults {
-            data,
-            mode: SearchMode::Vector,
-            notice: None,
-        }));
-    }
-    // Each list is deeper than the answer, so a chunk ranked modestly by both can rise.
-    let depth = (limit * 4).clamp(40, 200);
-    let by_words =
-        db::knowledge::search_fulltext(&mut tx, org_id, &body.query, agent, depth).await?;
-    let by_meaning = db::vectors::search(&mut tx, org_id, &query_vector, agent, depth).await?;
-    tx.commit().await?;
+    let found =
+        knowledge::search::search(&state.db, &state.ai, Reader::Member(&user), org_id, &query)
+            .await?;
     Ok(Json(SearchResults {
-        data: reciprocal_rank_fusion([by_words, by_meaning], limit),
-        mode: SearchMode::Hybrid,
-        notice: None,
+        data: found.hits,
+        mode: found.mode,
+        notice: found.notice,
     }))
-}
-
-/// Fuses ranked lists: each hit scores Σ 1/(k + rank) over the lists it is in.
-fn reciprocal_rank_fusion<const N: usize>(
-    lists: [Vec<SearchHit>; N],
-    limit: i64,
-) -> Vec<SearchHit> {
-    let mut fused: Vec<SearchHit> = Vec::new();
-    let mut index: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
-    for list in lists {
-        for (rank, mut hit) in list.into_iter().enumerate() {
-            let score = 1.0 / (RRF_K + rank as f64 + 1.0);
-            match index.get(&hit.chunk_id) {
-                Some(&i) => fused[i].score += score,
-                None => {
-                    index.insert(hit.chunk_id, fused.len());
-                    hit.score = score;
-                    fused.push(hit);
-                }
-            }
-        }
-    }
-    fused.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then(a.chunk_id.cmp(&b.chunk_id))
-    });
-    fused.truncate(usize::try_from(limit).unwrap_or(0));
-    fused
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::knowledge::search::reciprocal_rank_fusion;
 
     fn hit(id: u128) -> SearchHit {
         SearchHit {

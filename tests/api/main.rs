@@ -12,6 +12,7 @@ compile_error!(
 /// process and cluster runners.
 mod support;
 
+mod agent_runtime;
 mod agents;
 mod ai_client;
 mod ai_settings;

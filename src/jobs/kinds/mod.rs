@@ -1,5 +1,6 @@
 //! Every job type, one module each, and the registry that lists them once.
 
+pub mod agent_reply;
 pub mod extract_knowledge_graph;
 pub mod process_asset;
 pub mod send_message;
@@ -13,6 +14,7 @@ pub mod webhook;
 
 use crate::jobs::job::Registered;
 
+pub use agent_reply::AgentReply;
 pub use extract_knowledge_graph::ExtractKnowledgeGraph;
 pub use process_asset::ProcessAsset;
 pub use send_message::SendMessage;
@@ -20,9 +22,6 @@ pub use sync_contacts::SyncContacts;
 pub use sync_pipelines::SyncPipelines;
 pub use token_refresh::TokenRefresh;
 pub use webhook::Webhook;
-
-/// The error of the knowledge jobs until their executors exist.
-const NO_EXECUTOR: &str = "executor not configured";
 
 pub const REGISTRY: &[Registered] = &[
     Registered::of::<ProcessAsset>(),
@@ -32,6 +31,7 @@ pub const REGISTRY: &[Registered] = &[
     Registered::of::<SendMessage>(),
     Registered::of::<TokenRefresh>(),
     Registered::of::<Webhook>(),
+    Registered::of::<AgentReply>(),
     #[cfg(feature = "test-support")]
     Registered::of::<testing::TestSleep>(),
     #[cfg(feature = "test-support")]

@@ -69,17 +69,21 @@ impl Job for ProcessAsset {
 }
 
 async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<usize, JobError> {
-    let (asset, bytes) = {
+    let (asset, stored) = {
         let mut tx = ctx.db.begin_worker(org_id).await?;
         let Some(asset) = knowledge::lock_asset(&mut tx, org_id, asset_id).await? else {
             return Err(JobError::Permanent("the asset no longer exists".into()));
         };
-        let Some(bytes) = knowledge::file_bytes(&mut tx, org_id, asset_id).await? else {
+        let Some(stored) = ctx.assets.locate(&mut tx, org_id, asset_id).await? else {
             return Err(JobError::Permanent("the asset's file is missing".into()));
         };
         knowledge::start_processing(&mut tx, org_id, asset_id).await?;
         tx.commit().await?;
-        (asset, bytes)
+        (asset, stored)
+    };
+    // An object is fetched after the commit: no connection waits on the file store.
+    let Some(bytes) = ctx.assets.fetch(stored).await? else {
+        return Err(JobError::Permanent("the asset's file is missing".into()));
     };
 
     let format = Format::from(asset.format);

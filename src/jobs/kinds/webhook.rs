@@ -1,5 +1,7 @@
-//! `kommo:webhook`: parses a stored webhook delivery into events. It never calls
-//! Kommo, so it runs in the internal lane, away from Kommo's delays.
+//! `kommo:webhook`: parses a stored webhook delivery into events, and records incoming
+//! chat messages in their conversations, queueing the agent's reply
+//! (`agent_reply::record_inbound`). It never calls Kommo, so it runs in the internal
+//! lane, away from Kommo's delays.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -7,7 +9,9 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::db::jobs::ClaimedJob;
+use crate::domain::JobId;
 use crate::jobs::job::Job;
+use crate::jobs::kinds::agent_reply;
 use crate::jobs::{JobContext, JobError};
 use crate::kommo::webhook;
 
@@ -58,8 +62,30 @@ impl Job for Webhook {
                     })
                     .collect();
                 db::webhooks::store_events(&mut tx, &delivery, &rows).await?;
+                let inbound: Vec<_> = found
+                    .events
+                    .iter()
+                    .filter_map(crate::agent::inbound::incoming_message)
+                    .collect();
+                let replies = agent_reply::record_inbound(
+                    &mut tx,
+                    job.org_id,
+                    delivery.connection_id,
+                    &inbound,
+                    ctx.clock.now(),
+                )
+                .await?;
                 tx.commit().await?;
-                Ok(json!({ "events": rows.len(), "events_dropped": found.dropped }))
+                for reply in &replies {
+                    ctx.queue
+                        .enqueue_committed(JobId(reply.id), job.org_id, &reply.job_type)
+                        .await;
+                }
+                Ok(json!({
+                    "events": rows.len(),
+                    "events_dropped": found.dropped,
+                    "messages": inbound.len(),
+                }))
             }
             Err(e) => {
                 let message = e.to_string();

@@ -3,7 +3,9 @@
 
 mod assets;
 mod formats;
+mod graph;
 mod search;
+mod store;
 pub mod vectors;
 
 use std::time::Duration;
@@ -117,7 +119,28 @@ pub async fn upload_and_wait(
         .await
         .expect(202)
         .body;
-    wait_settled(app, org, user, uploaded["asset"]["id"].as_str().unwrap()).await
+    let asset = wait_settled(app, org, user, uploaded["asset"]["id"].as_str().unwrap()).await;
+    // An indexed asset queues its graph job when a provider is set: let it finish, so
+    // that the provider faults a test injects next meet the calls the test makes.
+    jobs_settled(app, org, user).await;
+    asset
+}
+
+/// Waits until the org has no queued or running job.
+pub async fn jobs_settled(app: &TestApp, org: Uuid, user: Uuid) {
+    eventually("the org's jobs are done", PATIENCE, || async {
+        let mut busy = 0;
+        for status in ["queued", "running"] {
+            let page = app
+                .get(&format!("/v1/orgs/{org}/jobs?status={status}"), user)
+                .await
+                .expect(200)
+                .body;
+            busy += page["data"].as_array().map_or(0, Vec::len);
+        }
+        (busy == 0).then_some(())
+    })
+    .await
 }
 
 /// Polls the asset until it is `indexed` or `failed`.

@@ -333,6 +333,7 @@ impl<'a> TestAppBuilder<'a> {
             .env("OAUTH_REDIRECT_URL", REDIRECT_URI)
             .env("PUBLIC_BASE_URL", crate::support::kommo::PUBLIC_BASE_URL)
             .env("KOMMO_AUTHORIZE_URL", "https://www.kommo.com/oauth")
+            .env("KOMMO_CHATS_BASE_URL", &fake.chats_base_url())
     }
 
     /// The database is on the PostgreSQL with pgvector (`TEST_PGVECTOR_ADMIN_URL`).

@@ -1,7 +1,8 @@
 //! A fake OpenAI-compatible provider: `/v1/embeddings` and `/v1/chat/completions` (JSON
 //! and `stream: true` SSE). Embeddings are deterministic and carry meaning (texts sharing
 //! words are close), so vector search can rank; chat answers come from a scripted queue,
-//! or else are derived from the request (a JSON value for a schema, a tool call asked for
+//! or else are derived from the request (a knowledge graph of the passages' capitalised
+//! names, a JSON value for any other schema, a tool call asked for
 //! with `[[call:NAME {args}]]`, a quote of the system prompt's `Context:` block, an echo).
 //! Faults (statuses with `Retry-After`, hangs, latency, slow chunks) are injectable and
 //! every request is recorded. The app's `AI_BASE_URL` is `FakeAi::base_url()`.
@@ -460,6 +461,14 @@ fn derived_reply(body: &Value) -> Reply {
         .to_owned();
     let format = &body["response_format"];
     if format["type"] == "json_schema" {
+        if format["json_schema"]["name"] == "knowledge_graph"
+            && let Some(passages) = messages
+                .iter()
+                .map(message_text)
+                .find(|text| text.starts_with("Passages:"))
+        {
+            return Reply::Text(graph_for(passages).to_string());
+        }
         let schema = &format["json_schema"]["schema"];
         return Reply::Text(value_for_schema(schema, &last_user).to_string());
     }
@@ -495,6 +504,66 @@ fn derived_reply(body: &Value) -> Reply {
         }
         None => Reply::Text(format!("You said: {last_user}")),
     }
+}
+
+/// A knowledge graph read off `[chunk N]` passages the way a model would, but
+/// predictably: every capitalised word of three letters or more is an `organization`
+/// mentioned in the chunks it appears in, and two such names in one sentence are
+/// `mentioned_with` each other (first to second).
+fn graph_for(passages: &str) -> Value {
+    let mut entities: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut edges: Vec<(String, String, usize)> = Vec::new();
+    // Names count only inside a passage, not in the prompt's own header.
+    let mut chunk: Option<usize> = None;
+    for line in passages.lines() {
+        if let Some(n) = line
+            .strip_prefix("[chunk ")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|n| n.parse().ok())
+        {
+            chunk = Some(n);
+            continue;
+        }
+        let Some(chunk) = chunk else {
+            continue;
+        };
+        for sentence in line.split(['.', '!', '?']) {
+            let names: Vec<String> = sentence
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| {
+                    w.chars().count() >= 3 && w.chars().next().is_some_and(char::is_uppercase)
+                })
+                .map(str::to_owned)
+                .collect();
+            for name in &names {
+                match entities.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, chunks)) if !chunks.contains(&chunk) => chunks.push(chunk),
+                    Some(_) => {}
+                    None => entities.push((name.clone(), vec![chunk])),
+                }
+            }
+            if let [first, second, ..] = names.as_slice()
+                && first != second
+            {
+                edges.push((first.clone(), second.clone(), chunk));
+            }
+        }
+    }
+    entities.truncate(100);
+    edges.retain(|(a, b, _)| {
+        entities.iter().any(|(n, _)| n == a) && entities.iter().any(|(n, _)| n == b)
+    });
+    edges.truncate(200);
+    json!({
+        "entities": entities.iter().map(|(name, chunks)| json!({
+            "name": name, "type": "organization",
+            "description": format!("{name}, as the passages name it."), "chunks": chunks,
+        })).collect::<Vec<_>>(),
+        "relationships": edges.iter().map(|(source, target, chunk)| json!({
+            "source": source, "target": target, "type": "mentioned_with",
+            "description": null, "chunks": [chunk],
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// `[[call:NAME {json}]]` → (NAME, the JSON text; `{}` when absent).

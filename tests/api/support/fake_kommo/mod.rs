@@ -1,9 +1,11 @@
 //! A fake Kommo CRM: the OAuth token endpoint and the few `/api/v4` routes the service
 //! calls, behaving like Kommo (rotating refresh tokens, `invalid_grant` problems, 401 for a
-//! stale access token, 429 with `Retry-After`, contacts in pages ending with 204, notes).
+//! stale access token, 429 with `Retry-After`, contacts in pages ending with 204, leads,
+//! notes, tasks), and the Chats API (amojo) that replies go into chats through.
 //! It serves on 127.0.0.1 and every route is prefixed by the account's host, so the app's
 //! `KOMMO_BASE_URL` is `FakeKommo::base_url_template`
-//! (`http://127.0.0.1:PORT/{base_domain}`). Every request is recorded.
+//! (`http://127.0.0.1:PORT/{base_domain}`); the Chats API is under `/amojo`, so
+//! `KOMMO_CHATS_BASE_URL` is `FakeKommo::chats_base_url`. Every request is recorded.
 
 #![allow(dead_code)]
 
@@ -22,6 +24,9 @@ use serde_json::{Value, json};
 const REFRESH_LATENCY: Duration = Duration::from_millis(30);
 const FIRST_CONTACT_ID: i64 = 5_000_001;
 const FIRST_NOTE_ID: i64 = 7_000_001;
+const FIRST_TASK_ID: i64 = 8_000_001;
+/// The path prefix of the Chats API, in place of an account's host.
+const AMOJO: &str = "amojo";
 const RESPONSIBLE_USER_ID: i64 = 6_000_001;
 const OAUTH_PROBLEM_TYPE: &str = "https://developers.kommo.com/v3/errors/OAuthProblemJson";
 
@@ -68,6 +73,9 @@ struct Account {
     fail_429: usize,
     retry_after_secs: u64,
     notes: Vec<Value>,
+    /// Kommo-shaped leads by id.
+    leads: HashMap<i64, Value>,
+    tasks: Vec<Value>,
 }
 
 struct State {
@@ -79,8 +87,15 @@ struct State {
     requests: Vec<RecordedRequest>,
     refresh_attempts: Vec<RefreshAttempt>,
     next_note_id: i64,
-    /// How long every `/api/v4` answer is held after the request took effect: a hanging
-    /// Kommo, or one whose answer is lost after it stored a note.
+    next_task_id: i64,
+    /// Chats API channels: scope_id → the secret requests are signed with.
+    chat_channels: HashMap<String, String>,
+    /// The payloads of the chat messages accepted, each once.
+    chat_messages: Vec<Value>,
+    /// (scope_id, msgid) → the answer given, repeated for a resend.
+    chat_answers: HashMap<(String, String), Value>,
+    /// How long every `/api/v4` and Chats API answer is held after the request took
+    /// effect: a hanging Kommo, or one whose answer is lost after it stored a note.
     answer_delay: Duration,
 }
 
@@ -139,6 +154,10 @@ impl FakeKommo {
             requests: Vec::new(),
             refresh_attempts: Vec::new(),
             next_note_id: FIRST_NOTE_ID,
+            next_task_id: FIRST_TASK_ID,
+            chat_channels: HashMap::new(),
+            chat_messages: Vec::new(),
+            chat_answers: HashMap::new(),
             answer_delay: Duration::ZERO,
         }));
         let shared = state.clone();
@@ -160,6 +179,11 @@ impl FakeKommo {
     /// The fake's origin (`http://127.0.0.1:PORT`).
     pub fn origin(&self) -> String {
         self.lock().origin.clone()
+    }
+
+    /// The value for the app's `KOMMO_CHATS_BASE_URL`.
+    pub fn chats_base_url(&self) -> String {
+        format!("{}/{AMOJO}", self.origin())
     }
 
     /// `base_url_template` with `base_domain` substituted.
@@ -193,6 +217,8 @@ impl FakeKommo {
                 fail_429: 0,
                 retry_after_secs: 0,
                 notes: Vec::new(),
+                leads: HashMap::new(),
+                tasks: Vec::new(),
             },
         );
     }
@@ -217,6 +243,16 @@ impl FakeKommo {
     /// Kommo answer (an object), returned as is.
     pub fn set_pipelines(&self, base_domain: &str, pipelines: Value) {
         self.lock().account(base_domain).pipelines = pipelines;
+    }
+
+    /// Stores (or replaces) a lead as Kommo shapes it: `{id, name, price, pipeline_id,
+    /// status_id, responsible_user_id, custom_fields_values}`; `GET /api/v4/leads/{id}`
+    /// answers it with the rest of Kommo's fields added.
+    pub fn set_lead(&self, base_domain: &str, lead: Value) {
+        let id = lead["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("fake Kommo: a lead needs a numeric id: {lead}"));
+        self.lock().account(base_domain).leads.insert(id, lead);
     }
 
     pub fn set_contact_count(&self, base_domain: &str, n: usize) {
@@ -259,6 +295,24 @@ impl FakeKommo {
     /// Every note posted to that account: the posted object plus `id` and `entity_id`.
     pub fn notes(&self, base_domain: &str) -> Vec<Value> {
         self.lock().account(base_domain).notes.clone()
+    }
+
+    /// Every task posted to that account: the posted object plus `id`.
+    pub fn tasks(&self, base_domain: &str) -> Vec<Value> {
+        self.lock().account(base_domain).tasks.clone()
+    }
+
+    /// A Chats API channel whose requests must be signed with `secret`.
+    pub fn register_chat_channel(&self, scope_id: &str, secret: &str) {
+        self.lock()
+            .chat_channels
+            .insert(scope_id.to_owned(), secret.to_owned());
+    }
+
+    /// The payloads of the chat messages accepted (any channel), oldest first; a resent
+    /// `msgid` appears once.
+    pub fn chat_messages(&self) -> Vec<Value> {
+        self.lock().chat_messages.clone()
     }
 
     pub fn refresh_attempts(&self) -> Vec<RefreshAttempt> {
@@ -450,10 +504,11 @@ fn not_found() -> Response {
 async fn handle(state: Arc<Mutex<State>>, req: Request) -> Response {
     let at = Instant::now();
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, 16 * 1024 * 1024).await {
-        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+    let raw = match axum::body::to_bytes(body, 16 * 1024 * 1024).await {
+        Ok(b) => b,
         Err(_) => return StatusCode::BAD_REQUEST.into_response(),
     };
+    let body = String::from_utf8_lossy(&raw).into_owned();
     let full_path = parts.uri.path().to_owned();
     let (base_domain, path) = match full_path.trim_start_matches('/').split_once('/') {
         Some((host, rest)) => (host.to_owned(), format!("/{rest}")),
@@ -477,9 +532,15 @@ async fn handle(state: Arc<Mutex<State>>, req: Request) -> Response {
             authorization: authorization.clone(),
             body: body.clone(),
         });
-        if !s.accounts.contains_key(&base_domain) {
+        if base_domain != AMOJO && !s.accounts.contains_key(&base_domain) {
             return not_found();
         }
+    }
+
+    if base_domain == AMOJO {
+        let answer = chats(&state, &method, &path, &parts.headers, &raw);
+        delay_answer(&state).await;
+        return answer;
     }
 
     if path == "/oauth2/access_token" {
@@ -498,13 +559,17 @@ async fn handle(state: Arc<Mutex<State>>, req: Request) -> Response {
             authorization,
             &body,
         );
-        let delay = state.lock().unwrap_or_else(|e| e.into_inner()).answer_delay;
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        delay_answer(&state).await;
         return answer;
     }
     not_found()
+}
+
+async fn delay_answer(state: &Arc<Mutex<State>>) {
+    let delay = state.lock().unwrap_or_else(|e| e.into_inner()).answer_delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
 }
 
 /// The token request's fields, from a form (what the service sends, RFC 6749) or JSON.
@@ -642,6 +707,7 @@ fn api(
     let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
     let origin = s.origin.clone();
     let next_note_id = s.next_note_id;
+    let next_task_id = s.next_task_id;
     let account = s.account(base_domain);
     if account.fail_429 > 0 {
         account.fail_429 -= 1;
@@ -698,6 +764,16 @@ fn api(
             })),
             whole => hal(whole.clone()),
         },
+        (Method::GET, ["api", "v4", "leads", lead_id]) => {
+            let Ok(lead_id) = lead_id.parse::<i64>() else {
+                return not_found();
+            };
+            // Kommo answers an unknown (or deleted) lead with an empty 204.
+            match account.leads.get(&lead_id) {
+                Some(stored) => hal(lead(stored, account_id, &base)),
+                None => StatusCode::NO_CONTENT.into_response(),
+            }
+        }
         (Method::GET, ["api", "v4", "contacts"]) => {
             let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
                 .into_owned()
@@ -809,8 +885,275 @@ fn api(
                 "_embedded": {"notes": answered},
             }))
         }
+        (Method::POST, ["api", "v4", "tasks"]) => {
+            let Some(posted) = valid_tasks(body) else {
+                return validation_failed("text", "This value should not be blank.");
+            };
+            let mut answered = Vec::new();
+            for (i, mut task) in posted.into_iter().enumerate() {
+                let id = next_task_id + i as i64;
+                let request_id = task
+                    .get("request_id")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| i.to_string(), str::to_owned);
+                task["id"] = json!(id);
+                account.tasks.push(task);
+                answered.push(json!({
+                    "id": id, "request_id": request_id,
+                    "_links": {"self": {"href": format!("{base}/api/v4/tasks/{id}")}},
+                }));
+            }
+            s.next_task_id += answered.len() as i64;
+            hal(json!({
+                "_links": {"self": {"href": format!("{base}/api/v4/tasks")}},
+                "_embedded": {"tasks": answered},
+            }))
+        }
+        (Method::GET, ["api", "v4", "tasks"]) => {
+            let filter = match TaskFilter::parse(query) {
+                Ok(filter) => filter,
+                Err(detail) => {
+                    return problem(
+                        StatusCode::BAD_REQUEST,
+                        json!({"title": "Bad Request", "status": 400, "detail": detail}),
+                    );
+                }
+            };
+            let mut tasks: Vec<Value> = account
+                .tasks
+                .iter()
+                .filter(|t| filter.matches(t))
+                .map(|t| task_answer(t, account_id, &base))
+                .collect();
+            if filter.newest_first {
+                tasks.reverse();
+            }
+            tasks.truncate(filter.limit);
+            if tasks.is_empty() {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            hal(json!({
+                "_page": 1,
+                "_links": {"self": {"href": format!("{base}/api/v4/tasks?{query}")}},
+                "_embedded": {"tasks": tasks},
+            }))
+        }
         _ => not_found(),
     }
+}
+
+/// A stored lead with the fields Kommo adds to every lead (the stored ones win).
+fn lead(stored: &Value, account_id: i64, base: &str) -> Value {
+    let id = stored["id"].as_i64().unwrap_or_default();
+    let mut lead = json!({
+        "id": id, "name": "", "price": 0, "responsible_user_id": RESPONSIBLE_USER_ID,
+        "group_id": 0, "status_id": 1, "pipeline_id": 1001, "loss_reason_id": null,
+        "created_by": RESPONSIBLE_USER_ID, "updated_by": RESPONSIBLE_USER_ID,
+        "created_at": 1_700_000_000, "updated_at": 1_700_000_000, "closed_at": null,
+        "closest_task_at": null, "is_deleted": false, "custom_fields_values": null,
+        "score": null, "account_id": account_id, "labor_cost": null,
+        "_links": {"self": {"href": format!("{base}/api/v4/leads/{id}")}},
+        "_embedded": {"tags": [], "companies": []},
+    });
+    if let (Some(lead), Some(stored)) = (lead.as_object_mut(), stored.as_object()) {
+        for (key, value) in stored {
+            lead.insert(key.clone(), value.clone());
+        }
+    }
+    lead
+}
+
+/// The posted tasks, when each has what Kommo requires: a text and a due time.
+fn valid_tasks(body: &str) -> Option<Vec<Value>> {
+    match serde_json::from_str::<Value>(body) {
+        Ok(Value::Array(items))
+            if !items.is_empty()
+                && items.iter().all(|t| {
+                    t.get("text")
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| !s.trim().is_empty())
+                        && t.get("complete_till").is_some_and(Value::is_i64)
+                }) =>
+        {
+            Some(items)
+        }
+        _ => None,
+    }
+}
+
+fn task_answer(stored: &Value, account_id: i64, base: &str) -> Value {
+    let mut task = stored.clone();
+    let id = task["id"].as_i64().unwrap_or_default();
+    for (key, value) in [
+        ("responsible_user_id", json!(RESPONSIBLE_USER_ID)),
+        ("task_type_id", json!(1)),
+        ("is_completed", json!(false)),
+        ("account_id", json!(account_id)),
+        (
+            "_links",
+            json!({"self": {"href": format!("{base}/api/v4/tasks/{id}")}}),
+        ),
+    ] {
+        if task.get(key).is_none_or(Value::is_null) {
+            task[key] = value;
+        }
+    }
+    task
+}
+
+/// The part of Kommo's task list query the service uses.
+struct TaskFilter {
+    entity_type: Option<String>,
+    entity_ids: Vec<i64>,
+    limit: usize,
+    newest_first: bool,
+}
+
+impl TaskFilter {
+    fn parse(query: &str) -> Result<TaskFilter, String> {
+        let mut filter = TaskFilter {
+            entity_type: None,
+            entity_ids: Vec::new(),
+            limit: 50,
+            newest_first: false,
+        };
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
+                "filter[entity_type]" => filter.entity_type = Some(value.into_owned()),
+                "filter[entity_id][]" | "filter[entity_id]" => filter.entity_ids.push(
+                    value
+                        .parse()
+                        .map_err(|_| "filter[entity_id] must be a number")?,
+                ),
+                "limit" => match value.parse::<usize>() {
+                    Ok(l) if (1..=250).contains(&l) => filter.limit = l,
+                    _ => return Err("limit must be between 1 and 250".into()),
+                },
+                "order[id]" => filter.newest_first = value == "desc",
+                _ => {}
+            }
+        }
+        Ok(filter)
+    }
+
+    fn matches(&self, task: &Value) -> bool {
+        let type_ok = self
+            .entity_type
+            .as_deref()
+            .is_none_or(|t| task["entity_type"] == json!(t));
+        let id_ok = self.entity_ids.is_empty()
+            || task["entity_id"]
+                .as_i64()
+                .is_some_and(|id| self.entity_ids.contains(&id));
+        type_ok && id_ok
+    }
+}
+
+fn validation_failed(path: &str, detail: &str) -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        json!({"title": "Bad Request", "type": "https://httpstatus.es/400", "status": 400,
+               "detail": "Request validation failed",
+               "validation-errors": [{"request_id": "0", "errors": [
+                   {"code": "NotBlank", "path": path, "detail": detail}]}]}),
+    )
+}
+
+/// The Chats API: `POST /v2/origin/custom/{scope_id}`, signed as amojo checks it.
+fn chats(
+    state: &Arc<Mutex<State>>,
+    method: &Method,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Response {
+    let Some(scope_id) = path.strip_prefix("/v2/origin/custom/") else {
+        return not_found();
+    };
+    if method != Method::POST {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(secret) = s.chat_channels.get(scope_id).cloned() else {
+        return not_found();
+    };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let content_md5 = hex::encode(<md5::Md5 as md5::Digest>::digest(body));
+    if header("content-md5") != content_md5 {
+        return chat_problem(
+            StatusCode::BAD_REQUEST,
+            "Content-MD5 does not match the body",
+        );
+    }
+    // Signed over the path as amojo sees it, without the fake's `/amojo` prefix.
+    let expected = chat_signature(
+        &secret,
+        &[
+            "POST",
+            &content_md5,
+            header("content-type"),
+            header("date"),
+            path,
+        ],
+    );
+    if header("date").is_empty() || header("x-signature") != expected {
+        return chat_problem(StatusCode::UNAUTHORIZED, "Invalid signature");
+    }
+    let Some((msgid, conversation_id)) = new_text_message(body) else {
+        return chat_problem(StatusCode::BAD_REQUEST, "Invalid new_message event");
+    };
+    let key = (scope_id.to_owned(), msgid.clone());
+    if let Some(answer) = s.chat_answers.get(&key) {
+        return respond(StatusCode::OK, "application/json", answer.clone());
+    }
+    let answer = json!({"new_message": {
+        "conversation_id": conversation_id,
+        "sender_id": uuid::Uuid::new_v4().to_string(),
+        "msgid": uuid::Uuid::new_v4().to_string(),
+        "ref_id": msgid,
+    }});
+    let payload: Value = serde_json::from_slice::<Value>(body)
+        .map(|event| event["payload"].clone())
+        .unwrap_or(Value::Null);
+    s.chat_messages.push(payload);
+    s.chat_answers.insert(key, answer.clone());
+    respond(StatusCode::OK, "application/json", answer)
+}
+
+/// Lowercase hex HMAC-SHA1 of the lines, as amojo computes `X-Signature`.
+fn chat_signature(secret: &str, lines: &[&str]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha1::Sha1> as KeyInit>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes any key");
+    mac.update(lines.join("\n").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// `(msgid, conversation_id)` of a `new_message` event carrying a text message.
+fn new_text_message(body: &[u8]) -> Option<(String, String)> {
+    let event: Value = serde_json::from_slice(body).ok()?;
+    let payload = &event["payload"];
+    let is_text = event["event_type"] == "new_message"
+        && payload["message"]["type"] == "text"
+        && payload["message"]["text"].is_string()
+        && payload["sender"]["id"].is_string();
+    let msgid = payload["msgid"].as_str().filter(|m| !m.is_empty())?;
+    let conversation_id = payload["conversation_id"]
+        .as_str()
+        .filter(|c| !c.is_empty())?;
+    is_text.then(|| (msgid.to_owned(), conversation_id.to_owned()))
+}
+
+fn chat_problem(status: StatusCode, detail: &str) -> Response {
+    problem(
+        status,
+        json!({"title": status.canonical_reason(), "status": status.as_u16(), "detail": detail}),
+    )
 }
 
 // The fake checked against what it stands in for.

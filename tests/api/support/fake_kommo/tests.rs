@@ -301,3 +301,388 @@ async fn measures_the_peak_rate() {
     assert_eq!(fake.max_requests_in_any_second("slow.kommo.com"), 3);
     assert_eq!(fake.max_requests_in_any_second(HOST), 10);
 }
+
+#[tokio::test]
+async fn leads_are_answered_whole_or_with_204() {
+    let fake = fake().await;
+    let (access, _) = fake.issue_tokens(HOST);
+    fake.set_lead(
+        HOST,
+        json!({"id": 4242, "name": "Deal", "price": 1500, "pipeline_id": 1002,
+               "status_id": 2, "responsible_user_id": 6_000_002,
+               "custom_fields_values": null}),
+    );
+    let res = get(&fake, "/api/v4/leads/4242", &access).await;
+    assert_eq!(res.status(), 200);
+    let lead: Value = res.json().await.unwrap();
+    assert_eq!(
+        (
+            &lead["id"],
+            &lead["name"],
+            &lead["pipeline_id"],
+            &lead["status_id"]
+        ),
+        (&json!(4242), &json!("Deal"), &json!(1002), &json!(2))
+    );
+    assert_eq!(lead["responsible_user_id"], 6_000_002);
+    assert_eq!(lead["account_id"], 31_000_001);
+    assert!(lead["custom_fields_values"].is_null());
+    assert!(
+        lead["_links"]["self"]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/v4/leads/4242")
+    );
+
+    let res = get(&fake, "/api/v4/leads/4243", &access).await;
+    assert_eq!(res.status(), 204);
+    assert!(res.text().await.unwrap().is_empty());
+    assert_eq!(get(&fake, "/api/v4/leads/4242", "nope").await.status(), 401);
+    fake.fail_next_with_429(HOST, 1, 1);
+    assert_eq!(
+        get(&fake, "/api/v4/leads/4242", &access).await.status(),
+        429
+    );
+    assert_eq!(
+        get(&fake, "/api/v4/leads/4242", &access).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn tasks_are_stored_and_listed_by_lead() {
+    let fake = fake().await;
+    let (access, _) = fake.issue_tokens(HOST);
+    let post = |body: Value| {
+        reqwest::Client::new()
+            .post(format!("{}/api/v4/tasks", fake.base_url(HOST)))
+            .bearer_auth(&access)
+            .json(&body)
+            .send()
+    };
+    let mut ids = Vec::new();
+    for (lead, text) in [(4242, "call back"), (4242, "send offer"), (77, "other")] {
+        let res = post(json!([{"text": text, "complete_till": 1_800_000_000,
+                                "entity_id": lead, "entity_type": "leads",
+                                "task_type_id": 1}]))
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["_embedded"]["tasks"][0]["request_id"], "0");
+        ids.push(body["_embedded"]["tasks"][0]["id"].as_i64().unwrap());
+    }
+    assert_eq!(ids, [8_000_001, 8_000_002, 8_000_003]);
+    let missing_text = post(json!([{"complete_till": 1_800_000_000}]))
+        .await
+        .unwrap();
+    assert_eq!(missing_text.status(), 400);
+
+    let res = get(
+        &fake,
+        "/api/v4/tasks?filter[entity_type]=leads&filter[entity_id][]=4242&limit=250&order[id]=desc",
+        &access,
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let listed: Vec<(i64, &str)> = body["_embedded"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_i64().unwrap(), t["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [(8_000_002, "send offer"), (8_000_001, "call back")]
+    );
+    assert_eq!(body["_embedded"]["tasks"][0]["is_completed"], false);
+
+    let none = get(&fake, "/api/v4/tasks?filter[entity_id][]=5", &access).await;
+    assert_eq!(none.status(), 204);
+    let tasks = fake.tasks(HOST);
+    assert_eq!(tasks.len(), 3);
+    assert_eq!(tasks[2]["entity_id"], 77);
+    assert_eq!(tasks[2]["id"], 8_000_003);
+}
+
+const SCOPE: &str = "f90ba33d-c9d9-44da_b3f6";
+const CHAT_SECRET: &str = "chan-secret-0123";
+
+/// A Chats API request signed as its documentation says, independently of the client.
+async fn chat_post(fake: &FakeKommo, scope: &str, secret: &str, body: &Value) -> reqwest::Response {
+    use hmac::{KeyInit, Mac};
+    let body = body.to_string();
+    let md5 = hex::encode(<md5::Md5 as md5::Digest>::digest(body.as_bytes()));
+    let date = "Thu, 01 Jan 2026 12:00:00 +0000";
+    let path = format!("/v2/origin/custom/{scope}");
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("POST\n{md5}\napplication/json\n{date}\n{path}").as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    reqwest::Client::new()
+        .post(format!("{}{path}", fake.chats_base_url()))
+        .header("Date", date)
+        .header("Content-Type", "application/json")
+        .header("Content-MD5", md5)
+        .header("X-Signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn chat_event(msgid: &str, text: &str) -> Value {
+    json!({"event_type": "new_message", "payload": {
+        "timestamp": 1_767_268_800, "msec_timestamp": 1_767_268_800_000_i64,
+        "msgid": msgid, "conversation_id": "chat-1",
+        "sender": {"id": "bot-1", "name": "Ana"},
+        "message": {"type": "text", "text": text}, "silent": false}})
+}
+
+#[tokio::test]
+async fn chat_messages_are_verified_and_stored_once() {
+    let fake = fake().await;
+    fake.register_chat_channel(SCOPE, CHAT_SECRET);
+    let res = chat_post(&fake, SCOPE, CHAT_SECRET, &chat_event("m-1", "Hello")).await;
+    assert_eq!(res.status(), 200);
+    let first: Value = res.json().await.unwrap();
+    assert_eq!(first["new_message"]["ref_id"], "m-1");
+    assert_eq!(first["new_message"]["conversation_id"], "chat-1");
+    let amojo_id = first["new_message"]["msgid"].as_str().unwrap();
+    assert_ne!(amojo_id, "m-1");
+
+    // A resend of the same msgid is answered alike and stored once.
+    let again: Value = chat_post(&fake, SCOPE, CHAT_SECRET, &chat_event("m-1", "Hello"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    let messages = fake.chat_messages();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["message"]["text"], "Hello");
+    assert_eq!(messages[0]["msgid"], "m-1");
+
+    let wrong = chat_post(&fake, SCOPE, "wrong", &chat_event("m-2", "x")).await;
+    assert_eq!(wrong.status(), 401);
+    let unknown = chat_post(&fake, "other", CHAT_SECRET, &chat_event("m-3", "x")).await;
+    assert_eq!(unknown.status(), 404);
+    let not_text = chat_post(&fake, SCOPE, CHAT_SECRET, &json!({"event_type": "typing"})).await;
+    assert_eq!(not_text.status(), 400);
+    let tampered = reqwest::Client::new()
+        .post(format!(
+            "{}/v2/origin/custom/{SCOPE}",
+            fake.chats_base_url()
+        ))
+        .header("Content-Type", "application/json")
+        .header("Content-MD5", "0".repeat(32))
+        .body(chat_event("m-4", "x").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tampered.status(), 400);
+    assert_eq!(fake.chat_messages().len(), 1);
+}
+
+/// The service's own client against the fake: what it reads, writes and signs is what
+/// the fake (and Kommo) accept.
+mod real_client {
+    use std::sync::Arc;
+
+    use agents_api::kommo::{ChatChannel, Kommo, KommoError, LeadField, NewTask};
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::support::app::{admin_url, base_env_on, config_from};
+
+    fn kommo(fake: &FakeKommo) -> Kommo {
+        let mut env = base_env_on(&admin_url(), "unused");
+        env.insert("KOMMO_BASE_URL".into(), fake.base_url_template.clone());
+        env.insert("KOMMO_CHATS_BASE_URL".into(), fake.chats_base_url());
+        env.insert(
+            "REDIS_KEY_PREFIX".into(),
+            format!("fake-kommo-{}:", uuid::Uuid::new_v4()),
+        );
+        let config = config_from(&env);
+        let redis = agents_api::redis_conn::RedisConn::new(&config).unwrap();
+        Kommo::new(Arc::new(config), redis).unwrap()
+    }
+
+    fn channel(secret: &str) -> ChatChannel {
+        ChatChannel {
+            scope_id: SCOPE.into(),
+            secret: SecretString::from(secret),
+            bot_id: "bot-1".into(),
+            bot_name: "Sales bot".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn reads_a_lead_or_none() {
+        let fake = fake().await;
+        let (access, _) = fake.issue_tokens(HOST);
+        fake.set_lead(
+            HOST,
+            json!({"id": 4242, "name": "Deal", "price": null, "pipeline_id": 1002,
+            "status_id": 2, "responsible_user_id": 6_000_002,
+            "custom_fields_values": [
+                {"field_id": 1, "field_name": "Budget", "field_type": "numeric",
+                 "values": [{"value": 1500}]},
+                {"field_id": 2, "field_name": "Channels", "field_type": "multiselect",
+                 "values": [{"value": "WhatsApp", "enum_id": 3},
+                            {"value": "Email", "enum_id": 4}]},
+                {"field_id": 3, "field_name": "Empty", "values": [{"value": ""}]},
+            ]}),
+        );
+        fake.set_lead(
+            HOST,
+            json!({"id": 4243, "name": "Bare", "price": 10, "pipeline_id": 1001,
+                   "status_id": 1, "responsible_user_id": null, "custom_fields_values": null}),
+        );
+        let client = kommo(&fake).client;
+
+        let lead = client.lead(HOST, &access, 4242).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                lead.id,
+                lead.name.as_str(),
+                lead.pipeline_id,
+                lead.status_id
+            ),
+            (4242, "Deal", 1002, 2)
+        );
+        assert_eq!(
+            (lead.responsible_user_id, lead.price),
+            (Some(6_000_002), None)
+        );
+        let field = |name: &str, value: &str| LeadField {
+            name: name.into(),
+            value: value.into(),
+        };
+        assert_eq!(
+            lead.custom_fields,
+            [
+                field("Budget", "1500"),
+                field("Channels", "WhatsApp, Email")
+            ]
+        );
+        // It round-trips as the JSON a conversation stores.
+        let stored = serde_json::to_value(&lead).unwrap();
+        let back: agents_api::kommo::Lead = serde_json::from_value(stored).unwrap();
+        assert_eq!(back.custom_fields, lead.custom_fields);
+
+        let bare = client.lead(HOST, &access, 4243).await.unwrap().unwrap();
+        assert_eq!((bare.responsible_user_id, bare.price), (None, Some(10)));
+        assert!(bare.custom_fields.is_empty());
+        assert!(client.lead(HOST, &access, 1).await.unwrap().is_none());
+        assert!(matches!(
+            client.lead(HOST, "stale", 4242).await,
+            Err(KommoError::Unauthorized)
+        ));
+    }
+
+    #[tokio::test]
+    async fn creates_a_task_and_finds_it_again() {
+        let fake = fake().await;
+        let (access, _) = fake.issue_tokens(HOST);
+        let client = kommo(&fake).client;
+        assert!(
+            client
+                .lead_tasks(HOST, &access, 4242)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let mut task = NewTask {
+            text: "Call the client back\n[agent:task 1]".into(),
+            complete_till: 1_800_000_000,
+            lead_id: 4242,
+            responsible_user_id: None,
+        };
+        let id = client.add_task(HOST, &access, &task).await.unwrap();
+        assert_eq!(id, Some(8_000_001));
+        task.responsible_user_id = Some(6_000_002);
+        task.text = "Second".into();
+        client.add_task(HOST, &access, &task).await.unwrap();
+
+        let tasks = fake.tasks(HOST);
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks[0]["entity_type"], "leads");
+        assert_eq!(tasks[0]["entity_id"], 4242);
+        assert_eq!(tasks[0]["task_type_id"], 1);
+        assert_eq!(tasks[0]["complete_till"], 1_800_000_000);
+        assert!(tasks[0].get("responsible_user_id").is_none());
+        assert_eq!(tasks[1]["responsible_user_id"], 6_000_002);
+
+        let listed = client.lead_tasks(HOST, &access, 4242).await.unwrap();
+        let texts: Vec<&str> = listed.iter().map(|t| t["text"].as_str().unwrap()).collect();
+        assert_eq!(texts, ["Second", "Call the client back\n[agent:task 1]"]);
+        assert!(
+            client
+                .lead_tasks(HOST, &access, 77)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn signs_chat_messages_that_the_chats_api_accepts() {
+        let fake = fake().await;
+        fake.register_chat_channel(SCOPE, CHAT_SECRET);
+        let client = kommo(&fake).client;
+
+        let sent = client
+            .send_chat_message(&channel(CHAT_SECRET), "chat-1", "m-1", "Ana", "Hello!")
+            .await
+            .unwrap();
+        let messages = fake.chat_messages();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0]["msgid"], "m-1");
+        assert_eq!(messages[0]["conversation_id"], "chat-1");
+        assert_eq!(messages[0]["sender"], json!({"id": "bot-1", "name": "Ana"}));
+        assert_eq!(
+            messages[0]["message"],
+            json!({"type": "text", "text": "Hello!"})
+        );
+        assert_eq!(messages[0]["silent"], false);
+        assert!(sent.as_deref().is_some_and(|id| id != "m-1"), "{sent:?}");
+
+        // A retry with the same msgid gets the same id and posts nothing new; an empty
+        // sender name falls back to the bot's.
+        let again = client
+            .send_chat_message(&channel(CHAT_SECRET), "chat-1", "m-1", "Ana", "Hello!")
+            .await
+            .unwrap();
+        assert_eq!(again, sent);
+        client
+            .send_chat_message(&channel(CHAT_SECRET), "chat-1", "m-2", " ", "Hi")
+            .await
+            .unwrap();
+        let messages = fake.chat_messages();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[1]["sender"]["name"], "Sales bot");
+
+        let refused = client
+            .send_chat_message(&channel("wrong"), "chat-1", "m-3", "Ana", "x")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, KommoError::Status { status: 401, .. }),
+            "{refused:?}"
+        );
+        assert!(refused.is_permanent());
+
+        let requests = fake.requests().len();
+        let mut bad = channel(CHAT_SECRET);
+        bad.scope_id = "../../api/v4/account".into();
+        let err = client
+            .send_chat_message(&bad, "chat-1", "m-4", "Ana", "x")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KommoError::InvalidChannel(_)), "{err:?}");
+        assert_eq!(fake.requests().len(), requests, "nothing was sent");
+        assert_eq!(fake.chat_messages().len(), 2);
+    }
+}
