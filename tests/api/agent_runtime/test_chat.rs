@@ -12,6 +12,19 @@ fn chat_path(rt: &Runtime) -> String {
     format!("/v1/orgs/{}/agents/{}/test-chat", rt.org(), rt.agent_id())
 }
 
+/// The test chat asked for a stream, as the admin.
+async fn stream(rt: &Runtime, body: &Value) -> reqwest::Response {
+    rt.app
+        .client
+        .post(rt.app.url(&chat_path(rt)))
+        .bearer_auth(rt.app.token(rt.users.admin))
+        .header("accept", "text/event-stream")
+        .json(body)
+        .send()
+        .await
+        .expect("the test chat request")
+}
+
 /// The events of an SSE body: (event, data as JSON).
 fn parse_events(body: &str) -> Vec<(String, Value)> {
     body.split("\n\n")
@@ -58,16 +71,7 @@ async fn the_test_chat_answers_as_json_or_as_a_stream_without_touching_kommo() {
     assert!(answer["tokens_in"].as_u64().unwrap() > 0);
 
     // Streamed: sources first, the deltas make the same answer, done last.
-    let response = rt
-        .app
-        .client
-        .post(rt.app.url(&chat_path(&rt)))
-        .bearer_auth(rt.app.token(rt.users.admin))
-        .header("accept", "text/event-stream")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = stream(&rt, &body).await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]
@@ -101,16 +105,7 @@ async fn the_test_chat_answers_as_json_or_as_a_stream_without_touching_kommo() {
         .body;
     assert_eq!(answer["tool_calls"][0]["name"], "create_task", "{answer}");
     assert_eq!(answer["tool_calls"][0]["intent"]["text"], "Call back");
-    let response = rt
-        .app
-        .client
-        .post(rt.app.url(&chat_path(&rt)))
-        .bearer_auth(rt.app.token(rt.users.admin))
-        .header("accept", "text/event-stream")
-        .json(&tool)
-        .send()
-        .await
-        .unwrap();
+    let response = stream(&rt, &tool).await;
     let events = parse_events(&response.text().await.unwrap());
     assert!(
         events
@@ -134,16 +129,7 @@ async fn the_test_chat_answers_as_json_or_as_a_stream_without_touching_kommo() {
 async fn a_client_that_hangs_up_stops_the_model_call() {
     let rt = Runtime::start(Options::default()).await;
     rt.ai.set_chunk_delay(Duration::from_millis(200));
-    let response = rt
-        .app
-        .client
-        .post(rt.app.url(&chat_path(&rt)))
-        .bearer_auth(rt.app.token(rt.users.admin))
-        .header("accept", "text/event-stream")
-        .json(&json!({"messages": [{"role": "user", "content": "Tell me a very long story about pumps and valves and pipes"}]}))
-        .send()
-        .await
-        .unwrap();
+    let response = stream(&rt, &json!({"messages": [{"role": "user", "content": "Tell me a very long story about pumps and valves and pipes"}]})).await;
     let mut body = response.bytes_stream();
     let mut seen = String::new();
     while !seen.contains("event: delta") {
