@@ -512,10 +512,13 @@ impl Reply<'_> {
         )
         .await?;
         let latency_ms = i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX);
-        let text = if answer.text.is_empty() && answer.tools.iter().any(ToolUse::is_handoff) {
+        let text = if !answer.text.is_empty() {
+            answer.text.clone()
+        } else if answer.tools.iter().any(ToolUse::is_handoff) {
             "A colleague will continue this conversation shortly.".to_owned()
         } else {
-            answer.text.clone()
+            // An empty note helps nobody; another attempt (a new sample) usually answers.
+            return Err(JobError::retry("the model's answer was empty"));
         };
         let sources = serde_json::to_value(&built.sources).unwrap_or_else(|_| json!([]));
         let tool_calls = serde_json::to_value(&answer.tools).unwrap_or_else(|_| json!([]));

@@ -353,3 +353,26 @@ async fn two_replicas_receiving_the_same_message_answer_once() {
     assert_eq!(rt.notes().len(), 1);
     assert_eq!(rt.ai.chat_calls().len(), 1);
 }
+
+#[tokio::test]
+async fn an_empty_answer_is_never_sent_and_the_model_is_asked_again() {
+    let rt = Runtime::start(Options {
+        routed: true,
+        ..Options::default()
+    })
+    .await;
+    rt.ai
+        .push_answer(crate::support::fake_ai::Answer::Text(String::new()));
+    rt.incoming("msg-e", "chat-e", LEAD, "Hello?")
+        .await
+        .expect(200);
+    let (_, messages) = rt.messages_when("chat-e", "answered", answered).await;
+    let reply = outbound(&messages)[0];
+    assert!(!reply["text"].as_str().unwrap().is_empty(), "{reply}");
+    let jobs = rt.settled_reply_jobs().await;
+    assert!(
+        jobs.iter().any(|j| j["attempts"].as_i64() == Some(2)),
+        "{jobs:?}"
+    );
+    assert_eq!(rt.notes().len(), 1);
+}
