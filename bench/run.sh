@@ -13,7 +13,9 @@
 # BENCH_PORT (default 18080), BENCH_TOOL (wrk or oha; default: wrk if it can be had),
 # BENCH_GROWTH (1 = also measure the list over 100,000 agents and 1,000,000 other rows;
 # default 1), BENCH_KNOWLEDGE (1 = then run bench/knowledge.sh, the knowledge-base rows,
-# with this binary; default 1; its BENCH_KB_* knobs pass through).
+# with this binary; default 1; its BENCH_KB_* knobs pass through), BENCH_AGENT (1 = then
+# run bench/agent.sh, the agent-runtime rows, with this binary; default 1; its
+# BENCH_AGENT_* knobs pass through).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -29,6 +31,7 @@ PORT=${BENCH_PORT:-18080}
 TOOL=${BENCH_TOOL:-}
 GROWTH=${BENCH_GROWTH:-1}
 KNOWLEDGE=${BENCH_KNOWLEDGE:-1}
+AGENT=${BENCH_AGENT:-1}
 GROWTH_AGENTS=100000   # in the measured org, the 50 included
 GROWTH_OTHER_ORGS=1000 # each with GROWTH_OTHER_AGENTS agents
 GROWTH_OTHER_AGENTS=1000
@@ -681,9 +684,11 @@ main() {
 
   local table knowledge_section=""
   table=$(report)
-  # bench/knowledge.sh's section of the previous results, kept when it does not run now.
-  if ((!KNOWLEDGE)) && [[ -f $RESULTS ]]; then
-    knowledge_section=$(awk '/^## / { keep = /^## Knowledge base/ } keep' "$RESULTS")
+  # bench/knowledge.sh's and bench/agent.sh's sections of the previous results, kept when
+  # they do not run now.
+  if [[ -f $RESULTS ]]; then
+    knowledge_section=$(awk -v kb="$KNOWLEDGE" -v ag="$AGENT" \
+      '/^## / { keep = (/^## Knowledge base/ && !kb) || (/^## Agent runtime/ && !ag) } keep' "$RESULTS")
   fi
   {
     echo "# Benchmark results"
@@ -715,6 +720,11 @@ main() {
     stop_server
     log "The knowledge base: bench/knowledge.sh (BENCH_KNOWLEDGE=0 skips it)"
     BENCH_KB_BINARY="$OUT/agents-api" bench/knowledge.sh
+  fi
+  if ((AGENT)); then
+    stop_server
+    log "The agent runtime: bench/agent.sh (BENCH_AGENT=0 skips it)"
+    BENCH_AGENT_BINARY="$OUT/agents-api" bench/agent.sh
   fi
 }
 
