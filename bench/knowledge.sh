@@ -211,11 +211,11 @@ SET session_replication_role = replica;
 INSERT INTO knowledge_chunks (id, org_id, asset_id, agent_id, pending, position, content,
                               token_count, metadata, embedding)
 SELECT gen_random_uuid(), p.org_id, p.asset_id, NULL, false, i,
-       (SELECT content FROM bench_kb.texts WHERE n = (p.first_g + i) % $TEXTS),
+       (SELECT t.content FROM bench_kb.texts t WHERE t.n = (p.first_g + i) % $TEXTS),
        ${R[seed_tokens]}, '{}'::jsonb,
-       (SELECT v FROM bench_kb.vecs WHERE k = (p.first_g + i) % 1024)
-       + (SELECT h FROM bench_kb.vecs WHERE k = (p.first_g + i) / 1024 % 1024)
-       + (SELECT q FROM bench_kb.vecs WHERE k = (p.first_g + i) / 1048576 % 1024)
+       (SELECT x.v FROM bench_kb.vecs x WHERE x.k = (p.first_g + i) % 1024)
+       + (SELECT x.h FROM bench_kb.vecs x WHERE x.k = (p.first_g + i) / 1024 % 1024)
+       + (SELECT x.q FROM bench_kb.vecs x WHERE x.k = (p.first_g + i) / 1048576 % 1024)
 FROM bench_kb.plan p
 CROSS JOIN LATERAL generate_series(0, p.n - 1) i
 WHERE p.part = $part;
