@@ -551,7 +551,7 @@ machine() {
   [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]] && dirty=" (with uncommitted changes in the working tree)"
   cat <<EOF
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC'); the whole run took ${R[elapsed]}
-- Commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$dirty
+- Commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$dirty; binary: ${R[binary]}
 - CPU: $(nproc) × $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1); memory $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo); $(uname -sr)
 - PostgreSQL: $(psql_admin postgres -Atc 'SHOW server_version'), pgvector $(psql_admin "$DB_NAME" -Atc "SELECT extversion FROM pg_extension WHERE extname = 'vector'") (shared_buffers $(psql_admin postgres -Atc 'SHOW shared_buffers'), work_mem $(psql_admin postgres -Atc 'SHOW work_mem'), synchronous_commit $(psql_admin postgres -Atc 'SHOW synchronous_commit')), at $PGHOST:$PGPORT
 - Redis $(redis-cli -u "$REDIS_URL" INFO server | sed -n 's/^redis_version://p' | tr -d '\r'); $( (wrk -v 2>&1 || true) | awk 'NR == 1 { print $1, $2 }'); $(python3 --version)
@@ -689,7 +689,9 @@ main() {
 
   if [[ -n $BINARY ]]; then
     cp "$BINARY" "$OUT/agents-api"
+    R[binary]="BENCH_KB_BINARY=$BINARY, built $(date -u -r "$BINARY" '+%Y-%m-%d %H:%M UTC')"
   else
+    R[binary]="built by this run"
     log "Building the release binary"
     ensure_rust
     cargo build --release --bin agents-api
