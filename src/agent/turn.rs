@@ -3,7 +3,7 @@
 //! intents; the model is told they will be done, and the caller does them afterwards,
 //! once the answer is stored, so a retried job never repeats an effect it already had.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agent::tools::{self, Intent};
@@ -33,16 +33,17 @@ pub fn request(settings: &Settings<'_>, messages: Vec<Message>) -> ChatRequest {
 }
 
 /// A tool call as recorded on the outbound message and shown by the test chat.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ToolUse {
     pub name: String,
+    #[serde(default)]
     #[schema(value_type = Object)]
     pub arguments: Value,
     /// What will be done; absent when the call was refused.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub intent: Option<Intent>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 

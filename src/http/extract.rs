@@ -37,16 +37,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        if !is_json(req.headers()) {
-            return Err(ApiError::UnsupportedMediaType(
-                "Send the body as application/json.".into(),
-            ));
-        }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(body_rejection)?;
-        let value = parse_json::<T>(&bytes)?;
-        value.validate()?;
+        let value = parse_json_value(json_body(req, state).await?)?;
+        T::validate(&value)?;
         Ok(ApiJson(value))
     }
 }
@@ -62,26 +54,24 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        if !is_json(req.headers()) {
-            return Err(ApiError::UnsupportedMediaType(
-                "Send the body as application/json.".into(),
-            ));
-        }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(body_rejection)?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}").into()))?;
-        if let Some(json::Finding::Nul { path }) = json::scan(&value, usize::MAX) {
-            return Err(ApiError::validation(
-                path,
-                "must not contain the NUL character",
-            ));
-        }
-        crate::domain::fields::list_from_value(value)
+        crate::domain::fields::list_from_value(json_body(req, state).await?)
             .map(ApiJsonList)
             .map_err(|e| ApiError::Validation(vec![e]))
     }
+}
+
+/// A JSON body as a value: 415 without a JSON content type, 413 over the limit, 400 when
+/// it is not JSON, 422 naming the first field that holds U+0000.
+async fn json_body(req: Request, state: &AppState) -> Result<serde_json::Value, ApiError> {
+    if !is_json(req.headers()) {
+        return Err(ApiError::UnsupportedMediaType(
+            "Send the body as application/json.".into(),
+        ));
+    }
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(body_rejection)?;
+    json_value(&bytes)
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -103,6 +93,11 @@ pub fn body_rejection(rejection: BytesRejection) -> ApiError {
 /// apart: not JSON at all is a 400, JSON of the wrong shape a 422 naming the field (serde
 /// would otherwise accept an array for a struct, and report some type errors as syntax).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_json_value(json_value(bytes)?)
+}
+
+/// Bytes as a JSON value, refused when not JSON (400) or holding U+0000 (422).
+fn json_value(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}").into()))?;
     // PostgreSQL text cannot hold U+0000, so such input is refused up front (else it
@@ -114,7 +109,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "must not contain the NUL character",
         ));
     }
-    parse_json_value(value)
+    Ok(value)
 }
 
 /// Deserializes a JSON object already parsed, with 422 naming the field on mismatch.

@@ -140,6 +140,7 @@ impl Reply<'_> {
             return Ok(json!({"skipped": "another reply job answers this conversation"}));
         }
         let set = conv_db::unanswered(&mut tx, self.org, self.id).await?;
+        let turns = conv_db::turns(&mut tx, self.org, self.id).await?;
         tx.commit().await?;
         let Some(last) = set.last().cloned() else {
             return self.finish(json!({"answered": 0})).await;
@@ -181,12 +182,6 @@ impl Reply<'_> {
         }
 
         let keyword = keyword_in(&agent.handoff_keywords, &set);
-        let turns = {
-            let mut tx = self.ctx.db.begin_worker(self.org).await?;
-            let turns = conv_db::turns(&mut tx, self.org, self.id).await?;
-            tx.commit().await?;
-            turns
-        };
         let over_turns = agent.max_turns.is_some_and(|max| turns >= i64::from(max));
         if let Some(word) = keyword {
             let reason = format!("the lead wrote the handoff keyword \"{word}\"");
@@ -844,26 +839,7 @@ impl Reply<'_> {
 
 /// The tool calls stored on an answer.
 fn tool_uses(reply: &Message) -> Vec<ToolUse> {
-    #[derive(Deserialize)]
-    struct Stored {
-        name: String,
-        #[serde(default)]
-        arguments: Value,
-        #[serde(default)]
-        intent: Option<Intent>,
-        #[serde(default)]
-        error: Option<String>,
-    }
-    serde_json::from_value::<Vec<Stored>>(reply.tool_calls.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| ToolUse {
-            name: s.name,
-            arguments: s.arguments,
-            intent: s.intent,
-            error: s.error,
-        })
-        .collect()
+    serde_json::from_value(reply.tool_calls.clone()).unwrap_or_default()
 }
 
 /// The first of the agent's handoff keywords that one of the messages contains (any case).
