@@ -199,6 +199,23 @@ impl Db {
         Ok(self.begin("api_worker", sql).await?.0)
     }
 
+    /// `begin_worker` whose commit does not wait for the WAL to reach the disk: for job
+    /// bookkeeping that a crash of PostgreSQL may undo safely. A success lost that way
+    /// leaves its job running until the lease lapses, and it runs again (handlers are
+    /// idempotent: delivery is at least once); a renewal lost only shortens a lease.
+    pub async fn begin_bookkeeping(&self, org_id: OrgId) -> Result<Tx> {
+        let org = org_id.to_string();
+        let sql = begin_sql(
+            "api_worker",
+            &[
+                ("app.org_id", &org),
+                ("statement_timeout", &self.statement_timeout),
+                ("synchronous_commit", "off"),
+            ],
+        );
+        Ok(self.begin("api_worker", sql).await?.0)
+    }
+
     /// A transaction as `api_worker` scoped to no org: it sees no rows, and may only call
     /// the SECURITY DEFINER helpers (the scheduler's; a webhook's connection lookup, which
     /// scopes the transaction to the connection's org).

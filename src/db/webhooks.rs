@@ -93,6 +93,19 @@ pub async fn delivery(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<
     .await
 }
 
+/// Deliveries by id (those that still exist), in no particular order.
+pub async fn deliveries(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<Delivery>> {
+    sqlx::query_as!(
+        Delivery,
+        r#"SELECT id, org_id AS "org_id: OrgId", connection_id AS "connection_id: ConnectionId",
+                  content_type, raw_body
+           FROM webhook_events WHERE id = ANY($1) AND kind = 'delivery'"#,
+        ids,
+    )
+    .fetch_all(conn)
+    .await
+}
+
 pub struct NewEvent<'a> {
     pub kind: &'a str,
     pub subtype: &'a str,
@@ -100,44 +113,60 @@ pub struct NewEvent<'a> {
     pub payload: &'a Value,
 }
 
-/// Replaces the delivery's events (a retried job does not duplicate them) and marks the
-/// delivery processed.
+/// Replaces the deliveries' events (a retried job does not duplicate them) and marks
+/// the deliveries processed: three statements for any number of deliveries.
 pub async fn store_events(
     conn: &mut PgConnection,
-    delivery: &Delivery,
-    events: &[NewEvent<'_>],
+    parsed: &[(&Delivery, Vec<NewEvent<'_>>)],
 ) -> sqlx::Result<()> {
+    let delivery_ids: Vec<Uuid> = parsed.iter().map(|(d, _)| d.id).collect();
     sqlx::query!(
-        "DELETE FROM webhook_events WHERE delivery_id = $1",
-        delivery.id
+        "DELETE FROM webhook_events WHERE delivery_id = ANY($1)",
+        &delivery_ids
     )
     .execute(&mut *conn)
     .await?;
+    let rows = || {
+        parsed
+            .iter()
+            .flat_map(|(d, events)| events.iter().map(move |e| (*d, e)))
+    };
     // UUIDv7, so the listing (newest first, by id) keeps Kommo's order.
-    let event_ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
-    let subtypes: Vec<&str> = events.iter().map(|e| e.subtype).collect();
-    let ids: Vec<Option<i64>> = events.iter().map(|e| e.entity_id).collect();
-    let payloads: Vec<&Value> = events.iter().map(|e| e.payload).collect();
+    let event_ids: Vec<Uuid> = rows().map(|_| Uuid::now_v7()).collect();
+    let orgs: Vec<Uuid> = rows().map(|(d, _)| d.org_id.0).collect();
+    let connections: Vec<Uuid> = rows().map(|(d, _)| d.connection_id.0).collect();
+    let of_delivery: Vec<Uuid> = rows().map(|(d, _)| d.id).collect();
+    let kinds: Vec<&str> = rows().map(|(_, e)| e.kind).collect();
+    let subtypes: Vec<&str> = rows().map(|(_, e)| e.subtype).collect();
+    let entity_ids: Vec<Option<i64>> = rows().map(|(_, e)| e.entity_id).collect();
+    let payloads: Vec<&Value> = rows().map(|(_, e)| e.payload).collect();
     sqlx::query!(
         "INSERT INTO webhook_events (id, org_id, connection_id, kind, delivery_id, type, subtype,
                                      entity_id, payload, status, processed_at)
-         SELECT e.id, $1, $2, 'event', $3, e.kind, e.subtype, e.entity_id, e.payload,
-                'processed', now()
-         FROM unnest($4::uuid[], $5::text[], $6::text[], $7::bigint[], $8::jsonb[])
-              AS e(id, kind, subtype, entity_id, payload)",
-        delivery.org_id.0,
-        delivery.connection_id.0,
-        delivery.id,
+         SELECT e.id, e.org_id, e.connection_id, 'event', e.delivery_id, e.kind, e.subtype,
+                e.entity_id, e.payload, 'processed', now()
+         FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+                     $7::bigint[], $8::jsonb[])
+              AS e(id, org_id, connection_id, delivery_id, kind, subtype, entity_id, payload)",
         &event_ids,
+        &orgs,
+        &connections,
+        &of_delivery,
         &kinds as _,
         &subtypes as _,
-        &ids as _,
+        &entity_ids as _,
         &payloads as _,
     )
     .execute(&mut *conn)
     .await?;
-    finish_delivery(conn, delivery.id, None).await
+    sqlx::query!(
+        "UPDATE webhook_events SET status = 'processed', error = NULL, processed_at = now()
+         WHERE id = ANY($1)",
+        &delivery_ids,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Marks a delivery processed, or failed with `error` (its raw body stays).

@@ -194,6 +194,28 @@ pub async fn insert<J: Job>(
     Ok(crate::db::jobs::insert(tx, org_id, J::TYPE, &payload, J::MAX_ATTEMPTS, created_by).await?)
 }
 
+/// `insert` for many jobs of one type in one statement; after the commit, hand the ids to
+/// `JobQueue::enqueue_committed_many`.
+pub async fn insert_many<J: Job>(
+    tx: &mut Tx,
+    org_id: OrgId,
+    jobs: &[J],
+    created_by: Option<UserId>,
+) -> Result<Vec<JobId>, db::Error> {
+    let payloads = jobs
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            tracing::error!(error = %e, job_type = J::TYPE, "a job payload did not serialize");
+            db::Error::Aborted("serializing a job payload")
+        })?;
+    Ok(
+        crate::db::jobs::insert_many(tx, org_id, J::TYPE, &payloads, J::MAX_ATTEMPTS, created_by)
+            .await?,
+    )
+}
+
 /// `insert`, for a job that may not start before `delay` has passed (a debounce, working
 /// hours); after the commit, hand it to `JobQueue::enqueue_later` with the same delay.
 pub async fn insert_delayed<J: Job>(

@@ -11,8 +11,12 @@
 //! - **Claimed.** A worker that pops the id must claim the row (queued → running, with a
 //!   lease of `MISSED_HEARTBEATS` heartbeats, renewed while it runs) before running it,
 //!   so a duplicate delivery finds nothing to claim and a job never runs twice at once.
-//! - **Finished or retried.** The outcome is written durably (`runner::execute` retries
-//!   the write until PostgreSQL takes it): succeeded with its result; a retryable
+//!   A lane fills all its free slots with one pop, and the jobs one pop took for an org
+//!   are claimed in one statement; one task renews every running job's lease, one
+//!   statement per org.
+//! - **Finished or retried.** The outcome is written durably (`runner` retries the write
+//!   until PostgreSQL takes it): succeeded with its result (successes that finish
+//!   together are written in one statement by the `runner::Recorder`); a retryable
 //!   failure goes back to queued with `run_after` (jittered exponential back-off, at
 //!   least a `Retry-After`) and into `q:delayed`; a permanent failure, a panic or the last
 //!   attempt fails the row. Database trouble is stored as a fixed message, never its text.
@@ -58,14 +62,6 @@ const BREAKER_OPEN: Duration = Duration::from_secs(5);
 const SWEEP_SETTLE: Duration = Duration::from_secs(2);
 /// Rows the sweep checks per run, oldest first.
 const SWEEP_BATCH: i64 = 1000;
-
-/// A job id taken from a lane, on its way to the runner.
-#[derive(Debug, Clone, Copy)]
-pub struct JobMessage {
-    pub job_id: JobId,
-    pub org_id: OrgId,
-    pub lane: Lane,
-}
 
 /// How a handler fails: worth another attempt (after at least `after`, e.g. a
 /// `Retry-After`), or never going to work.
@@ -312,6 +308,25 @@ impl JobQueue {
     /// the record, and the sweep pushes the job within seconds.
     pub async fn enqueue_committed(&self, job_id: JobId, org_id: OrgId, job_type: &str) {
         self.push(job_id, org_id, Lane::of(job_type), None).await
+    }
+
+    /// `enqueue_committed` for many jobs of one org and type, in one Redis call per 500.
+    pub async fn enqueue_committed_many(&self, job_ids: &[JobId], org_id: OrgId, job_type: &str) {
+        if job_ids.is_empty() || self.breaker.is_open() {
+            return;
+        }
+        let lane = Lane::of(job_type);
+        let pushed =
+            tokio::time::timeout(PUSH_BUDGET, self.store.push_many(lane, org_id, job_ids)).await;
+        let error = match pushed {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", PUSH_BUDGET.as_millis()),
+        };
+        if self.breaker.trip() {
+            tracing::warn!(jobs = job_ids.len(), error = %error,
+                "could not push jobs; pushes pause for 5 s and the sweep pushes what is waiting");
+        }
     }
 
     pub async fn enqueue_later(&self, job_id: JobId, org_id: OrgId, lane: Lane, delay: Duration) {

@@ -61,6 +61,19 @@ redis.call('LTRIM', KEYS[4], 0, 63)
 return 1
 ";
 
+/// `PUSH` for many jobs of one org: `KEYS` as `PUSH`; `ARGV`: org, then the jobs. Wakes
+/// one idle worker per job, up to the 64 tokens kept.
+const PUSH_MANY: &str = r"
+local n = #ARGV - 1
+redis.call('SADD', KEYS[3], unpack(ARGV, 2))
+if redis.call('RPUSH', KEYS[1], unpack(ARGV, 2)) == n then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+end
+for _ = 1, math.min(n, 64) do redis.call('LPUSH', KEYS[4], '1') end
+redis.call('LTRIM', KEYS[4], 0, 63)
+return n
+";
+
 /// `KEYS`: delayed, pending; `ARGV`: member (`lane|org|job`), due (ms), job.
 const PUSH_DELAYED: &str = r"
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
@@ -68,37 +81,47 @@ redis.call('SADD', KEYS[2], ARGV[3])
 return 1
 ";
 
-/// `KEYS`: ring, pending; `ARGV`: org list prefix, then the orgs to pass over (this
-/// process already runs its share of their jobs). When only passed-over orgs have work,
-/// the first of them is served anyway: no worker idles while the lane has work.
+/// `KEYS`: ring, pending; `ARGV`: org list prefix, the most jobs to take, then the orgs
+/// to pass over (this process already runs its share of their jobs). Takes one job per
+/// org in ring order, round after round, so orgs take turns within one pop too. When
+/// only passed-over orgs have work, they are served anyway: no worker idles while the
+/// lane has work. Returns `org, job, org, job, …`.
 const POP: &str = r"
 local ring, pending, prefix = KEYS[1], KEYS[2], ARGV[1]
+local max = tonumber(ARGV[2])
 local skip = {}
-for i = 2, #ARGV do skip[ARGV[i]] = true end
+for i = 3, #ARGV do skip[ARGV[i]] = true end
+local out = {}
 local function take(org)
   local list = prefix .. org
   local job = redis.call('LPOP', list)
   if redis.call('LLEN', list) == 0 then redis.call('LREM', ring, 0, org) end
   if job then
     redis.call('SREM', pending, job)
-    return {org, job}
+    out[#out + 1] = org
+    out[#out + 1] = job
+    return true
   end
   return false
 end
-local fallback = false
-local n = redis.call('LLEN', ring)
-for _ = 1, n do
-  local org = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
-  if not org then break end
-  if not skip[org] then
-    local got = take(org)
-    if got then return got end
-  elseif not fallback then
-    fallback = org
+local function rounds(serve_skipped)
+  while #out < 2 * max do
+    local n = redis.call('LLEN', ring)
+    local took = false
+    for _ = 1, n do
+      if #out >= 2 * max then break end
+      local org = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+      if not org then break end
+      if serve_skipped or not skip[org] then
+        if take(org) then took = true end
+      end
+    end
+    if not took then return end
   end
 end
-if fallback then return take(fallback) end
-return false
+rounds(false)
+if #out == 0 then rounds(true) end
+return out
 ";
 
 /// `KEYS`: delayed; `ARGV`: key prefix (`…q:`), now (ms), limit. Moves due jobs to their
@@ -120,8 +143,12 @@ end
 return #due
 ";
 
+/// Ids per `PUSH_MANY` call.
+const PUSH_MANY_CHUNK: usize = 500;
+
 // Hashed once: `EVALSHA` with a fallback to `EVAL` when Redis lost its script cache.
 static PUSH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUSH));
+static PUSH_MANY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUSH_MANY));
 static PUSH_DELAYED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUSH_DELAYED));
 static POP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(POP));
 static PROMOTE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PROMOTE));
@@ -204,26 +231,61 @@ impl RedisQueue {
         Ok(())
     }
 
-    /// The next job of the lane, passing over `skip` unless nobody else has work.
-    pub async fn pop(&self, lane: Lane, skip: &[OrgId]) -> redis::RedisResult<Option<Popped>> {
+    /// Jobs of one org, due now, in one call (at most `PUSH_MANY_CHUNK` ids a call, so
+    /// the script's argument list stays small).
+    pub async fn push_many(
+        &self,
+        lane: Lane,
+        org_id: OrgId,
+        job_ids: &[JobId],
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.redis.connection();
+        for chunk in job_ids.chunks(PUSH_MANY_CHUNK) {
+            let mut invocation = PUSH_MANY_SCRIPT.prepare_invoke();
+            invocation
+                .key(format!("{}{org_id}", self.org_prefix(lane)))
+                .key(self.lane_key(lane, "ring"))
+                .key(self.pending_key())
+                .key(self.wake_key(lane))
+                .arg(org_id.to_string());
+            for id in chunk {
+                invocation.arg(id.to_string());
+            }
+            invocation.invoke_async::<i64>(&mut conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Up to `max` jobs of the lane, orgs taking turns, passing over `skip` unless
+    /// nobody else has work.
+    pub async fn pop(
+        &self,
+        lane: Lane,
+        max: usize,
+        skip: &[OrgId],
+    ) -> redis::RedisResult<Vec<Popped>> {
         let mut conn = self.redis.connection();
         let mut invocation = POP_SCRIPT.prepare_invoke();
         invocation
             .key(self.lane_key(lane, "ring"))
             .key(self.pending_key())
-            .arg(self.org_prefix(lane));
+            .arg(self.org_prefix(lane))
+            .arg(max.max(1));
         for org in skip {
             invocation.arg(org.to_string());
         }
-        let got: Option<(String, String)> = invocation.invoke_async(&mut conn).await?;
-        Ok(got.and_then(|(org, job)| {
-            // Anything else in a list was not written by us; dropping it is safe because
-            // the sweep works from the rows, not from Redis.
-            Some(Popped {
-                job_id: job.parse().ok()?,
-                org_id: org.parse().ok()?,
+        let got: Vec<String> = invocation.invoke_async(&mut conn).await?;
+        // Anything in a list that we did not write is dropped: safe, because the sweep
+        // works from the rows, not from Redis.
+        Ok(got
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                Some(Popped {
+                    org_id: pair[0].parse().ok()?,
+                    job_id: pair[1].parse().ok()?,
+                })
             })
-        }))
+            .collect())
     }
 
     /// Moves jobs whose delay is over into their lanes; how many moved.

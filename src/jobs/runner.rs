@@ -1,17 +1,23 @@
-//! Runs one delivered job: claims its row (so it never runs twice at once), keeps the
-//! claim alive while the handler works, and records the outcome — success, a retry after
-//! an exponential, jittered delay, or a visible failure.
+//! Runs delivered jobs: claims their rows (so a job never runs twice at once; the jobs one
+//! pop took for one org in one statement), keeps each claim alive while its handler
+//! works, and records the outcome — success (batched with other successes by the
+//! `Recorder`), a retry after an exponential, jittered delay, or a visible failure.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use rand::Rng;
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::db;
 use crate::db::jobs::ClaimedJob;
 use crate::domain::{JobId, OrgId};
-use crate::jobs::{JobContext, JobError, JobMessage, Lane, job};
+use crate::jobs::worker::Slot;
+use crate::jobs::{JobContext, JobError, Lane, job};
 
 /// Delay before attempt `attempt + 1`: `base · 2^(attempt-1)`, capped, with jitter drawn
 /// from [½, 1] of that, so retries of many jobs that failed together spread out.
@@ -28,54 +34,75 @@ const BACKOFF_CAP: Duration = Duration::from_secs(15 * 60);
 const RECORD_PATIENCE: Duration = Duration::from_secs(5 * 60);
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Outcome for the transport: `Err` only when the database could not be reached, so
-/// the delivery is retried (the row itself is the truth and stays consistent).
-#[tracing::instrument(name = "job.run", skip_all, fields(job_id = %msg.job_id, org_id = %msg.org_id))]
-pub async fn execute(ctx: &JobContext, msg: JobMessage) -> crate::db::Result<()> {
+/// Jobs of one org popped together: claims them in one statement (so a job never runs
+/// twice at once) and starts a task for each one claimed. A database that cannot be
+/// reached leaves the rows queued; the sweep pushes them again once it answers.
+#[tracing::instrument(name = "job.claim", skip_all, fields(org_id = %org_id, jobs = popped.len()))]
+pub async fn execute_batch(
+    ctx: &JobContext,
+    recorder: &Recorder,
+    org_id: OrgId,
+    lane: Lane,
+    popped: Vec<(JobId, Slot)>,
+) -> crate::db::Result<()> {
     let worker: &str = &ctx.worker;
-    let lease = ctx.settings.lease;
+    let ids: Vec<JobId> = popped.iter().map(|(id, _)| *id).collect();
+    let claimed_at = Instant::now();
     let (claimed, early) = {
-        let mut tx = ctx.db.begin_worker(msg.org_id).await?;
-        let claimed = db::jobs::claim(&mut tx, msg.job_id, worker, lease.as_secs_f64()).await?;
-        let early = match claimed {
-            Some(_) => None,
-            None => db::jobs::not_due_for(&mut tx, msg.job_id).await?,
+        let mut tx = ctx.db.begin_worker(org_id).await?;
+        let claimed =
+            db::jobs::claim_many(&mut tx, &ids, worker, ctx.settings.lease.as_secs_f64()).await?;
+        let early = if claimed.len() < ids.len() {
+            let unclaimed: Vec<JobId> = ids
+                .iter()
+                .filter(|id| !claimed.iter().any(|job| job.id == **id))
+                .copied()
+                .collect();
+            db::jobs::not_due_many(&mut tx, &unclaimed).await?
+        } else {
+            Vec::new()
         };
         tx.commit().await?;
         (claimed, early)
     };
-    let Some(job) = claimed else {
-        if let Some(secs) = early {
-            // Delivered before its retry is due (the queue's clock has whole seconds).
-            ctx.queue
-                .enqueue_later(
-                    msg.job_id,
-                    msg.org_id,
-                    msg.lane,
-                    Duration::from_secs_f64(secs.max(0.0)),
-                )
-                .await;
-            return Ok(());
-        }
-        // Cancelled, finished, or running elsewhere under a live lease.
-        tracing::debug!(job_id = %msg.job_id, "job not claimable; skipped");
-        return Ok(());
-    };
+    for (job_id, secs) in early {
+        // Delivered before its retry is due (the queue's clock has whole seconds).
+        ctx.queue
+            .enqueue_later(job_id, org_id, lane, Duration::from_secs_f64(secs.max(0.0)))
+            .await;
+    }
+    let mut slots: HashMap<JobId, Slot> = popped.into_iter().collect();
+    for job in claimed {
+        let Some(slot) = slots.remove(&job.id) else {
+            continue;
+        };
+        let ctx = ctx.clone();
+        let recorder = recorder.clone();
+        tokio::spawn(async move { run_claimed(&ctx, &recorder, job, claimed_at, slot).await });
+    }
+    // Whatever is left was cancelled, finished, or is running elsewhere under a live
+    // lease: its slot goes back as `slots` drops.
+    if !slots.is_empty() {
+        tracing::debug!(skipped = slots.len(), "jobs not claimable; skipped");
+    }
+    Ok(())
+}
+
+#[tracing::instrument(name = "job.run", skip_all, fields(job_id = %job.id, org_id = %job.org_id))]
+async fn run_claimed(
+    ctx: &JobContext,
+    recorder: &Recorder,
+    job: ClaimedJob,
+    claimed_at: Instant,
+    slot: Slot,
+) {
+    let worker: &str = &ctx.worker;
     tracing::info!(job_id = %job.id, org_id = %job.org_id, job_type = %job.job_type,
         attempt = job.attempts, "job started");
     if let Ok(mut running) = ctx.in_flight.lock() {
         running.insert(job.id, (job.org_id, worker.to_string()));
     }
 
-    let stop_renewal = CancellationToken::new();
-    let renewal = tokio::spawn(renew_lease(
-        ctx.clone(),
-        job.id,
-        job.org_id,
-        worker.to_string(),
-        lease,
-        stop_renewal.clone(),
-    ));
     // The handler runs in a task of its own so that a panic is caught as a failure.
     let handler = tokio::spawn({
         let ctx = ctx.clone();
@@ -99,15 +126,130 @@ pub async fn execute(ctx: &JobContext, msg: JobMessage) -> crate::db::Result<()>
         Err(_) => "failed",
     };
     crate::metrics::observe_job(&job.job_type, label, started.elapsed());
-    record_durably(ctx, worker, &job, &outcome).await;
-    // Stopped between renewals, never in the middle of one: aborting a task inside a
-    // transaction would hand the pool a connection with the transaction still open.
-    stop_renewal.cancel();
-    let _ = renewal.await;
+    match outcome {
+        // A success is written with others' in one statement. Its slot goes back as the
+        // outcome is handed over, so the next job starts while the row is written; the
+        // row's `finished_at` still says when this one ended.
+        Ok(result) => match recorder.record(&job, result, claimed_at, slot).await {
+            Ok(()) => {
+                tracing::info!(job_id = %job.id, job_type = %job.job_type, "job succeeded")
+            }
+            Err(result) => record_durably(ctx, worker, &job, &Ok(result)).await,
+        },
+        Err(error) => {
+            record_durably(ctx, worker, &job, &Err(error)).await;
+            drop(slot);
+        }
+    }
     if let Ok(mut running) = ctx.in_flight.lock() {
         running.remove(&job.id);
     }
-    Ok(())
+}
+
+/// Writes successes in batches: one statement per org for whatever finished meanwhile,
+/// instead of a transaction per job, committed without waiting for the WAL flush
+/// (`Db::begin_bookkeeping`). A job's slot goes back when its outcome is handed over, so
+/// at most `RECORD_BACKLOG` outcomes wait; shutdown waits for them (`drained`).
+#[derive(Clone)]
+pub struct Recorder {
+    sender: mpsc::Sender<Finished>,
+    backlog: Arc<Semaphore>,
+}
+
+struct Finished {
+    org_id: OrgId,
+    job_id: JobId,
+    result: Value,
+    ran_for: Duration,
+    /// The result back when the batch could not be written (the job records it alone).
+    done: oneshot::Sender<Result<(), Value>>,
+}
+
+const RECORD_BACKLOG: usize = 512;
+const RECORD_BATCH: usize = 256;
+
+impl Recorder {
+    /// The recorder and the task that writes for it, which ends when every `Recorder`
+    /// clone is dropped.
+    pub fn start(ctx: &JobContext) -> Recorder {
+        let (sender, receiver) = mpsc::channel(RECORD_BACKLOG);
+        tokio::spawn(write_batches(ctx.clone(), receiver));
+        Recorder {
+            sender,
+            backlog: Arc::new(Semaphore::new(RECORD_BACKLOG)),
+        }
+    }
+
+    /// Hands a success over; `claimed_at` is when its claim was sent, so that the row's
+    /// `finished_at` is its `started_at` (the claim's time on the database's clock) plus
+    /// how long it ran.
+    async fn record(
+        &self,
+        job: &ClaimedJob,
+        result: Value,
+        claimed_at: Instant,
+        slot: Slot,
+    ) -> Result<(), Value> {
+        let ran_for = claimed_at.elapsed();
+        let Ok(_waiting) = self.backlog.clone().acquire_owned().await else {
+            return Err(result);
+        };
+        drop(slot);
+        let (done, answer) = oneshot::channel();
+        let finished = Finished {
+            org_id: job.org_id,
+            job_id: job.id,
+            result,
+            ran_for,
+            done,
+        };
+        if let Err(unsent) = self.sender.send(finished).await {
+            return Err(unsent.0.result);
+        }
+        // A recorder that stopped without answering lost the result: the job is run again
+        // after its lease, as after a crash. Handlers are idempotent for that reason.
+        answer.await.unwrap_or(Ok(()))
+    }
+
+    /// Waits until every outcome handed over is written (or given back), at shutdown.
+    pub async fn drained(&self) {
+        let _all = self.backlog.acquire_many(RECORD_BACKLOG as u32).await;
+    }
+}
+
+async fn write_batches(ctx: JobContext, mut receiver: mpsc::Receiver<Finished>) {
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while receiver.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let mut by_org: HashMap<OrgId, Vec<Finished>> = HashMap::new();
+        for finished in batch.drain(..) {
+            by_org.entry(finished.org_id).or_default().push(finished);
+        }
+        for (org_id, group) in by_org {
+            let ids: Vec<JobId> = group.iter().map(|f| f.job_id).collect();
+            let results: Vec<&Value> = group.iter().map(|f| &f.result).collect();
+            let ran_for: Vec<f64> = group.iter().map(|f| f.ran_for.as_secs_f64()).collect();
+            let written = async {
+                let mut tx = ctx.db.begin_bookkeeping(org_id).await?;
+                db::jobs::succeed_many(&mut tx, &ctx.worker, &ids, &results, &ran_for).await?;
+                tx.commit().await
+            }
+            .await;
+            match written {
+                Ok(()) => {
+                    for finished in group {
+                        let _ = finished.done.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(org_id = %org_id, jobs = group.len(), error = %e,
+                        "could not record a batch of finished jobs; each is recorded alone");
+                    for finished in group {
+                        let _ = finished.done.send(Err(finished.result));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Records the outcome, trying again while the database is away: an outcome that is lost
@@ -179,15 +321,11 @@ async fn record(
     Ok(())
 }
 
-/// Extends the row's lease every third of its length while the handler runs.
-async fn renew_lease(
-    ctx: JobContext,
-    job_id: JobId,
-    org_id: OrgId,
-    worker: String,
-    lease: Duration,
-    stop: CancellationToken,
-) {
+/// Extends the leases of every job this process runs, every third of a lease: one
+/// statement per org, whatever the number of jobs. A job is in `in_flight` from its
+/// claim until its outcome is written.
+pub async fn renew_leases(ctx: JobContext, stop: CancellationToken) {
+    let lease = ctx.settings.lease;
     let mut interval = tokio::time::interval(lease / 3);
     interval.tick().await;
     loop {
@@ -195,16 +333,21 @@ async fn renew_lease(
             _ = stop.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let renewed = async {
-            let mut tx = ctx.db.begin_worker(org_id).await?;
-            let ok = db::jobs::renew_lease(&mut tx, job_id, &worker, lease.as_secs_f64()).await?;
-            tx.commit().await?;
-            Ok::<_, crate::db::Error>(ok)
-        };
-        match renewed.await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => tracing::warn!(%job_id, error = %e, "could not renew the job's lease"),
+        let mut by_org: HashMap<OrgId, Vec<JobId>> = HashMap::new();
+        if let Ok(running) = ctx.in_flight.lock() {
+            for (job_id, (org_id, _)) in running.iter() {
+                by_org.entry(*org_id).or_default().push(*job_id);
+            }
+        }
+        for (org_id, ids) in by_org {
+            let renewed = async {
+                let mut tx = ctx.db.begin_bookkeeping(org_id).await?;
+                db::jobs::renew_leases(&mut tx, &ids, &ctx.worker, lease.as_secs_f64()).await?;
+                tx.commit().await
+            };
+            if let Err(e) = renewed.await {
+                tracing::warn!(%org_id, jobs = ids.len(), error = %e, "could not renew job leases");
+            }
         }
     }
 }

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::OrgId;
+use crate::domain::{JobId, OrgId};
+use crate::jobs::JobContext;
 use crate::jobs::queue::{Lane, Popped};
-use crate::jobs::{JobContext, JobMessage, runner};
+use crate::jobs::runner::{self, Recorder};
 
 /// How long one blocking wait for work lasts; also how late a loop notices a dead
 /// connection that Redis never closed.
@@ -25,6 +26,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often due retries are moved into their lanes.
 const PROMOTE_EVERY: Duration = Duration::from_millis(200);
+/// The most jobs one pop takes (and one statement claims).
+const POP_BATCH: usize = 64;
+/// Claims of one lane on their way to PostgreSQL at once.
+const CLAIMS_IN_FLIGHT: usize = 8;
 /// Failing for longer than this makes readiness report the workers down.
 const FAILING_TOLERANCE: Duration = Duration::from_secs(5);
 
@@ -129,6 +134,13 @@ impl Drop for OrgSlot {
     }
 }
 
+/// What a popped job holds until it has run: a worker slot of its lane, and its org's
+/// count in this process. Dropping it gives both back.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _org: OrgSlot,
+}
+
 /// Runs `JOB_CONCURRENCY` jobs at a time in each lane until `stop` resolves; then takes
 /// no new job and waits for the running ones (the caller bounds that wait by
 /// `SHUTDOWN_GRACE_SECS`). A job still running after that keeps its row lease until it
@@ -151,33 +163,54 @@ pub async fn run_workers(
     health.started.store(true, Ordering::Relaxed);
     tracing::info!(worker = %worker, concurrency, "job workers starting");
 
+    let recorder = Recorder::start(&ctx);
     let mut lanes = Vec::new();
     for lane in Lane::ALL {
         let slots = Arc::new(Semaphore::new(concurrency));
         lanes.push((lane, slots.clone()));
-        tokio::spawn(supervise(ctx.clone(), lane, slots, token.clone()));
+        tokio::spawn(supervise(
+            ctx.clone(),
+            recorder.clone(),
+            lane,
+            slots,
+            token.clone(),
+        ));
     }
     tokio::spawn(promote_due(ctx.clone(), token.clone()));
+    // Stops when this function ends (returns or is dropped), not at `stop`: jobs still
+    // running while the workers drain keep their leases.
+    let renewal = CancellationToken::new();
+    tokio::spawn(runner::renew_leases(ctx.clone(), renewal.clone()));
+    let _renewal_stops = renewal.drop_guard();
 
     token.cancelled().await;
-    // Every slot back means every job of this process has finished.
+    // Every slot back means every handler of this process has finished; then the
+    // successes still being written are waited for.
     for (lane, slots) in lanes {
         if slots.acquire_many(concurrency as u32).await.is_err() {
             tracing::warn!(lane = lane.name(), "job slots closed while draining");
         }
     }
+    recorder.drained().await;
     tracing::info!("job workers stopped");
     Ok(())
 }
 
 /// Keeps a lane's loop running: one that panicked is started again after a pause.
-async fn supervise(ctx: JobContext, lane: Lane, slots: Arc<Semaphore>, stop: CancellationToken) {
+async fn supervise(
+    ctx: JobContext,
+    recorder: Recorder,
+    lane: Lane,
+    slots: Arc<Semaphore>,
+    stop: CancellationToken,
+) {
     let health = ctx.queue.health.clone();
     let load = Arc::new(OrgLoad::default());
     loop {
         health.lane(lane).running.store(true, Ordering::Relaxed);
         let run = tokio::spawn(lane_loop(
             ctx.clone(),
+            recorder.clone(),
             lane,
             slots.clone(),
             load.clone(),
@@ -200,6 +233,7 @@ async fn supervise(ctx: JobContext, lane: Lane, slots: Arc<Semaphore>, stop: Can
 
 async fn lane_loop(
     ctx: JobContext,
+    recorder: Recorder,
     lane: Lane,
     slots: Arc<Semaphore>,
     load: Arc<OrgLoad>,
@@ -211,26 +245,51 @@ async fn lane_loop(
     let share = concurrency.div_ceil(2).max(1);
     let mut waiter: Option<redis::aio::MultiplexedConnection> = None;
     let mut backoff = BACKOFF_MIN;
+    let claims = Arc::new(Semaphore::new(CLAIMS_IN_FLIGHT));
     loop {
-        let slot = tokio::select! {
+        let first = tokio::select! {
             _ = stop.cancelled() => return,
             slot = slots.clone().acquire_owned() => match slot {
                 Ok(slot) => slot,
                 Err(_) => return,
             },
         };
+        // Every free slot is filled by one pop: under a backlog, jobs are taken (and
+        // claimed) in batches rather than one round trip each.
+        let mut permits = vec![first];
+        while permits.len() < POP_BATCH {
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
+            }
+        }
         let skip = load.at_least(share);
-        let popped = tokio::time::timeout(REDIS_BUDGET, ctx.queue.store.pop(lane, &skip)).await;
+        let popped = tokio::time::timeout(
+            REDIS_BUDGET,
+            ctx.queue.store.pop(lane, permits.len(), &skip),
+        )
+        .await;
         let failure = match popped {
-            Ok(Ok(Some(job))) => {
+            Ok(Ok(jobs)) if !jobs.is_empty() => {
                 health.ok(lane);
                 backoff = BACKOFF_MIN;
-                start(&ctx, lane, job, slot, &load);
+                // At most CLAIMS_IN_FLIGHT claims of a lane at once: while they are on
+                // their way, the slots that free up are taken together by the next pop,
+                // so under load batches grow by themselves, and the pool keeps
+                // connections for the handlers and the recorder.
+                let claiming = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    permit = claims.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                };
+                start(&ctx, &recorder, lane, jobs, permits, &load, claiming);
                 continue;
             }
-            Ok(Ok(None)) => {
+            Ok(Ok(_)) => {
                 health.ok(lane);
-                drop(slot);
+                drop(permits);
                 match wait_for_work(&ctx, lane, &mut waiter, &stop).await {
                     Ok(()) => {
                         backoff = BACKOFF_MIN;
@@ -294,26 +353,40 @@ async fn wait_for_work(
     }
 }
 
+/// Hands each org's jobs of one pop to the runner, which claims them together and starts
+/// them; `claiming` is held until the claims are written.
 fn start(
     ctx: &JobContext,
+    recorder: &Recorder,
     lane: Lane,
-    job: Popped,
-    slot: OwnedSemaphorePermit,
+    jobs: Vec<Popped>,
+    permits: Vec<OwnedSemaphorePermit>,
     load: &Arc<OrgLoad>,
+    claiming: OwnedSemaphorePermit,
 ) {
-    let org_slot = load.add(job.org_id);
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        let _slot = slot;
-        let _org_slot = org_slot;
-        let msg = JobMessage {
-            job_id: job.job_id,
-            org_id: job.org_id,
-            lane,
+    let mut by_org: HashMap<OrgId, Vec<(JobId, Slot)>> = HashMap::new();
+    // More permits than jobs: the extra ones go back as the iterator drops them.
+    for (job, permit) in jobs.into_iter().zip(permits) {
+        let slot = Slot {
+            _permit: permit,
+            _org: load.add(job.org_id),
         };
-        if let Err(e) = runner::execute(&ctx, msg).await {
-            // The row is still queued; the sweep pushes it again once the database answers.
-            tracing::warn!(job_id = %job.job_id, error = %e, "could not claim the job");
+        by_org
+            .entry(job.org_id)
+            .or_default()
+            .push((job.job_id, slot));
+    }
+    let ctx = ctx.clone();
+    let recorder = recorder.clone();
+    tokio::spawn(async move {
+        let _claiming = claiming;
+        for (org_id, popped) in by_org {
+            let ids: Vec<JobId> = popped.iter().map(|(id, _)| *id).collect();
+            if let Err(e) = runner::execute_batch(&ctx, &recorder, org_id, lane, popped).await {
+                // The rows are still queued; the sweep pushes them again once the
+                // database answers.
+                tracing::warn!(?ids, error = %e, "could not claim jobs");
+            }
         }
     });
 }

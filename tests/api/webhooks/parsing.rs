@@ -310,3 +310,69 @@ async fn an_unparseable_body_is_kept_and_fails_visibly() {
 // ---------------------------------------------------------------------------------------
 // 11. Org isolation
 // ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_backlog_is_parsed_in_batches_and_every_job_says_what_became_of_it() {
+    // The deliveries wait while no replica runs jobs, then one replica with workers
+    // starts: its parse jobs take the org's other waiting deliveries along.
+    let h = Hooked::start(false, &[]).await;
+    const GOOD: usize = 39;
+    for i in 0..GOOD {
+        h.send_ok(lead_added(LEAD_ID + i as i64), "accepted").await;
+    }
+    let r = h.send(JSON, "{").await.expect(200);
+    assert_eq!(r.body, json!({"status": "accepted"}));
+    let _worker = h.app.replica(true).await;
+
+    let jobs = h.wait_webhook_jobs(GOOD + 1).await;
+    let by_id: std::collections::HashMap<&str, &Value> = jobs
+        .iter()
+        .filter_map(|j| Some((j["id"].as_str()?, j)))
+        .collect();
+    let mut taken_along = 0;
+    for job in &jobs {
+        assert_eq!(job["attempts"], 1, "every job ran once: {job}");
+        let Some(by) = job["result"]["parsed_by"].as_str() else {
+            continue;
+        };
+        taken_along += 1;
+        // The job that parsed it is listed, ran, and counts what it took.
+        let parser = by_id
+            .get(by)
+            .unwrap_or_else(|| panic!("no job {by}: {job}"));
+        assert!(parser["result"]["parsed_by"].is_null(), "{parser}");
+        assert!(
+            parser["result"]["batch"].as_u64().unwrap_or(0) > 0,
+            "{parser}"
+        );
+    }
+    assert!(
+        taken_along > 0,
+        "no job took other deliveries along: {jobs:?}"
+    );
+    let failed: Vec<&Value> = jobs.iter().filter(|j| j["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "only the unparseable body fails: {jobs:?}");
+    assert!(
+        failed[0]["error"].as_str().unwrap_or("").contains("JSON"),
+        "{}",
+        failed[0]
+    );
+    for job in jobs.iter().filter(|j| j["status"] != "failed") {
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["result"]["events"], 1, "{job}");
+    }
+
+    // Every good delivery made its one event, exactly once.
+    let events = h.wait_events("?status=processed&limit=100", GOOD).await;
+    let entities: HashSet<i64> = events
+        .iter()
+        .filter_map(|e| e["entity_id"].as_i64())
+        .collect();
+    assert_eq!(entities.len(), GOOD, "{events:?}");
+    let failed_deliveries = h.events("?status=failed").await;
+    assert_eq!(
+        failed_deliveries["data"].as_array().map(Vec::len),
+        Some(1),
+        "{failed_deliveries}"
+    );
+}
