@@ -11,7 +11,9 @@ the statements hybrid search runs, PREPAREd and EXECUTEd with the request's para
 sqlx sends them (so after five executions PostgreSQL may switch to a generic plan, as on
 a pooled connection): the full-text one (src/db/knowledge.rs search_fulltext) and the
 nearest-neighbour one (src/db/vectors.rs search) with depth = the API's (limit 8 -> 40)
-and its hnsw.ef_search and iterative scan. The SQL is copied from those files; keep it
+and its hnsw.ef_search and iterative scan (ef_search = depth under pgvector 0.8)
+and enable_sort off (the API sets it for the vector statement only; here it is set
+for both). The SQL is copied from those files; keep it
 in step with them.
 
 Prints one JSON object: per statement the median, p90 and max execution time (ms), the
@@ -25,29 +27,55 @@ import subprocess
 import sys
 import urllib.request
 
-FULLTEXT = """WITH q AS (
-    SELECT q_all,
-           CASE WHEN strpos(q_all::text, '!') > 0 THEN q_all
-                ELSE replace(q_all::text, ' & ', ' | ')::tsquery END AS q_any
-    FROM websearch_to_tsquery('russian', $2) AS q_all
+FULLTEXT = """WITH every_word AS MATERIALIZED (
+    SELECT c.id, c.asset_id, c.search
+    FROM auth.knowledge_text_matches($1, $3, websearch_to_tsquery('russian', $2),
+                                     NULL, $5) AS m (id)
+         JOIN knowledge_chunks c ON c.id = m.id
+         JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+),
+some_words AS MATERIALIZED (
+    SELECT c.id, c.asset_id, c.search
+    FROM auth.knowledge_text_matches($1, $3,
+             knowledge_some_words(websearch_to_tsquery('russian', $2)),
+             websearch_to_tsquery('russian', $2), $5) AS m (id)
+         JOIN knowledge_chunks c ON c.id = m.id
+         JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+    WHERE (SELECT count(*) FROM every_word) < $4
+      AND knowledge_some_words(websearch_to_tsquery('russian', $2))
+          <> websearch_to_tsquery('russian', $2)
+),
+ranked AS (
+    SELECT id, asset_id, 1 + ts_rank_cd(search, knowledge_some_words(
+               websearch_to_tsquery('russian', $2)), 32) AS score
+    FROM every_word
+    UNION ALL
+    SELECT id, asset_id, ts_rank_cd(search, knowledge_some_words(
+               websearch_to_tsquery('russian', $2)), 32)
+    FROM some_words
+    ORDER BY score DESC, id
+    LIMIT $4
 )
-SELECT c.id AS chunk_id, c.asset_id, a.filename, c.content, c.metadata,
-       ((c.search @@ q.q_all)::int + ts_rank_cd(c.search, q.q_any, 32))::float8 AS score
-FROM q, knowledge_chunks c
-     JOIN knowledge_assets a ON a.id = c.asset_id
-WHERE c.org_id = $1 AND NOT c.pending AND c.search @@ q.q_any
-  AND ($3::uuid IS NULL OR c.agent_id IS NULL OR c.agent_id = $3)
-ORDER BY 6 DESC, c.id
-LIMIT $4"""
+SELECT r.id AS chunk_id, r.asset_id AS asset_id, a.filename, c.content,
+       c.metadata, r.score::float8 AS score
+FROM ranked r
+     JOIN knowledge_chunks c ON c.id = r.id
+     JOIN knowledge_assets a ON a.id = r.asset_id
+ORDER BY r.score DESC, r.id"""
+
+# At most this many chunks of each kind are ranked (FULLTEXT_CANDIDATES there).
+CANDIDATES = 200
 
 VECTOR = """WITH nearest AS MATERIALIZED (
-    SELECT c.id AS chunk_id, c.asset_id, a.filename, c.content, c.metadata,
-           (c.embedding::vector({d})) <=> $2::vector({d}) AS distance
-    FROM knowledge_chunks c JOIN knowledge_assets a ON a.id = c.asset_id
-    WHERE c.org_id = $1 AND NOT c.pending AND vector_dims(c.embedding) = {d}
-      AND ($3::uuid IS NULL OR c.agent_id IS NULL OR c.agent_id = $3)
-    ORDER BY (c.embedding::vector({d})) <=> $2::vector({d})
-    LIMIT $4)
+  SELECT c.id AS chunk_id, c.asset_id, a.filename, c.content, c.metadata,
+         (c.embedding::vector({d})) <=> (SELECT $2::vector({d}))
+             AS distance
+  FROM knowledge_chunks c
+       JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+  WHERE a.org_id = $1 AND vector_dims(c.embedding) = {d}
+    AND ($3::uuid IS NULL OR c.agent_id IS NULL OR c.agent_id = $3)
+  ORDER BY distance
+  LIMIT $4)
 SELECT chunk_id, asset_id, filename, content, metadata, 1 - distance AS score
 FROM nearest ORDER BY distance, chunk_id"""
 
@@ -105,17 +133,20 @@ def main():
         "set_config('request.jwt.claims', %s, true), "
         "set_config('hnsw.ef_search', '%d', true), "
         "set_config('plan_cache_mode', %s, true), "
+        "set_config('enable_sort', 'off', true), "
         "CASE WHEN (SELECT string_to_array(extversion, '.')::int[] >= '{0,8}' "
         "FROM pg_extension WHERE extname = 'vector') "
         "THEN set_config('hnsw.iterative_scan', 'relaxed_order', true) END;"
         % (lit(a.claims), a.ef, lit(a.plan_cache_mode)),
-        "PREPARE ft(uuid, text, uuid, bigint) AS %s;" % FULLTEXT,
+        "PREPARE ft(uuid, text, uuid, bigint, bigint) AS %s;" % FULLTEXT,
         "PREPARE vs(uuid, text, uuid, bigint) AS %s;" % VECTOR.format(d=a.dimensions),
     ]
     # How many of the org's chunks the full-text statement matches (and so ranks).
-    setup.append("PREPARE matched(uuid, text) AS SELECT count(*) FROM knowledge_chunks c, "
+    # (all of them were ranked before FULLTEXT_CANDIDATES; now at most twice that).
+    setup.append("PREPARE matched(uuid, text) AS SELECT count(*) FROM knowledge_chunks c "
+                 "JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation, "
                  "websearch_to_tsquery('russian', $2) AS q_all WHERE c.org_id = $1 "
-                 "AND NOT c.pending AND c.search @@ CASE WHEN strpos(q_all::text, '!') > 0 "
+                 "AND c.search @@ CASE WHEN strpos(q_all::text, '!') > 0 "
                  "THEN q_all ELSE replace(q_all::text, ' & ', ' | ')::tsquery END;")
     script = list(setup)
     vectors = []
@@ -124,8 +155,9 @@ def main():
         vectors.append(v)
         for name, arg in (("ft", q), ("vs", v)):
             script.append("\\echo @@%s %d" % (name, i))
-            script.append("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE %s(%s, %s, NULL, %d);"
-                          % (name, lit(a.org), lit(arg), a.depth))
+            script.append("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE %s(%s, %s, NULL, %d%s);"
+                          % (name, lit(a.org), lit(arg), a.depth,
+                             ", %d" % CANDIDATES if name == "ft" else ""))
         script.append("\\echo @@n %d" % i)
         script.append("EXECUTE matched(%s, %s);" % (lit(a.org), lit(q)))
     script.append("ROLLBACK;")
@@ -174,14 +206,14 @@ def main():
     # five custom ones).
     text = list(setup) + ["\\o /dev/null"]
     for _ in range(6):
-        text.append("EXECUTE ft(%s, %s, NULL, %d);" % (lit(a.org), lit(queries[0]), a.depth))
+        text.append("EXECUTE ft(%s, %s, NULL, %d, %d);" % (lit(a.org), lit(queries[0]), a.depth, CANDIDATES))
         text.append("EXECUTE vs(%s, %s, NULL, %d);" % (lit(a.org), lit(vectors[0]), a.depth))
     text += [
         "\\o",
         "\\echo '--- plan_cache_mode %s, after 6 executions of each statement'"
         % a.plan_cache_mode,
         "\\echo '--- full-text statement, query: %s'" % queries[0].replace("'", ""),
-        "EXPLAIN (ANALYZE, BUFFERS) EXECUTE ft(%s, %s, NULL, %d);" % (lit(a.org), lit(queries[0]), a.depth),
+        "EXPLAIN (ANALYZE, BUFFERS) EXECUTE ft(%s, %s, NULL, %d, %d);" % (lit(a.org), lit(queries[0]), a.depth, CANDIDATES),
         "\\echo '--- vector statement (the same query''s embedding)'",
         "EXPLAIN (ANALYZE, BUFFERS) EXECUTE vs(%s, %s, NULL, %d);" % (lit(a.org), lit(vectors[0]), a.depth),
         "ROLLBACK;",

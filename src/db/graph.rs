@@ -34,10 +34,12 @@ pub async fn scope_chunks(
 ) -> sqlx::Result<Vec<ChunkRef>> {
     sqlx::query_as!(
         ChunkRef,
-        "SELECT id, token_count FROM knowledge_chunks
-         WHERE org_id = $1 AND NOT pending
-           AND (asset_id = $2::uuid OR agent_id = $3::uuid OR id = ANY($4::uuid[]))
-         ORDER BY asset_id, position
+        "SELECT c.id, c.token_count
+         FROM knowledge_chunks c
+              JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+         WHERE c.org_id = $1
+           AND (c.asset_id = $2::uuid OR c.agent_id = $3::uuid OR c.id = ANY($4::uuid[]))
+         ORDER BY c.asset_id, c.position
          LIMIT $5",
         org_id.0,
         scope.asset_id.map(|a| a.0),
@@ -56,8 +58,10 @@ pub async fn chunk_texts(
     ids: &[Uuid],
 ) -> sqlx::Result<Vec<(Uuid, String)>> {
     let rows = sqlx::query!(
-        "SELECT id, content FROM knowledge_chunks
-         WHERE org_id = $1 AND id = ANY($2::uuid[]) AND NOT pending",
+        "SELECT c.id, c.content
+         FROM knowledge_chunks c
+              JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+         WHERE c.org_id = $1 AND c.id = ANY($2::uuid[])",
         org_id.0,
         ids,
     )
@@ -75,9 +79,11 @@ pub async fn lock_live_chunks(
     ids: &[Uuid],
 ) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
-        "SELECT id FROM knowledge_chunks
-         WHERE org_id = $1 AND id = ANY($2::uuid[]) AND NOT pending
-         FOR KEY SHARE",
+        "SELECT c.id
+         FROM knowledge_chunks c
+              JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+         WHERE c.org_id = $1 AND c.id = ANY($2::uuid[])
+         FOR KEY SHARE OF c",
         org_id.0,
         ids,
     )
@@ -451,8 +457,8 @@ pub async fn entity_chunks(
                   left(c.content, 300) AS "excerpt!"
            FROM knowledge_entity_chunks ec
                 JOIN knowledge_chunks c ON c.id = ec.chunk_id
-                JOIN knowledge_assets a ON a.id = c.asset_id
-           WHERE ec.org_id = $1 AND ec.entity_id = $2 AND NOT c.pending
+                JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+           WHERE ec.org_id = $1 AND ec.entity_id = $2
            ORDER BY c.asset_id, c.position LIMIT $3"#,
         org_id.0,
         id.0,

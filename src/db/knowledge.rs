@@ -215,25 +215,38 @@ pub async fn mark_queued(conn: &mut PgConnection, org_id: OrgId, id: AssetId) ->
     Ok(())
 }
 
-/// A processing run starts: chunks a crashed run left pending are dropped.
+/// A processing run starts: it gets the asset's next generation number, under which it
+/// writes its chunks, and chunks of runs that never finished are dropped.
 pub async fn start_processing(
+    conn: &mut PgConnection,
+    org_id: OrgId,
+    id: AssetId,
+) -> sqlx::Result<i32> {
+    delete_unfinished_chunks(&mut *conn, org_id, id).await?;
+    sqlx::query_scalar!(
+        r#"UPDATE knowledge_assets
+           SET status = 'processing', error = NULL, last_generation = last_generation + 1,
+               progress = '{"stage": "extracting", "done": 0, "total": 0}'::jsonb,
+               updated_at = now()
+           WHERE org_id = $1 AND id = $2
+           RETURNING last_generation"#,
+        org_id.0,
+        id.0
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// The asset's chunks that are not its searchable generation.
+async fn delete_unfinished_chunks(
     conn: &mut PgConnection,
     org_id: OrgId,
     id: AssetId,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "DELETE FROM knowledge_chunks WHERE org_id = $1 AND asset_id = $2 AND pending",
-        org_id.0,
-        id.0
-    )
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query!(
-        r#"UPDATE knowledge_assets
-           SET status = 'processing', error = NULL,
-               progress = '{"stage": "extracting", "done": 0, "total": 0}'::jsonb,
-               updated_at = now()
-           WHERE org_id = $1 AND id = $2"#,
+        "DELETE FROM knowledge_chunks c USING knowledge_assets a
+         WHERE c.org_id = $1 AND c.asset_id = $2 AND a.id = c.asset_id
+           AND c.generation <> a.generation",
         org_id.0,
         id.0
     )
@@ -274,13 +287,7 @@ pub async fn mark_failed(
     error: &str,
 ) -> sqlx::Result<()> {
     let error: String = error.chars().take(2000).collect();
-    sqlx::query!(
-        "DELETE FROM knowledge_chunks WHERE org_id = $1 AND asset_id = $2 AND pending",
-        org_id.0,
-        id.0
-    )
-    .execute(&mut *conn)
-    .await?;
+    delete_unfinished_chunks(&mut *conn, org_id, id).await?;
     sqlx::query!(
         "UPDATE knowledge_assets
          SET status = 'failed', error = $3,
@@ -296,7 +303,7 @@ pub async fn mark_failed(
     Ok(())
 }
 
-/// One chunk ready to be written (pending until its run completes).
+/// One chunk ready to be written (searchable once its run completes).
 pub struct NewChunk {
     pub id: Uuid,
     pub position: i32,
@@ -305,76 +312,114 @@ pub struct NewChunk {
     pub metadata: Value,
 }
 
-/// Writes a batch of pending chunks in one statement.
+/// The columns of a batch of chunks, as arrays for one `UNNEST` insert.
+pub struct ChunkColumns {
+    pub ids: Vec<Uuid>,
+    pub positions: Vec<i32>,
+    pub contents: Vec<String>,
+    pub tokens: Vec<i32>,
+    pub metadata: Vec<Value>,
+}
+
+impl ChunkColumns {
+    pub fn of(chunks: Vec<NewChunk>) -> ChunkColumns {
+        let mut columns = ChunkColumns {
+            ids: Vec::with_capacity(chunks.len()),
+            positions: Vec::with_capacity(chunks.len()),
+            contents: Vec::with_capacity(chunks.len()),
+            tokens: Vec::with_capacity(chunks.len()),
+            metadata: Vec::with_capacity(chunks.len()),
+        };
+        for chunk in chunks {
+            columns.ids.push(chunk.id);
+            columns.positions.push(chunk.position);
+            columns.contents.push(chunk.content);
+            columns.tokens.push(chunk.token_count);
+            columns.metadata.push(chunk.metadata);
+        }
+        columns
+    }
+}
+
+/// Writes a batch of the run `generation`'s chunks (without embeddings) in one statement.
 pub async fn insert_chunks(
     conn: &mut PgConnection,
     org_id: OrgId,
     asset: &Asset,
-    chunks: &[NewChunk],
+    generation: i32,
+    chunks: &ChunkColumns,
 ) -> sqlx::Result<()> {
-    let ids: Vec<Uuid> = chunks.iter().map(|c| c.id).collect();
-    let positions: Vec<i32> = chunks.iter().map(|c| c.position).collect();
-    let contents: Vec<String> = chunks.iter().map(|c| c.content.clone()).collect();
-    let tokens: Vec<i32> = chunks.iter().map(|c| c.token_count).collect();
-    let metadata: Vec<Value> = chunks.iter().map(|c| c.metadata.clone()).collect();
     sqlx::query!(
-        "INSERT INTO knowledge_chunks (id, org_id, asset_id, agent_id, pending, position,
+        "INSERT INTO knowledge_chunks (id, org_id, asset_id, agent_id, generation, position,
              content, token_count, metadata)
-         SELECT id, $1, $2, $3, true, position, content, token_count, metadata
-         FROM UNNEST($4::uuid[], $5::int[], $6::text[], $7::int[], $8::jsonb[])
+         SELECT id, $1, $2, $3, $4, position, content, token_count, metadata
+         FROM UNNEST($5::uuid[], $6::int[], $7::text[], $8::int[], $9::jsonb[])
               AS c (id, position, content, token_count, metadata)",
         org_id.0,
         asset.id,
         asset.agent_id,
-        &ids,
-        &positions,
-        &contents,
-        &tokens,
-        &metadata,
+        generation,
+        &chunks.ids,
+        &chunks.positions,
+        &chunks.contents,
+        &chunks.tokens,
+        &chunks.metadata,
     )
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// The run is complete: its chunks replace the asset's previous ones in one step, facts
-/// left without evidence go, and the asset is `indexed`.
+/// The run `generation` is complete: its chunks become the searchable ones (one asset
+/// row changes), the previous ones and the facts left without evidence go, and the
+/// asset is `indexed`. `false` when a newer run has started meanwhile: this run's
+/// chunks go and the newer run will swap its own in.
 pub async fn finish_processing(
     conn: &mut PgConnection,
     org_id: OrgId,
     id: AssetId,
+    generation: i32,
     chunks: i32,
     embedded: bool,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "DELETE FROM knowledge_chunks WHERE org_id = $1 AND asset_id = $2 AND NOT pending",
+) -> sqlx::Result<bool> {
+    let swapped = sqlx::query_scalar!(
+        "UPDATE knowledge_assets
+         SET generation = $3, status = 'indexed', error = NULL, chunks_count = $4,
+             embedded = $5,
+             progress = jsonb_build_object('stage', 'indexed', 'done', $4::int, 'total', $4::int),
+             updated_at = now()
+         WHERE org_id = $1 AND id = $2 AND last_generation = $3
+         RETURNING id",
         org_id.0,
-        id.0
+        id.0,
+        generation,
+        chunks,
+        embedded
     )
-    .execute(&mut *conn)
-    .await?;
+    .fetch_optional(&mut *conn)
+    .await?
+    .is_some();
+    if !swapped {
+        sqlx::query!(
+            "DELETE FROM knowledge_chunks WHERE org_id = $1 AND asset_id = $2 AND generation = $3",
+            org_id.0,
+            id.0,
+            generation
+        )
+        .execute(&mut *conn)
+        .await?;
+        return Ok(false);
+    }
     sqlx::query!(
-        "UPDATE knowledge_chunks SET pending = false WHERE org_id = $1 AND asset_id = $2",
+        "DELETE FROM knowledge_chunks WHERE org_id = $1 AND asset_id = $2 AND generation <> $3",
         org_id.0,
-        id.0
+        id.0,
+        generation
     )
     .execute(&mut *conn)
     .await?;
     delete_orphaned_facts(conn, org_id).await?;
-    sqlx::query!(
-        "UPDATE knowledge_assets
-         SET status = 'indexed', error = NULL, chunks_count = $3, embedded = $4,
-             progress = jsonb_build_object('stage', 'indexed', 'done', $3::int, 'total', $3::int),
-             updated_at = now()
-         WHERE org_id = $1 AND id = $2",
-        org_id.0,
-        id.0,
-        chunks,
-        embedded
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Entities and relationships whose last source chunk is gone.
@@ -440,9 +485,11 @@ pub async fn list_chunks(
         Chunk,
         "SELECT id, position, content, token_count, metadata
          FROM knowledge_chunks
-         WHERE org_id = $1 AND asset_id = $2 AND NOT pending
+         WHERE org_id = $1 AND asset_id = $2
+           AND generation = (SELECT generation FROM knowledge_assets
+                             WHERE org_id = $1 AND id = $2)
            AND position > COALESCE((SELECT position FROM knowledge_chunks
-                                    WHERE id = $3 AND asset_id = $2 AND NOT pending), -1)
+                                    WHERE id = $3 AND asset_id = $2), -1)
          ORDER BY position LIMIT $4",
         org_id.0,
         asset_id.0,
@@ -464,11 +511,21 @@ pub struct SearchHit {
     pub metadata: Value,
 }
 
+/// Full-text chunks ranked per query and kind, at most: ranking reads each candidate's
+/// tsvector (out of line), so this bounds a search's work whatever the words are; a
+/// common word can match a tenth of an org's chunks.
+pub const FULLTEXT_CANDIDATES: i64 = 200;
+
 /// Full-text matches of `query`, best first. Scoped to the org, and with `agent` to its
 /// assets plus the org-wide ones. The query is web-search syntax ("phrases", -excluded,
 /// or); its words need not all match — a question rarely shares every word with its
 /// answer — but chunks matching all of them rank above those matching some, then by
 /// cover density. With an exclusion the query is taken as written (all words).
+///
+/// At most `FULLTEXT_CANDIDATES` chunks of each kind are ranked: those with all the
+/// words (usually few), and those with only some of them when the first are fewer than
+/// `limit`. The candidates come from the GIN index (`auth.knowledge_text_matches`) in
+/// table order, so a query of common words ranks a sample of its matches, not all.
 pub async fn search_fulltext(
     conn: &mut PgConnection,
     org_id: OrgId,
@@ -478,25 +535,46 @@ pub async fn search_fulltext(
 ) -> sqlx::Result<Vec<SearchHit>> {
     sqlx::query_as!(
         SearchHit,
-        r#"WITH q AS (
-               SELECT q_all,
-                      CASE WHEN strpos(q_all::text, '!') > 0 THEN q_all
-                           ELSE replace(q_all::text, ' & ', ' | ')::tsquery END AS q_any
-               FROM websearch_to_tsquery('russian', $2) AS q_all
+        r#"WITH every_word AS MATERIALIZED (
+               SELECT c.id, c.asset_id, c.search
+               FROM auth.knowledge_text_matches($1, $3, websearch_to_tsquery('russian', $2),
+                                                NULL, $5) AS m (id)
+                    JOIN knowledge_chunks c ON c.id = m.id
+                    JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+           ),
+           some_words AS MATERIALIZED (
+               SELECT c.id, c.asset_id, c.search
+               FROM auth.knowledge_text_matches($1, $3,
+                        knowledge_some_words(websearch_to_tsquery('russian', $2)),
+                        websearch_to_tsquery('russian', $2), $5) AS m (id)
+                    JOIN knowledge_chunks c ON c.id = m.id
+                    JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+               WHERE (SELECT count(*) FROM every_word) < $4
+                 AND knowledge_some_words(websearch_to_tsquery('russian', $2))
+                     <> websearch_to_tsquery('russian', $2)
+           ),
+           ranked AS (
+               SELECT id, asset_id, 1 + ts_rank_cd(search, knowledge_some_words(
+                          websearch_to_tsquery('russian', $2)), 32) AS score
+               FROM every_word
+               UNION ALL
+               SELECT id, asset_id, ts_rank_cd(search, knowledge_some_words(
+                          websearch_to_tsquery('russian', $2)), 32)
+               FROM some_words
+               ORDER BY score DESC, id
+               LIMIT $4
            )
-           SELECT c.id AS chunk_id, c.asset_id, a.filename, c.content, c.metadata,
-                  ((c.search @@ q.q_all)::int + ts_rank_cd(c.search, q.q_any, 32))::float8
-                      AS "score!"
-           FROM q, knowledge_chunks c
-                JOIN knowledge_assets a ON a.id = c.asset_id
-           WHERE c.org_id = $1 AND NOT c.pending AND c.search @@ q.q_any
-             AND ($3::uuid IS NULL OR c.agent_id IS NULL OR c.agent_id = $3)
-           ORDER BY 6 DESC, c.id
-           LIMIT $4"#,
+           SELECT r.id AS "chunk_id!", r.asset_id AS "asset_id!", a.filename, c.content,
+                  c.metadata, r.score::float8 AS "score!"
+           FROM ranked r
+                JOIN knowledge_chunks c ON c.id = r.id
+                JOIN knowledge_assets a ON a.id = r.asset_id
+           ORDER BY r.score DESC, r.id"#,
         org_id.0,
         query,
         agent.map(|a| a.0),
-        limit
+        limit,
+        FULLTEXT_CANDIDATES,
     )
     .fetch_all(conn)
     .await

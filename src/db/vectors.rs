@@ -10,9 +10,8 @@
 use std::fmt::Write as _;
 
 use sqlx::{AssertSqlSafe, PgConnection, Row as _};
-use uuid::Uuid;
 
-use crate::db::knowledge::SearchHit;
+use crate::db::knowledge::{Asset, ChunkColumns, SearchHit};
 use crate::domain::{AgentId, OrgId};
 
 /// Whether this database can hold embeddings (pgvector and the column are there).
@@ -55,11 +54,19 @@ pub async fn ensure_index(conn: &mut PgConnection, dimensions: u32) -> sqlx::Res
     if !available(&mut *conn).await? {
         return Ok(false);
     }
+    // Without statistics on it, `vector_dims(embedding) = N` (the index's predicate,
+    // which the search repeats) is estimated to keep 0.5 % of the rows, not all of them.
+    sqlx::raw_sql(
+        "CREATE STATISTICS IF NOT EXISTS knowledge_chunks_embedding_dims
+           ON (vector_dims(embedding)) FROM knowledge_chunks",
+    )
+    .execute(&mut *conn)
+    .await?;
     // `dimensions` is a number from the configuration (2..=16000), never client text.
     let sql = format!(
         "CREATE INDEX IF NOT EXISTS {name} ON knowledge_chunks
            USING hnsw ((embedding::vector({dimensions})) vector_cosine_ops)
-           WHERE vector_dims(embedding) = {dimensions} AND NOT pending",
+           WHERE vector_dims(embedding) = {dimensions}",
         name = index_name(dimensions)
     );
     sqlx::raw_sql(AssertSqlSafe(sql)).execute(conn).await?;
@@ -82,21 +89,35 @@ fn literal(vector: &[f32]) -> String {
     text
 }
 
-/// Stores the embeddings of the (pending) chunks `ids`, one statement per batch.
-pub async fn set_embeddings(
+/// Writes a batch of the run `generation`'s chunks with their embeddings (one per chunk,
+/// in order) in one statement: each row is written once, with the vector every index
+/// needs, never updated afterwards.
+pub async fn insert_chunks(
     conn: &mut PgConnection,
     org_id: OrgId,
-    ids: &[Uuid],
+    asset: &Asset,
+    generation: i32,
+    chunks: &ChunkColumns,
     vectors: &[Vec<f32>],
 ) -> sqlx::Result<()> {
     let texts: Vec<String> = vectors.iter().map(|v| literal(v)).collect();
     sqlx::query(
-        "UPDATE knowledge_chunks c SET embedding = v.embedding::vector
-         FROM UNNEST($2::uuid[], $3::text[]) AS v (id, embedding)
-         WHERE c.org_id = $1 AND c.id = v.id",
+        "INSERT INTO knowledge_chunks (id, org_id, asset_id, agent_id, generation, position,
+             content, token_count, metadata, embedding)
+         SELECT id, $1, $2, $3, $4, position, content, token_count, metadata,
+                embedding::vector
+         FROM UNNEST($5::uuid[], $6::int[], $7::text[], $8::int[], $9::jsonb[], $10::text[])
+              AS c (id, position, content, token_count, metadata, embedding)",
     )
     .bind(org_id.0)
-    .bind(ids)
+    .bind(asset.id)
+    .bind(asset.agent_id)
+    .bind(generation)
+    .bind(&chunks.ids)
+    .bind(&chunks.positions)
+    .bind(&chunks.contents)
+    .bind(&chunks.tokens)
+    .bind(&chunks.metadata)
     .bind(&texts)
     .execute(conn)
     .await?;
@@ -105,6 +126,13 @@ pub async fn set_embeddings(
 
 /// The chunks nearest to `query` by cosine distance, best first; `score` is the cosine
 /// similarity (1 − distance). Scoped like full-text search.
+///
+/// The HNSW index is walked in distance order and its rows kept when their asset is in
+/// the org (and its searchable generation is theirs); iterative scans (pgvector 0.8) go
+/// on walking until `limit` rows pass. The org is named only through the asset: the
+/// chunk's own `org_id`, tested by row-level security as well, would make PostgreSQL
+/// multiply two estimates of the same condition into a handful of rows and prefer
+/// "every chunk of the org, sorted" to the index.
 pub async fn search(
     conn: &mut PgConnection,
     org_id: OrgId,
@@ -113,29 +141,39 @@ pub async fn search(
     limit: i64,
 ) -> sqlx::Result<Vec<SearchHit>> {
     let dimensions = query.len();
-    // HNSW returns ef_search candidates before the org and agent filters apply; a wider
-    // beam keeps the top `limit` full when other orgs' chunks are near too.
-    let ef = (limit * 10).clamp(100, 1000);
-    // Iterative scans (pgvector 0.8) keep searching until enough rows pass the filters;
-    // an older extension does without. `relaxed_order` may return neighbours slightly out
-    // of order, hence the re-sort outside.
+    // The candidate list of each step of the walk. Iterative scans continue past it
+    // when filters reject rows, so it only needs to hold the answer; without them
+    // (pgvector < 0.8) it is all the index returns, so it is wider.
+    //
+    // Sorting is off for this statement: row-level security's `org_id = ANY(…)` and
+    // the join's org condition multiply into an estimate of a few hundred chunks for an
+    // org that may have 100,000, so "every chunk of the org, exact distances, sorted"
+    // looks cheaper than the index, and is 5–10× slower at that size. Turned back on
+    // right after.
     sqlx::query(
-        "SELECT set_config('hnsw.ef_search', $1, true),
+        "SELECT set_config('enable_sort', 'off', true),
                 CASE WHEN (SELECT string_to_array(extversion, '.')::int[] >= '{0,8}'
                            FROM pg_extension WHERE extname = 'vector')
-                     THEN set_config('hnsw.iterative_scan', 'relaxed_order', true) END",
+                     THEN set_config('hnsw.iterative_scan', 'relaxed_order', true)
+                          || set_config('hnsw.ef_search', $1, true)
+                     ELSE set_config('hnsw.ef_search', $2, true) END",
     )
-    .bind(ef.to_string())
+    .bind(limit.clamp(40, 1000).to_string())
+    .bind((limit * 10).clamp(100, 1000).to_string())
     .execute(&mut *conn)
     .await?;
+    // The query vector is a scalar subquery: parsed once per execution (an init plan),
+    // where `$2::vector` in a generic plan is parsed again for every row it meets.
     let sql = format!(
         "WITH nearest AS MATERIALIZED (
            SELECT c.id AS chunk_id, c.asset_id, a.filename, c.content, c.metadata,
-                  (c.embedding::vector({dimensions})) <=> $2::vector({dimensions}) AS distance
-           FROM knowledge_chunks c JOIN knowledge_assets a ON a.id = c.asset_id
-           WHERE c.org_id = $1 AND NOT c.pending AND vector_dims(c.embedding) = {dimensions}
+                  (c.embedding::vector({dimensions})) <=> (SELECT $2::vector({dimensions}))
+                      AS distance
+           FROM knowledge_chunks c
+                JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+           WHERE a.org_id = $1 AND vector_dims(c.embedding) = {dimensions}
              AND ($3::uuid IS NULL OR c.agent_id IS NULL OR c.agent_id = $3)
-           ORDER BY (c.embedding::vector({dimensions})) <=> $2::vector({dimensions})
+           ORDER BY distance
            LIMIT $4)
          SELECT chunk_id, asset_id, filename, content, metadata, 1 - distance AS score
          FROM nearest ORDER BY distance, chunk_id"
@@ -145,7 +183,10 @@ pub async fn search(
         .bind(literal(query))
         .bind(agent.map(|a| a.0))
         .bind(limit)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
+        .await?;
+    sqlx::query("SELECT set_config('enable_sort', 'on', true)")
+        .execute(conn)
         .await?;
     rows.into_iter()
         .map(|row| {

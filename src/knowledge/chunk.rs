@@ -82,13 +82,23 @@ impl Chunker {
                     paragraph_start: std::mem::take(&mut first),
                 });
             };
-            let tokens = self.count_tokens(paragraph);
+            // A token is at least a byte, so a paragraph of at most `target` bytes fits;
+            // a longer one is counted by sentences (each piece of text encoded once),
+            // and stays whole when their sum fits.
+            if paragraph.len() <= self.target {
+                push(paragraph, self.count_tokens(paragraph));
+                continue;
+            }
+            let counted: Vec<(&str, usize)> = sentences(paragraph)
+                .into_iter()
+                .map(|s| (s, self.count_tokens(s)))
+                .collect();
+            let tokens: usize = counted.iter().map(|(_, n)| n).sum();
             if tokens <= self.target {
                 push(paragraph, tokens);
                 continue;
             }
-            for sentence in sentences(paragraph) {
-                let tokens = self.count_tokens(sentence);
+            for (sentence, tokens) in counted {
                 if tokens <= self.target {
                     push(sentence, tokens);
                     continue;
@@ -127,6 +137,10 @@ impl Chunker {
             .collect()
     }
 
+    /// Fills chunks with units. A chunk's token count is the sum of its units' (and its
+    /// overlap's), counted once each: the tokenizer is the costly part of chunking, and
+    /// encoding every chunk again to count it exactly would at least double it. Joining
+    /// pieces can merge a token or two at their seams, so the sum is a close estimate.
     fn pack(&self, units: Vec<Unit>, heading: Option<String>, chunks: &mut Vec<Chunk>) {
         let mut content = String::new();
         let mut tokens = 0;
@@ -134,10 +148,10 @@ impl Chunker {
         let mut has_new_text = false;
         for unit in units {
             if has_new_text && tokens + unit.tokens > self.target {
-                let tail = self.tail(&content);
-                self.emit(&content, pages, &heading, chunks);
+                let (tail, tail_tokens) = self.tail(&content);
+                self.emit(&content, tokens, pages, &heading, chunks);
                 pages = (pages.1, pages.1);
-                tokens = self.count_tokens(&tail);
+                tokens = tail_tokens;
                 content = tail;
             }
             if !content.is_empty() {
@@ -152,13 +166,14 @@ impl Chunker {
             pages.1 = unit.page.or(pages.1);
         }
         if has_new_text {
-            self.emit(&content, pages, &heading, chunks);
+            self.emit(&content, tokens, pages, &heading, chunks);
         }
     }
 
     fn emit(
         &self,
         content: &str,
+        tokens: usize,
         (page, page_end): (Option<u32>, Option<u32>),
         heading: &Option<String>,
         chunks: &mut Vec<Chunk>,
@@ -166,27 +181,39 @@ impl Chunker {
         chunks.push(Chunk {
             position: chunks.len() as i32,
             content: content.to_string(),
-            token_count: self.count_tokens(content) as i32,
+            token_count: i32::try_from(tokens).unwrap_or(i32::MAX),
             page,
             page_end: page_end.filter(|end| Some(*end) != page),
             heading: heading.clone(),
         });
     }
 
-    /// The last words of `content` worth about `overlap` tokens.
-    fn tail(&self, content: &str) -> String {
+    /// The last words of `content` worth about `overlap` tokens, and their count.
+    fn tail(&self, content: &str) -> (String, usize) {
         if self.overlap == 0 {
-            return String::new();
+            return (String::new(), 0);
         }
-        let words: Vec<&str> = content.split_whitespace().collect();
+        // Only the end is looked at: splitting the whole chunk into words for its last
+        // few dozen would cost as much as the chunk's own packing.
+        let words: Vec<&str> = content
+            .split_whitespace()
+            .rev()
+            .take(self.overlap * 2 + 1)
+            .collect();
         // A word is about 1.3 tokens in English; count exactly and shrink to fit.
         let mut take = (self.overlap * 3 / 4)
             .clamp(1, words.len().max(1))
             .min(words.len());
         loop {
-            let tail = words[words.len() - take..].join(" ");
-            if take <= 1 || self.count_tokens(&tail) <= self.overlap {
-                return tail;
+            let tail = words[..take]
+                .iter()
+                .rev()
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ");
+            let tokens = self.count_tokens(&tail);
+            if take <= 1 || tokens <= self.overlap {
+                return (tail, tokens);
             }
             take = take * 3 / 4;
         }

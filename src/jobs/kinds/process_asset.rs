@@ -1,15 +1,19 @@
 //! `process-asset`: an uploaded file becomes searchable chunks. Extract its text (on a
 //! blocking thread: parsing is CPU work and parsers of hostile files must not stall the
-//! runtime), split it into ~500-token chunks, write them in batches as `pending`, then
-//! swap them for the asset's previous chunks in one transaction. A rerun starts over and
-//! replaces; a file that cannot be read fails the asset with a readable error.
+//! runtime), split it into ~500-token chunks, and write them in batches, each chunk once
+//! with its embedding, under a new generation of the asset; then make that generation
+//! the searchable one in one short transaction (one asset row, and the previous
+//! generation's chunks deleted). The provider embeds batch n + 1 while batch n is
+//! written. A rerun starts over and replaces; a file that cannot be read fails the asset
+//! with a readable error.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::ai::{AiError, Provider};
 use crate::db::jobs::ClaimedJob;
-use crate::db::knowledge::{self, NewChunk};
+use crate::db::knowledge::{self, Asset, ChunkColumns, NewChunk};
 use crate::db::{self, Tx};
 use crate::domain::{AssetId, JobId, OrgId};
 use crate::jobs::job::{self, Job, Rejected, invalid};
@@ -69,7 +73,7 @@ impl Job for ProcessAsset {
 }
 
 async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<usize, JobError> {
-    let (asset, stored) = {
+    let (asset, stored, generation) = {
         let mut tx = ctx.db.begin_worker(org_id).await?;
         let Some(asset) = knowledge::lock_asset(&mut tx, org_id, asset_id).await? else {
             return Err(JobError::Permanent("the asset no longer exists".into()));
@@ -77,9 +81,9 @@ async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<u
         let Some(stored) = ctx.assets.locate(&mut tx, org_id, asset_id).await? else {
             return Err(JobError::Permanent("the asset's file is missing".into()));
         };
-        knowledge::start_processing(&mut tx, org_id, asset_id).await?;
+        let generation = knowledge::start_processing(&mut tx, org_id, asset_id).await?;
         tx.commit().await?;
-        (asset, stored)
+        (asset, stored, generation)
     };
     // An object is fetched after the commit: no connection waits on the file store.
     let Some(bytes) = ctx.assets.fetch(stored).await? else {
@@ -91,8 +95,9 @@ async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<u
         .await?
         .map_err(|e| JobError::Permanent(e.to_string()))?;
     progress(ctx, org_id, asset_id, "chunking", 0, 0).await?;
-    let chunks = blocking(move || chunk_all(&sections)).await?;
-    if chunks.is_empty() {
+    let batches = blocking(move || chunk_all(&sections)).await?;
+    let total: usize = batches.iter().map(|b| b.ids.len()).sum();
+    if total == 0 {
         return Err(JobError::Permanent("the file contains no text".into()));
     }
 
@@ -103,32 +108,31 @@ async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<u
         Some(provider) if vectors_available(ctx, org_id).await? => Some(provider),
         _ => None,
     };
-    let stage = if embed_with.is_some() {
-        "embedding"
-    } else {
-        "writing"
+    let run = Run {
+        ctx,
+        org_id,
+        asset: &asset,
+        generation,
+        total,
+        stage: if embed_with.is_some() {
+            "embedding"
+        } else {
+            "writing"
+        },
     };
-    let total = chunks.len();
+    // The provider is called with no transaction open, and while the previous batch is
+    // being written: its latency and the database's work overlap.
+    let embed = |batch| embed(ctx, org_id, embed_with, batch);
+    let mut vectors = embed(batches.first()).await?;
     let mut done = 0;
-    for batch in chunks.chunks(WRITE_BATCH) {
-        // The provider is called before the transaction opens: no connection waits on it.
-        let embeddings = match &embed_with {
-            Some(provider) => {
-                let inputs: Vec<String> = batch.iter().map(|c| c.content.clone()).collect();
-                Some(ctx.ai.embed(&ctx.db, org_id, provider, &inputs).await?)
-            }
-            None => None,
-        };
-        let mut tx = ctx.db.begin_worker(org_id).await?;
-        knowledge::insert_chunks(&mut tx, org_id, &asset, batch).await?;
-        if let Some(embeddings) = embeddings {
-            let ids: Vec<Uuid> = batch.iter().map(|c| c.id).collect();
-            db::vectors::set_embeddings(&mut tx, org_id, &ids, &embeddings.vectors).await?;
-        }
-        done += batch.len();
-        knowledge::set_progress(&mut tx, org_id, asset_id, stage, done as i64, total as i64)
-            .await?;
-        tx.commit().await?;
+    for (i, batch) in batches.iter().enumerate() {
+        done += batch.ids.len();
+        let (written, next) = tokio::join!(
+            run.write(batch, vectors.take(), done),
+            embed(batches.get(i + 1))
+        );
+        written?;
+        vectors = next?;
     }
 
     let mut tx = ctx.db.begin_worker(org_id).await?;
@@ -139,14 +143,20 @@ async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<u
     {
         return Err(JobError::Permanent("the asset no longer exists".into()));
     }
-    knowledge::finish_processing(
+    let swapped = knowledge::finish_processing(
         &mut tx,
         org_id,
         asset_id,
+        generation,
         total as i32,
         embed_with.is_some(),
     )
     .await?;
+    if !swapped {
+        tx.commit().await?;
+        tracing::info!(%asset_id, "a newer run of the asset replaces this one");
+        return Ok(total);
+    }
     // The graph comes from the new chunks, when there is a chat model to read them.
     let graph_job = match provider {
         Some(_) => Some(
@@ -175,6 +185,67 @@ async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<u
     Ok(total)
 }
 
+/// The batch's vectors, when it is to be embedded.
+async fn embed(
+    ctx: &JobContext,
+    org_id: OrgId,
+    provider: Option<&Provider>,
+    batch: Option<&ChunkColumns>,
+) -> Result<Option<Vec<Vec<f32>>>, AiError> {
+    match (provider, batch) {
+        (Some(provider), Some(batch)) => ctx
+            .ai
+            .embed(&ctx.db, org_id, provider, &batch.contents)
+            .await
+            .map(|e| Some(e.vectors)),
+        _ => Ok(None),
+    }
+}
+
+/// One processing run's writing side.
+struct Run<'a> {
+    ctx: &'a JobContext,
+    org_id: OrgId,
+    asset: &'a Asset,
+    generation: i32,
+    total: usize,
+    stage: &'static str,
+}
+
+impl Run<'_> {
+    /// One batch (with its vectors when embedded) and the progress, in one transaction.
+    async fn write(
+        &self,
+        batch: &ChunkColumns,
+        vectors: Option<Vec<Vec<f32>>>,
+        done: usize,
+    ) -> Result<(), JobError> {
+        let (org_id, asset) = (self.org_id, self.asset);
+        let mut tx = self.ctx.db.begin_worker(org_id).await?;
+        match vectors {
+            Some(vectors) => {
+                db::vectors::insert_chunks(&mut tx, org_id, asset, self.generation, batch, &vectors)
+                    .await?
+            }
+            None => {
+                knowledge::insert_chunks(&mut tx, org_id, asset, self.generation, batch).await?
+            }
+        }
+        let asset_id = AssetId(asset.id);
+        knowledge::set_progress(
+            &mut tx,
+            org_id,
+            asset_id,
+            self.stage,
+            done as i64,
+            self.total as i64,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 async fn vectors_available(ctx: &JobContext, org_id: OrgId) -> Result<bool, JobError> {
     let mut tx = ctx.db.begin_worker(org_id).await?;
     let available = db::vectors::available(&mut tx).await?;
@@ -182,8 +253,9 @@ async fn vectors_available(ctx: &JobContext, org_id: OrgId) -> Result<bool, JobE
     Ok(available)
 }
 
-fn chunk_all(sections: &[Section]) -> Vec<NewChunk> {
-    crate::knowledge::chunker()
+/// The chunks, in batches of `WRITE_BATCH`.
+fn chunk_all(sections: &[Section]) -> Vec<ChunkColumns> {
+    let chunks: Vec<NewChunk> = crate::knowledge::chunker()
         .chunks(sections)
         .map(|chunk| {
             let mut metadata = serde_json::Map::new();
@@ -204,7 +276,15 @@ fn chunk_all(sections: &[Section]) -> Vec<NewChunk> {
                 metadata: Value::Object(metadata),
             }
         })
-        .collect()
+        .collect();
+    let mut batches = Vec::with_capacity(chunks.len().div_ceil(WRITE_BATCH));
+    let mut chunks = chunks.into_iter().peekable();
+    while chunks.peek().is_some() {
+        batches.push(ChunkColumns::of(
+            chunks.by_ref().take(WRITE_BATCH).collect(),
+        ));
+    }
+    batches
 }
 
 async fn progress(
