@@ -15,7 +15,9 @@
 # default 1), BENCH_KNOWLEDGE (1 = then run bench/knowledge.sh, the knowledge-base rows,
 # with this binary; default 1; its BENCH_KB_* knobs pass through), BENCH_AGENT (1 = then
 # run bench/agent.sh, the agent-runtime rows, with this binary; default 1; its
-# BENCH_AGENT_* knobs pass through).
+# BENCH_AGENT_* knobs pass through), BENCH_JOBS (1 = first run bench/jobs.sh, the job
+# rows, with a release build that has test-support's no-op job; default 1; its
+# BENCH_JOBS_* knobs pass through).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -32,6 +34,7 @@ TOOL=${BENCH_TOOL:-}
 GROWTH=${BENCH_GROWTH:-1}
 KNOWLEDGE=${BENCH_KNOWLEDGE:-1}
 AGENT=${BENCH_AGENT:-1}
+JOBS=${BENCH_JOBS:-1}
 GROWTH_AGENTS=100000   # in the measured org, the 50 included
 GROWTH_OTHER_ORGS=1000 # each with GROWTH_OTHER_AGENTS agents
 GROWTH_OTHER_AGENTS=1000
@@ -687,8 +690,8 @@ main() {
   # bench/knowledge.sh's and bench/agent.sh's sections of the previous results, kept when
   # they do not run now.
   if [[ -f $RESULTS ]]; then
-    knowledge_section=$(awk -v kb="$KNOWLEDGE" -v ag="$AGENT" \
-      '/^## / { keep = (/^## Knowledge base/ && !kb) || (/^## Agent runtime/ && !ag) } keep' "$RESULTS")
+    knowledge_section=$(awk -v kb="$KNOWLEDGE" -v ag="$AGENT" -v jb="$JOBS" \
+      '/^## / { keep = (/^## Knowledge base/ && !kb) || (/^## Agent runtime/ && !ag) || (/^## Jobs/ && !jb) } keep' "$RESULTS")
   fi
   {
     echo "# Benchmark results"
@@ -716,6 +719,11 @@ main() {
   } >"$RESULTS"
   log "Results (also in $RESULTS)"
   echo "$table"
+  if ((JOBS)); then
+    stop_server
+    log "The job pipeline: bench/jobs.sh (BENCH_JOBS=0 skips it)"
+    bench/jobs.sh
+  fi
   if ((KNOWLEDGE)); then
     stop_server
     log "The knowledge base: bench/knowledge.sh (BENCH_KNOWLEDGE=0 skips it)"
