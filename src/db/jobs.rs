@@ -290,9 +290,9 @@ pub async fn succeed(
     Ok(())
 }
 
-/// `succeed` for many jobs of one org in one statement; how many were still ours. Each job
-/// ran for `ran_for` seconds since its claim was sent: its `finished_at` is its
-/// `started_at` plus that, so the row says when it ended even when it is written later.
+/// `succeed` for many jobs of one org in one statement; how many were still ours. Each
+/// job's handler ran for `ran_for` seconds after its claim: its `finished_at` is its
+/// `started_at` plus that, so the row says how long it ran even when it is written later.
 ///
 /// The status test is written `(…) IS TRUE` in the statements that name their rows by id:
 /// with row-level security's org condition, a plain `status = 'running'` lets the

@@ -47,7 +47,6 @@ pub async fn execute_batch(
 ) -> crate::db::Result<()> {
     let worker: &str = &ctx.worker;
     let ids: Vec<JobId> = popped.iter().map(|(id, _)| *id).collect();
-    let claimed_at = Instant::now();
     let (claimed, early) = {
         let mut tx = ctx.db.begin_worker(org_id).await?;
         let claimed =
@@ -65,6 +64,10 @@ pub async fn execute_batch(
         tx.commit().await?;
         (claimed, early)
     };
+    // From here the handlers run; a row's `finished_at` is its `started_at` plus the
+    // time since, so `finished_at − started_at` is how long its handler took (the
+    // claim's own round trips are not counted twice).
+    let claimed_at = Instant::now();
     for (job_id, secs) in early {
         // Delivered before its retry is due (the queue's clock has whole seconds).
         ctx.queue
@@ -180,9 +183,9 @@ impl Recorder {
         }
     }
 
-    /// Hands a success over; `claimed_at` is when its claim was sent, so that the row's
+    /// Hands a success over; `claimed_at` is when its claim came back, so that the row's
     /// `finished_at` is its `started_at` (the claim's time on the database's clock) plus
-    /// how long it ran.
+    /// how long its handler ran.
     async fn record(
         &self,
         job: &ClaimedJob,
