@@ -188,15 +188,7 @@ impl Db {
 
     /// A transaction as `api_worker` scoped to one org, for jobs and webhooks.
     pub async fn begin_worker(&self, org_id: OrgId) -> Result<Tx> {
-        let org = org_id.to_string();
-        let sql = begin_sql(
-            "api_worker",
-            &[
-                ("app.org_id", &org),
-                ("statement_timeout", &self.statement_timeout),
-            ],
-        );
-        Ok(self.begin("api_worker", sql).await?.0)
+        self.begin_in_org(org_id, &[]).await
     }
 
     /// `begin_worker` whose commit does not wait for the WAL to reach the disk: for job
@@ -204,15 +196,18 @@ impl Db {
     /// leaves its job running until the lease lapses, and it runs again (handlers are
     /// idempotent: delivery is at least once); a renewal lost only shortens a lease.
     pub async fn begin_bookkeeping(&self, org_id: OrgId) -> Result<Tx> {
+        self.begin_in_org(org_id, &[("synchronous_commit", "off")])
+            .await
+    }
+
+    async fn begin_in_org(&self, org_id: OrgId, extra: &[(&str, &str)]) -> Result<Tx> {
         let org = org_id.to_string();
-        let sql = begin_sql(
-            "api_worker",
-            &[
-                ("app.org_id", &org),
-                ("statement_timeout", &self.statement_timeout),
-                ("synchronous_commit", "off"),
-            ],
-        );
+        let mut settings = vec![
+            ("app.org_id", org.as_str()),
+            ("statement_timeout", self.statement_timeout.as_str()),
+        ];
+        settings.extend_from_slice(extra);
+        let sql = begin_sql("api_worker", &settings);
         Ok(self.begin("api_worker", sql).await?.0)
     }
 

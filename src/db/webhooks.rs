@@ -81,18 +81,6 @@ pub struct Delivery {
     pub raw_body: Option<String>,
 }
 
-pub async fn delivery(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Delivery>> {
-    sqlx::query_as!(
-        Delivery,
-        r#"SELECT id, org_id AS "org_id: OrgId", connection_id AS "connection_id: ConnectionId",
-                  content_type, raw_body
-           FROM webhook_events WHERE id = $1 AND kind = 'delivery'"#,
-        id,
-    )
-    .fetch_optional(conn)
-    .await
-}
-
 /// Deliveries by id (those that still exist), in no particular order.
 pub async fn deliveries(conn: &mut PgConnection, ids: &[Uuid]) -> sqlx::Result<Vec<Delivery>> {
     sqlx::query_as!(
