@@ -2,11 +2,10 @@
 // job that indexes it, and read a problem. Type-checked by ./scripts/typescript-client.sh
 // against the built package, as a user would import it.
 //
-// Run it against a server (Node 20+), after `npm run build` in clients/typescript:
+// Run it against a server, in clients/typescript after `npm ci` (which builds dist/):
+//   npx tsc -p examples/tsconfig.json --noEmit false --outDir examples/out
 //   AGENTS_API_URL=http://127.0.0.1:8080 AGENTS_API_TOKEN=… AGENTS_API_ORG=… \
-//     node --experimental-strip-types examples/quickstart.ts   (Node 22.6+), or compile it with tsc.
-import { readFile } from "node:fs/promises";
-
+//     node examples/out/quickstart.js
 import {
   type Agent,
   ProblemError,
@@ -44,9 +43,10 @@ for await (const agent of items(api, "/v1/orgs/{org_id}/agents", {
 }
 
 // 2. Upload a file to the knowledge base (text, Markdown, HTML, PDF or DOCX).
-const bytes = await readFile(new URL("../README.md", import.meta.url));
-const { asset, job } = await uploadAsset(api, orgId, new Blob([bytes], { type: "text/markdown" }), {
-  filename: "client-readme.md",
+// In Node, `new Blob([await readFile(path)])` (or `await openAsBlob(path)`) wraps a file.
+const text = "# Pricing\n\nOne seat costs 10 EUR a month; paid yearly, 2 months are free.\n";
+const { asset, job } = await uploadAsset(api, orgId, new Blob([text], { type: "text/markdown" }), {
+  filename: "pricing.md",
   ...(drafts[0] ? { agentId: drafts[0].id } : {}),
 });
 console.log(`asset ${asset.id}: ${asset.status}`);
@@ -54,10 +54,10 @@ console.log(`asset ${asset.id}: ${asset.status}`);
 // 3. Follow the job that indexes it (null when the same bytes were already there).
 if (job) {
   const done = await followJob(api, orgId, job.id, {
-    onUpdate: (j) => console.log(`job ${j.type}: ${j.status} (attempt ${j.attempts}/${j.max_attempts})`),
+    onUpdate: (j) => console.log(`job ${j.type}: ${j.status} ${j.attempts}/${j.max_attempts}`),
     signal: AbortSignal.timeout(120_000),
   });
-  if (done.status !== "succeeded") console.error(`indexing ${done.status}: ${done.error ?? ""}`);
+  if (done.status !== "succeeded") console.error(`indexing ${done.status}: ${done.error}`);
 }
 
 // 4. Errors are problem+json: typed on the result, or thrown by unwrap as ProblemError.
@@ -66,15 +66,17 @@ const { data, error } = await api.POST("/v1/orgs/{org_id}/agents", {
   body: { name: "x", model: "gpt-4o-mini", channels: ["chat"] },
 });
 if (error) {
-  console.log(`${error.status} ${error.code}`, error.errors?.map((e) => `${e.field}: ${e.message}`));
+  const fields = error.errors?.map((e) => `${e.field}: ${e.message}`) ?? [];
+  console.log(`${error.status} ${error.code}`, fields);
 } else {
   console.log(`created ${data.id}`);
 }
 try {
+  const agentId = "00000000-0000-7000-8000-000000000000";
   unwrap(await api.DELETE("/v1/orgs/{org_id}/agents/{agent_id}", {
-    params: { path: { org_id: orgId, agent_id: "00000000-0000-7000-8000-000000000000" } },
+    params: { path: { org_id: orgId, agent_id: agentId } },
   }));
 } catch (e) {
-  if (e instanceof ProblemError && e.is("not_found")) console.log(`no such agent (request ${e.requestId})`);
-  else throw e;
+  if (!(e instanceof ProblemError && e.is("not_found"))) throw e;
+  console.log(`no agent ${e.status} (request ${e.requestId})`);
 }

@@ -222,7 +222,7 @@ export interface PageOptions<P extends ListPath> {
 type UntypedGet = (
   path: string,
   init: { params: { path: unknown; query: Record<string, unknown> }; signal?: AbortSignal },
-) => Promise<{ data: unknown; error?: never; response: Response } | { data?: never; error: unknown; response: Response }>;
+) => Promise<Result>;
 
 /**
  * Every page of a list, following `next_cursor` until it is `null`; one request per page,
@@ -296,20 +296,25 @@ export async function uploadAsset(
 // Jobs
 
 /** The statuses a job does not leave by itself (`failed` leaves only by a retry). */
-export const FINISHED_JOB_STATUSES = ["succeeded", "failed", "cancelled"] as const satisfies readonly JobStatus[];
+export const FINISHED_JOB_STATUSES = [
+  "succeeded",
+  "failed",
+  "cancelled",
+] as const satisfies readonly JobStatus[];
 
 export function isFinished(job: Job): boolean {
   return (FINISHED_JOB_STATUSES as readonly JobStatus[]).includes(job.status);
 }
 
 export interface FollowOptions {
-  /** First wait between two polls; it grows by half each time up to `maxIntervalMs`. Default 500. */
+  /** The first wait between two polls, in ms; it grows by half each time. Default 500. */
   intervalMs?: number;
-  /** Default 5000. */
+  /** The longest wait between two polls, in ms. Default 5000. */
   maxIntervalMs?: number;
   /** Called with every state read, the last one included. */
   onUpdate?: (job: Job) => void;
-  /** Stops following (the promise rejects with the signal's reason), e.g. `AbortSignal.timeout(60_000)`. */
+  /** Stops following, the promise rejecting with the signal's reason:
+   * e.g. `AbortSignal.timeout(60_000)`. */
   signal?: AbortSignal;
 }
 
