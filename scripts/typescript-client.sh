@@ -24,10 +24,13 @@ client=clients/typescript
 schema=$client/src/schema.ts
 started=$SECONDS
 
-command -v node >/dev/null && command -v npm >/dev/null ||
-  die "node and npm are needed for the TypeScript client (Node 20 or newer): apt-get install nodejs npm"
+for tool in node npm; do
+  command -v "$tool" >/dev/null ||
+    die "$tool is missing: the TypeScript client needs Node 20+ and npm (apt-get install nodejs npm)"
+done
 node_major=$(node -p 'process.versions.node.split(".")[0]')
-((node_major >= 20)) || die "Node $(node --version) is too old for the TypeScript client: it needs Node 20 or newer"
+((node_major >= 20)) ||
+  die "Node $(node --version) is too old: the TypeScript client needs Node 20 or newer"
 
 # The lock file copied into node_modules after a successful `npm ci` marks what is
 # installed; any change to package-lock.json installs again.
