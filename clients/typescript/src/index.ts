@@ -321,6 +321,7 @@ export interface FollowOptions {
 /**
  * Polls `GET /v1/orgs/{org_id}/jobs/{job_id}` until the job is succeeded, failed or
  * cancelled, and resolves with that last state (check `status`; `error` says why it failed).
+ * Polling is all it needs; a server-sent event stream could replace it behind this signature.
  */
 export async function followJob(
   client: AgentsApiClient,
