@@ -57,6 +57,7 @@ openapi() {
   fi
 }
 [[ -n ${AGENTS_API_BIN:-} ]] || ensure_rust
+echo "Printing the OpenAPI document (${AGENTS_API_BIN:-cargo run, which builds if needed}) ..." >&2
 openapi >"$workdir/openapi.json"
 openapi >"$workdir/openapi.again.json"
 
