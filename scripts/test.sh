@@ -2,7 +2,9 @@
 # Runs the whole suite: format, lint, the compile-checked SQL's offline data
 # (scripts/sqlx-prepare.sh --check), unit and integration tests against real
 # PostgreSQL (with and without pgvector, scripts/pgvector.sh) and Redis (started here when
-# installed but not running), then Schemathesis
+# installed but not running), the TypeScript client (scripts/typescript-client.sh --check:
+# regenerated from the OpenAPI document it must equal the committed one, then build and
+# type-check its example), then Schemathesis
 # against a running server (scripts/schemathesis.sh), the Kubernetes manifests
 # (scripts/validate-k8s.sh) and the container image without Docker (scripts/check-image.sh).
 # Extra arguments go to the test binaries, e.g. ./scripts/test.sh --nocapture agents
@@ -47,6 +49,8 @@ step="sqlx offline data"
 ./scripts/sqlx-prepare.sh --check
 step="cargo test"
 cargo test --locked --features test-support -- "$@"
+step="typescript client"
+./scripts/typescript-client.sh --check
 step="schemathesis"
 ./scripts/schemathesis.sh
 step="kubernetes manifests"
@@ -54,4 +58,4 @@ step="kubernetes manifests"
 step="container image"
 ./scripts/check-image.sh
 
-echo "test.sh: OK (fmt, clippy, sqlx, tests, schemathesis, manifests, image) in $((SECONDS - started))s"
+echo "test.sh: OK (fmt, clippy, sqlx, tests, typescript client, schemathesis, manifests, image) in $((SECONDS - started))s"
