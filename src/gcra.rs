@@ -22,14 +22,20 @@ const LOCAL_KEYS: usize = 100_000;
 
 /// `{taken, wait_ms, reset_ms}`, in Redis's time so replicas agree. `ARGV[3] = 1`
 /// reserves: the request is always taken, and `wait_ms` says when its slot begins.
+/// `ARGV[4]` requests were already admitted by the caller on its own (see
+/// `Gcra::take_after`): they are counted first, whatever the answer for this one.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+local prior = tonumber(ARGV[4])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now) + prior * interval
 local allow_at = tat - (burst - 1) * interval
 if now < allow_at and ARGV[3] ~= '1' then
+  if prior > 0 then
+    redis.call('SET', KEYS[1], tat, 'PX', tat - now + 1000)
+  end
   return {0, allow_at - now, tat - now}
 end
 local new_tat = tat + interval
@@ -102,8 +108,15 @@ impl Gcra {
 
     /// Takes one request under `key` (prefixed as every Redis key).
     pub async fn take(&self, key: &str, rate: Rate, mode: Mode) -> Outcome {
+        self.take_after(key, rate, mode, 0).await
+    }
+
+    /// `take`, after first counting `prior` requests that the caller already admitted
+    /// on its own since it last asked (they count even when this one is refused).
+    pub async fn take_after(&self, key: &str, rate: Rate, mode: Mode, prior: u32) -> Outcome {
         if now_ms() >= self.redis_down_until_ms.load(Ordering::Relaxed) {
-            match tokio::time::timeout(REDIS_BUDGET, self.take_shared(key, rate, mode)).await {
+            let shared = self.take_shared(key, rate, mode, prior);
+            match tokio::time::timeout(REDIS_BUDGET, shared).await {
                 Ok(Ok(outcome)) => {
                     if self.warned.swap(false, Ordering::Relaxed) {
                         tracing::info!("rate limits are shared through Redis again");
@@ -114,7 +127,7 @@ impl Gcra {
                 Err(_) => self.redis_failed("timed out"),
             }
         }
-        self.local.take(key, rate, mode)
+        self.local.take(key, rate, mode, prior)
     }
 
     fn redis_failed(&self, why: &str) {
@@ -131,7 +144,13 @@ impl Gcra {
     }
 
     #[tracing::instrument(name = "redis.rate_limit", skip_all, fields(otel.kind = "client", db.system = "redis"))]
-    async fn take_shared(&self, key: &str, rate: Rate, mode: Mode) -> redis::RedisResult<Outcome> {
+    async fn take_shared(
+        &self,
+        key: &str,
+        rate: Rate,
+        mode: Mode,
+        prior: u32,
+    ) -> redis::RedisResult<Outcome> {
         let mut conn = self.redis.connection();
         let (taken, wait_ms, reset_ms): (i64, i64, i64) = self
             .script
@@ -139,6 +158,7 @@ impl Gcra {
             .arg(rate.interval.as_millis() as u64)
             .arg(rate.burst.max(1))
             .arg(u8::from(mode == Mode::Reserve))
+            .arg(prior)
             .invoke_async(&mut conn)
             .await?;
         Ok(Outcome {
@@ -156,17 +176,20 @@ struct Local(Mutex<HashMap<String, Instant>>);
 
 impl Local {
     /// The script's arithmetic on this process's own clock.
-    fn take(&self, key: &str, rate: Rate, mode: Mode) -> Outcome {
+    fn take(&self, key: &str, rate: Rate, mode: Mode, prior: u32) -> Outcome {
         let now = Instant::now();
         let mut tats = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if tats.len() >= LOCAL_KEYS && !tats.contains_key(key) {
             tats.retain(|_, tat| *tat > now);
         }
-        let tat = tats.get(key).copied().unwrap_or(now).max(now);
+        let tat = tats.get(key).copied().unwrap_or(now).max(now) + rate.interval * prior;
         let allow_at = tat
             .checked_sub(rate.interval * rate.burst.max(1).saturating_sub(1))
             .unwrap_or(now);
         if now < allow_at && mode == Mode::Check {
+            if prior > 0 && (tats.len() < LOCAL_KEYS || tats.contains_key(key)) {
+                tats.insert(key.to_string(), tat);
+            }
             return Outcome {
                 taken: false,
                 wait: allow_at - now,
@@ -196,12 +219,12 @@ mod tests {
         let g = Local::default();
         let rate = Rate::per_minute(3);
         for _ in 0..3 {
-            assert!(g.take("k", rate, Mode::Check).taken);
+            assert!(g.take("k", rate, Mode::Check, 0).taken);
         }
-        let refused = g.take("k", rate, Mode::Check);
+        let refused = g.take("k", rate, Mode::Check, 0);
         assert!(!refused.taken);
         assert!(refused.wait > Duration::from_secs(19) && refused.wait <= Duration::from_secs(20));
-        assert!(g.take("other", rate, Mode::Check).taken);
+        assert!(g.take("other", rate, Mode::Check, 0).taken);
     }
 
     #[test]
@@ -212,7 +235,7 @@ mod tests {
             burst: 1,
         };
         let waits: Vec<Duration> = (0..3)
-            .map(|_| g.take("acct", rate, Mode::Reserve).wait)
+            .map(|_| g.take("acct", rate, Mode::Reserve, 0).wait)
             .collect();
         assert!(waits[0] < Duration::from_millis(5));
         assert!(waits[1] > Duration::from_millis(140) && waits[1] <= Duration::from_millis(150));

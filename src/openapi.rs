@@ -1,8 +1,9 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
+use crate::http::json::Json;
 use axum::Router;
 use axum::http::header;
-use axum::response::{IntoResponse, Json, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};

@@ -36,7 +36,9 @@ pub struct Agent {
     pub handoff_keywords: Vec<String>,
     /// After this many answers in a conversation, a person takes over.
     pub max_turns: Option<i32>,
+    #[serde(serialize_with = "crate::domain::time::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::domain::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -121,7 +121,9 @@ impl Db {
     ) -> Result<(Tx, Vec<sqlx::postgres::PgRow>)> {
         let conn = self.pool.acquire().await?;
         let pool = self.pool.clone();
-        let started = tokio::spawn(async move {
+        // Boxed: the statement's future is kilobytes, and a task moves its future and
+        // output around by value several times on the way (seen in the profile).
+        let started = tokio::spawn(Box::pin(async move {
             let mut conn = conn;
             let mut retries = pool.options().get_max_connections();
             loop {
@@ -143,7 +145,7 @@ impl Db {
                     Err(error) => return Err(error),
                 }
             }
-        });
+        }));
         match started.await {
             Ok(Ok(started)) => Ok(started),
             Ok(Err(error)) => Err(error.into()),

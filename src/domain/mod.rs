@@ -7,6 +7,7 @@ pub mod ids;
 pub mod json;
 pub mod media;
 pub mod page;
+pub mod time;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod error;
 pub mod extract;
+pub mod json;
 pub mod middleware;
 pub mod rate_limit;
 pub mod request_id;

@@ -1,7 +1,7 @@
 //! Which Kommo pipeline stages an agent works (spec §13): read and replace the agent's
 //! routes. At most one active agent may work a stage (409 otherwise).
 
-use axum::response::Json;
+use crate::http::json::Json;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -1,7 +1,7 @@
 //! AI sales agents of an org.
 
+use crate::http::json::Json;
 use axum::http::StatusCode;
-use axum::response::Json;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;

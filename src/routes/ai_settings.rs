@@ -1,8 +1,8 @@
 //! An org's own model provider (SPEC §11): owners and admins only; the key is write-only.
 
+use crate::http::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -1,6 +1,6 @@
 //! `GET /v1/orgs/{org_id}/audit-logs`: the org's audit trail, for admins and owners.
 
-use axum::response::Json;
+use crate::http::json::Json;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -2,9 +2,9 @@
 //! chat itself (through the Chats API), not only as notes on the lead. The channel's
 //! secret is sealed by the key ring and write-only.
 
+use crate::http::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;

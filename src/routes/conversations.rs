@@ -2,7 +2,7 @@
 //! conversation with its messages (oldest first, paginated), and people taking a
 //! conversation over or handing it back.
 
-use axum::response::Json;
+use crate::http::json::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;

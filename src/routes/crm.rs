@@ -1,9 +1,9 @@
 //! CRM credentials, connections, their sync, synced data, token refresh and webhook
 //! secrets. Secrets are write-only: no response ever carries one.
 
+use crate::http::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -1,9 +1,9 @@
 //! Background jobs of an org: list, enqueue, inspect, cancel, retry. The API reads only
 //! the `jobs` table; the runner keeps it in step with the queue.
 
+use crate::http::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Json;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;

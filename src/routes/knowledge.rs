@@ -1,8 +1,8 @@
 //! The knowledge base: files an org uploads, their chunks, and search over them.
 
+use crate::http::json::Json;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::StatusCode;
-use axum::response::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};

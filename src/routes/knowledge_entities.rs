@@ -1,7 +1,7 @@
 //! The knowledge graph an org's files became (`extract-knowledge-graph`): its entities,
 //! and one entity with its relationships and the chunks it was found in.
 
-use axum::response::Json;
+use crate::http::json::Json;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -1,10 +1,11 @@
 //! Kommo OAuth (start, and the two callbacks: from the frontend's server and from the
 //! browser) and sending a message to a deal.
 
+use crate::http::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::LOCATION;
-use axum::response::{IntoResponse, Json, Response};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,6 @@
 //! `GET /v1/me`: who the token belongs to and their orgs.
 
-use axum::response::Json;
+use crate::http::json::Json;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -1,8 +1,8 @@
 //! Org membership: owners manage every role; admins may only add plain members; the
 //! last owner can be neither removed nor demoted.
 
+use crate::http::json::Json;
 use axum::http::StatusCode;
-use axum::response::Json;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;

@@ -1,7 +1,7 @@
 //! Organizations: create one (the caller becomes its owner) and read one.
 
+use crate::http::json::Json;
 use axum::http::StatusCode;
-use axum::response::Json;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;

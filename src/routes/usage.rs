@@ -1,8 +1,8 @@
 //! `GET /v1/orgs/{org_id}/usage`: what the org's model calls used, per day and kind, and
 //! where it stands against `AI_DAILY_TOKEN_QUOTA`.
 
+use crate::http::json::Json;
 use axum::extract::State;
-use axum::response::Json;
 use chrono::{Days, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;

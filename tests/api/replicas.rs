@@ -330,6 +330,60 @@ async fn replicas_share_one_rate_limit() {
     }
 }
 
+/// A large limit is mostly admitted by each replica on its own between questions to
+/// Redis (src/http/rate_limit.rs); together the replicas still admit the budget, and at
+/// most the stated error beyond it: (replicas − 1) · ⌊limit/32⌋, plus what refills while
+/// the requests are sent.
+#[tokio::test]
+async fn replicas_admitting_locally_keep_a_large_limit_within_the_stated_error() {
+    const LIMIT: usize = 320;
+    let limit = LIMIT.to_string();
+    let r = Replicas::start(&[("RATE_LIMIT_USER_PER_MIN", &limit)]).await;
+    let client = r.cluster.client.clone();
+    let token = sign_hs256(&claims_for(Uuid::now_v7()), JWT_SECRET);
+    let started = Instant::now();
+    let mut allowed = 0;
+    let mut first_refusal = None;
+    for i in 0..LIMIT + 60 {
+        let a = send(
+            client.clone(),
+            Method::GET,
+            r.rr(i).url("/v1/me"),
+            Some(token.clone()),
+            None,
+        )
+        .await;
+        match a.status {
+            200 => allowed += 1,
+            429 => {
+                first_refusal.get_or_insert(i);
+                assert_eq!(a.body["code"], "rate_limited", "{}", a.body);
+            }
+            other => panic!("request #{i}: {other} {}", a.body),
+        }
+    }
+    // One request refills every 60 s / LIMIT while these are sent.
+    let refilled = (started.elapsed().as_millis() / (60_000 / LIMIT as u128)) as usize + 1;
+    let error = (REPLICAS - 1) * (LIMIT / 32);
+    eprintln!(
+        "replicas_admitting_locally: {allowed} of {} allowed (limit {LIMIT}, first refusal \
+         at #{first_refusal:?}, {refilled} refilled, stated error {error})",
+        LIMIT + 60
+    );
+    assert!(
+        allowed >= LIMIT,
+        "only {allowed} of the budget of {LIMIT} were admitted"
+    );
+    assert!(
+        allowed <= LIMIT + refilled + error,
+        "{allowed} admitted: more than {LIMIT} + {refilled} refilled + {error} (the stated error)"
+    );
+    assert!(
+        first_refusal.is_some(),
+        "nothing was refused past the budget"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. Each job once
 // ---------------------------------------------------------------------------------------
