@@ -129,27 +129,34 @@ function listen(port) {
 // What the browser did on the network, through the DevTools protocol: Playwright's own
 // network events leave CORS preflights out on purpose, and the checks are about them.
 
-async function recordPreflights(context, page) {
+async function recordNetwork(context, page) {
   const cdp = await context.newCDPSession(page);
-  const byId = new Map();
-  cdp.on("Network.requestWillBeSent", ({ requestId, request }) => {
-    if (request.method === "OPTIONS") {
-      byId.set(requestId, { url: request.url, requestHeaders: request.headers, status: null });
+  const urls = new Map();
+  const preflights = new Map();
+  const corsErrors = [];
+  cdp.on("Network.requestWillBeSent", ({ requestId, request, initiator }) => {
+    urls.set(requestId, request.url);
+    if (initiator?.type === "preflight" || request.method === "OPTIONS") {
+      preflights.set(requestId, { url: request.url, status: null, headers: {} });
     }
   });
   // The headers as they came off the wire (responseReceived may show fewer).
   cdp.on("Network.responseReceivedExtraInfo", ({ requestId, statusCode, headers }) => {
-    const entry = byId.get(requestId);
+    const entry = preflights.get(requestId);
     if (entry) Object.assign(entry, { status: statusCode, headers: lower(headers) });
   });
   cdp.on("Network.responseReceived", ({ requestId, response }) => {
-    const entry = byId.get(requestId);
+    const entry = preflights.get(requestId);
     if (entry && entry.status === null) {
       Object.assign(entry, { status: response.status, headers: lower(response.headers) });
     }
   });
+  // Why the browser blocked a request, in its own words (e.g. PreflightMissingAllowOriginHeader).
+  cdp.on("Network.loadingFailed", ({ requestId, corsErrorStatus }) => {
+    if (corsErrorStatus) corsErrors.push({ url: urls.get(requestId), error: corsErrorStatus.corsError });
+  });
   await cdp.send("Network.enable");
-  return () => [...byId.values()];
+  return { preflights: () => [...preflights.values()], corsErrors: () => [...corsErrors] };
 }
 
 function lower(headers) {
@@ -171,7 +178,7 @@ function pageUrl(origin, withEvents) {
 async function runPage(browser, origin, withEvents) {
   const context = await browser.newContext();
   const page = await context.newPage();
-  const preflights = await recordPreflights(context, page);
+  const network = await recordNetwork(context, page);
   const responses = [];
   page.on("response", (response) => {
     if (response.url().startsWith(config.api)) responses.push(response);
@@ -190,7 +197,8 @@ async function runPage(browser, origin, withEvents) {
     };
     return {
       steps: state.steps,
-      preflights: preflights(),
+      preflights: network.preflights(),
+      corsErrors: network.corsErrors(),
       meHeaders: await headersOf("/v1/me"),
       pageErrors,
     };
@@ -281,6 +289,10 @@ async function allowedOriginChecks(browser, withEvents) {
       `GET /v1/me answered ACAO ${JSON.stringify(get["access-control-allow-origin"])}, ACAC ${JSON.stringify(get["access-control-allow-credentials"])}`,
     );
     expect(/origin/i.test(get.vary ?? ""), `GET /v1/me Vary ${JSON.stringify(get.vary)} lacks Origin`);
+    expect(
+      result.corsErrors.length === 0,
+      `the browser blocked requests: ${JSON.stringify(result.corsErrors)}`,
+    );
     return `OPTIONS /v1/me → ${preflight.status}, Access-Control-Allow-Origin ${allowedOrigin}, credentials allowed; GET echoed it with Vary: ${get.vary}`;
   });
 
@@ -318,7 +330,9 @@ async function otherOriginChecks(browser) {
     );
     const agents = result.steps.agents;
     expect(agents && !agents.ok, `the page listed agents: ${JSON.stringify(agents?.value)}`);
-    return `${me.error.name}: ${me.error.message}; no body readable`;
+    const why = result.corsErrors.find((e) => e.url === meUrl());
+    expect(why, `the browser reported no CORS error for ${meUrl()}: ${JSON.stringify(result.corsErrors)}`);
+    return `${me.error.name}: ${me.error.message} (the browser: ${why.error}); no body readable`;
   });
   if (!result) return;
 
@@ -360,8 +374,16 @@ async function docsCheck(browser, openapi) {
     const context = await browser.newContext();
     const page = await context.newPage();
     const problems = [];
+    const ignored = [];
     page.on("console", (message) => {
-      if (message.type() === "error") problems.push(`console error: ${message.text()}`);
+      if (message.type() !== "error") return;
+      const where = message.location().url;
+      // The browser asks for /favicon.ico by itself; the API has none (404). Not the page's.
+      if (new URL(where || "about:blank", config.api).pathname === "/favicon.ico") {
+        ignored.push("the browser's own /favicon.ico request (404)");
+        return;
+      }
+      problems.push(`console error: ${message.text()}${where ? ` (${where})` : ""}`);
     });
     page.on("pageerror", (error) => problems.push(`uncaught: ${error}`));
     page.on("requestfailed", (request) =>
@@ -389,7 +411,8 @@ async function docsCheck(browser, openapi) {
         `${rendered} operations rendered, the document has ${expected} (summary: ${summary})`,
       );
       expect(problems.length === 0, problems.join("; "));
-      return `${rendered} operations in ${tags} tags, no console error, no failed request`;
+      const aside = ignored.length ? ` (ignored: ${[...new Set(ignored)].join(", ")})` : "";
+      return `${rendered} operations in ${tags} tags, no console error, no failed request${aside}`;
     } finally {
       await context.close();
     }
