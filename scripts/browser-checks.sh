@@ -42,6 +42,10 @@ trap 'exit 130' INT TERM
 
 # ---- what the checks need, installed when missing ---------------------------------------
 
+apt_chromium() {
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+}
+
 ensure_chromium() {
   [[ -x $CHROMIUM ]] && return 0
   [[ $CHROMIUM == /usr/bin/chromium ]] || die "CHROMIUM=$CHROMIUM is not an executable"
@@ -49,14 +53,12 @@ ensure_chromium() {
     die "Chromium is missing and this machine has no apt-get: install Chromium and set CHROMIUM"
   echo "Installing Debian's chromium (apt-get install chromium) ..." >&2
   local log=$workdir/apt-chromium.log
-  export DEBIAN_FRONTEND=noninteractive
-  if ! as_root apt-get install -y --no-install-recommends chromium >"$log" 2>&1; then
-    # A fresh machine's package lists may be missing or stale.
-    as_root apt-get update >>"$log" 2>&1 &&
-      as_root apt-get install -y --no-install-recommends chromium >>"$log" 2>&1 || {
+  # A fresh machine's package lists may be missing or stale: update once, then try again.
+  if ! apt_chromium >"$log" 2>&1; then
+    if ! as_root apt-get update >>"$log" 2>&1 || ! apt_chromium >>"$log" 2>&1; then
       tail -n 20 "$log" >&2
       die "could not install Debian's chromium, which the browser checks need (apt-get install chromium, as root)"
-    }
+    fi
   fi
   [[ -x $CHROMIUM ]] || die "apt-get installed chromium, but $CHROMIUM is missing"
 }
