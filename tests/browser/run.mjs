@@ -95,6 +95,10 @@ const types = {
 
 async function serveStatic(request, response) {
   const path = new URL(request.url ?? "/", "http://x").pathname;
+  if (path === "/favicon.ico") {
+    response.writeHead(204).end();
+    return;
+  }
   const file = path === "/" ? "/index.html" : path;
   for (const [prefix, root] of roots) {
     if (!file.startsWith(prefix)) continue;
@@ -185,8 +189,19 @@ async function runPage(browser, origin, withEvents) {
   });
   const pageErrors = [];
   page.on("pageerror", (error) => pageErrors.push(String(error)));
+  // Only told when the page does not finish: a refused origin logs CORS errors on purpose.
+  const consoleErrors = [];
+  page.on("console", (message) => {
+    if (message.type() !== "error") return;
+    const where = message.location().url;
+    consoleErrors.push(`${message.text()}${where ? ` (${where})` : ""}`);
+  });
   try {
     await page.goto(pageUrl(origin, withEvents));
+    // The module sets it before its first request: missing after load, it did not load.
+    await page.waitForFunction(() => window.browserChecks !== undefined, null, {
+      timeout: 5_000,
+    });
     await page.waitForFunction(() => window.browserChecks?.done === true, null, {
       timeout: PAGE_TIMEOUT_MS,
     });
@@ -206,7 +221,8 @@ async function runPage(browser, origin, withEvents) {
     // Say what the page had got to, not just that it timed out.
     const partial = await page.evaluate(() => window.browserChecks).catch(() => null);
     throw new Error(
-      `${error.message.split("\n")[0]}; page state: ${JSON.stringify(partial)}; page errors: ${pageErrors.join(" | ") || "none"}`,
+      `${error.message.split("\n")[0]}; page state: ${JSON.stringify(partial)}; ` +
+        `page errors: ${pageErrors.join(" | ") || "none"}; console errors: ${consoleErrors.join(" | ") || "none"}`,
     );
   } finally {
     await context.close();
