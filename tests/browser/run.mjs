@@ -4,7 +4,8 @@
 //  1. allowed origin: a page served from an origin in CORS_ALLOWED_ORIGINS uses the typed
 //     client (clients/typescript/dist) to read /v1/me and list agents; the browser sent a
 //     CORS preflight, whose answer echoed the origin and allowed credentials; and, when the
-//     API documents GET /v1/orgs/{org_id}/events, the page receives one live event.
+//     API documents GET /v1/orgs/{org_id}/events, the page receives one live event and,
+//     reconnecting with Last-Event-ID, one published while it was away.
 //  2. other origin: the same page from an origin not allowed is refused by the browser
 //     (TypeError, nothing readable), the server having answered the preflight without
 //     Access-Control-Allow-Origin.
@@ -315,17 +316,25 @@ async function allowedOriginChecks(browser, withEvents) {
   if (!withEvents) {
     report(
       "skipped",
-      `${name}: live event`,
+      `${name}: live event and resumption`,
       "!!! the API does not document GET /v1/orgs/{org_id}/events (the events branch is not merged): " +
         "NOT CHECKED. Once the endpoint exists this check runs and must pass. !!!",
     );
     return;
   }
-  await check(`${name}: one live event over fetch + ReadableStream`, () => {
-    const live = stepValue(steps, "liveEvent");
-    expect(/^text\/event-stream/.test(live.contentType ?? ""), `content-type ${live.contentType}`);
-    expect(live.ownId && live.id, `the event came without an id: line (${JSON.stringify(live)})`);
-    return `event: ${live.event}, id: ${live.id}, data ${JSON.stringify(live.data)}`;
+  const liveCheck = (value) => {
+    expect(/^text\/event-stream/.test(value.contentType ?? ""), `content-type ${value.contentType}`);
+    expect(value.ownId && value.id, `the event came without an id: line (${JSON.stringify(value)})`);
+    return `event: ${value.event}, id: ${value.id}, data ${JSON.stringify(value.data)}`;
+  };
+  await check(`${name}: one live event over fetch + ReadableStream`, () =>
+    liveCheck(stepValue(steps, "liveEvent")),
+  );
+  await check(`${name}: the stream resumes with Last-Event-ID`, () => {
+    const first = stepValue(steps, "liveEvent");
+    const resumed = stepValue(steps, "resumedEvent");
+    expect(resumed.id !== first.id, `the same id ${first.id} again`);
+    return `after ${first.id}, a job queued while disconnected: ${liveCheck(resumed)}`;
   });
 }
 

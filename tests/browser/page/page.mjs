@@ -80,36 +80,65 @@ async function agents() {
 // it (the typed client with parseAs "stream": the same bearer token and credentials) and
 // the server-sent event frames are parsed here.
 
+// Connected (the server answers once it listens), queue a job: its `job` event must come.
 async function liveEvent() {
+  return withStream(null, async ({ contentType, events }) => {
+    const job = await queueJob();
+    return { contentType, ...(await eventOf(events, job.id)), jobId: job.id };
+  });
+}
+
+// Reconnecting with Last-Event-ID (a header: the browser preflights it) gets what was
+// published while disconnected: a job queued in between. (Published within a moment of
+// its commit; should the reconnection beat it, it comes live instead: either way it comes.)
+async function resumedEvent(lastEventId) {
+  const job = await queueJob();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  return withStream(lastEventId, async ({ contentType, events }) => ({
+    contentType,
+    ...(await eventOf(events, job.id)),
+    jobId: job.id,
+  }));
+}
+
+async function queueJob() {
+  return unwrap(
+    await api.POST("/v1/orgs/{org_id}/jobs", {
+      params: { path: { org_id: orgId } },
+      body: { type: "crm:sync-pipelines", connection_id: connectionId },
+    }),
+  );
+}
+
+/** Opens the org's event stream, runs `use` with it, closes it; 20 s at most. */
+async function withStream(lastEventId, use) {
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(new Error("no job event within 20 s")), 20_000);
   try {
+    const headers = { Accept: "text/event-stream" };
+    if (lastEventId) headers["Last-Event-ID"] = lastEventId;
     const opened = await api.GET("/v1/orgs/{org_id}/events", {
       params: { path: { org_id: orgId } },
-      headers: { Accept: "text/event-stream" },
+      headers,
       parseAs: "stream",
       signal: abort.signal,
     });
-    const stream = unwrap(opened);
     const contentType = opened.response.headers.get("content-type");
-    // Connected (the server answers once it listens): now make a change that is published.
-    const job = unwrap(
-      await api.POST("/v1/orgs/{org_id}/jobs", {
-        params: { path: { org_id: orgId } },
-        body: { type: "crm:sync-pipelines", connection_id: connectionId },
-      }),
-    );
-    for await (const event of sseEvents(stream, abort.signal)) {
-      if (event.event !== "job") continue;
-      const data = JSON.parse(event.data);
-      if (data.job_id !== job.id) continue;
-      return { contentType, jobId: job.id, ...event, data };
-    }
-    throw new Error("the event stream ended before the job's event");
+    return await use({ contentType, events: sseEvents(unwrap(opened), abort.signal) });
   } finally {
     clearTimeout(timer);
     abort.abort(new Error("done"));
   }
+}
+
+/** The first `job` event of that job (later ones, `running` and on, are not waited for). */
+async function eventOf(events, jobId) {
+  for await (const event of events) {
+    if (event.event !== "job") continue;
+    const data = JSON.parse(event.data);
+    if (data.job_id === jobId) return { ...event, data };
+  }
+  throw new Error("the event stream ended before the job's event");
 }
 
 // Yields {id, ownId, event, data} per event of a text/event-stream body, by the WHATWG
@@ -157,6 +186,10 @@ async function* sseEvents(stream, signal) {
 
 await step("me", me);
 await step("agents", agents);
-if (withEvents) await step("liveEvent", liveEvent);
+if (withEvents) {
+  await step("liveEvent", liveEvent);
+  const first = state.steps.liveEvent;
+  if (first.ok) await step("resumedEvent", () => resumedEvent(first.value.id));
+}
 state.done = true;
 show();
