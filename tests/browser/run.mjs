@@ -158,7 +158,8 @@ async function recordNetwork(context, page) {
   });
   // Why the browser blocked a request, in its own words (e.g. PreflightMissingAllowOriginHeader).
   cdp.on("Network.loadingFailed", ({ requestId, corsErrorStatus }) => {
-    if (corsErrorStatus) corsErrors.push({ url: urls.get(requestId), error: corsErrorStatus.corsError });
+    if (corsErrorStatus)
+      corsErrors.push({ url: urls.get(requestId), error: corsErrorStatus.corsError });
   });
   await cdp.send("Network.enable");
   return { preflights: () => [...preflights.values()], corsErrors: () => [...corsErrors] };
@@ -168,20 +169,23 @@ function lower(headers) {
   return Object.fromEntries(Object.entries(headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
 }
 
-function pageUrl(origin, withEvents) {
-  const query = new URLSearchParams({
+/** What the page reads before it runs (the token stays out of every URL). */
+function pageSettings(withEvents) {
+  return {
     api: config.api,
     token: config.token,
     org: config.orgId,
     connection: config.connectionId,
-  });
-  if (withEvents) query.set("events", "1");
-  return `${origin}/?${query}`;
+    events: withEvents ? "1" : "0",
+  };
 }
 
 /** Opens the page in a fresh context (no CORS cache), waits for its steps, returns them. */
 async function runPage(browser, origin, withEvents) {
   const context = await browser.newContext();
+  await context.addInitScript((settings) => {
+    window.browserChecksConfig = settings;
+  }, pageSettings(withEvents));
   const page = await context.newPage();
   const network = await recordNetwork(context, page);
   const responses = [];
@@ -198,7 +202,7 @@ async function runPage(browser, origin, withEvents) {
     consoleErrors.push(`${message.text()}${where ? ` (${where})` : ""}`);
   });
   try {
-    await page.goto(pageUrl(origin, withEvents));
+    await page.goto(`${origin}/`);
     // The module sets it before its first request: missing after load, it did not load.
     await page.waitForFunction(() => window.browserChecks !== undefined, null, {
       timeout: 5_000,
@@ -285,7 +289,10 @@ async function allowedOriginChecks(browser, withEvents) {
       `the browser sent no OPTIONS ${meUrl()} (preflights seen: ${JSON.stringify(result.preflights)})`,
     );
     const h = preflight.headers ?? {};
-    expect(preflight.status >= 200 && preflight.status < 300, `preflight answered ${preflight.status}`);
+    expect(
+      preflight.status >= 200 && preflight.status < 300,
+      `preflight answered ${preflight.status}`,
+    );
     expect(
       h["access-control-allow-origin"] === allowedOrigin,
       `preflight Access-Control-Allow-Origin ${JSON.stringify(h["access-control-allow-origin"])}, expected ${allowedOrigin}`,
@@ -305,7 +312,10 @@ async function allowedOriginChecks(browser, withEvents) {
         get["access-control-allow-credentials"] === "true",
       `GET /v1/me answered ACAO ${JSON.stringify(get["access-control-allow-origin"])}, ACAC ${JSON.stringify(get["access-control-allow-credentials"])}`,
     );
-    expect(/origin/i.test(get.vary ?? ""), `GET /v1/me Vary ${JSON.stringify(get.vary)} lacks Origin`);
+    expect(
+      /origin/i.test(get.vary ?? ""),
+      `GET /v1/me Vary ${JSON.stringify(get.vary)} lacks Origin`,
+    );
     expect(
       result.corsErrors.length === 0,
       `the browser blocked requests: ${JSON.stringify(result.corsErrors)}`,
@@ -323,8 +333,14 @@ async function allowedOriginChecks(browser, withEvents) {
     return;
   }
   const liveCheck = (value) => {
-    expect(/^text\/event-stream/.test(value.contentType ?? ""), `content-type ${value.contentType}`);
-    expect(value.ownId && value.id, `the event came without an id: line (${JSON.stringify(value)})`);
+    expect(
+      /^text\/event-stream/.test(value.contentType ?? ""),
+      `content-type ${value.contentType}`,
+    );
+    expect(
+      value.ownId && value.id,
+      `the event came without an id: line (${JSON.stringify(value)})`,
+    );
     return `event: ${value.event}, id: ${value.id}, data ${JSON.stringify(value.data)}`;
   };
   await check(`${name}: one live event over fetch + ReadableStream`, () =>
@@ -356,7 +372,10 @@ async function otherOriginChecks(browser) {
     const agents = result.steps.agents;
     expect(agents && !agents.ok, `the page listed agents: ${JSON.stringify(agents?.value)}`);
     const why = result.corsErrors.find((e) => e.url === meUrl());
-    expect(why, `the browser reported no CORS error for ${meUrl()}: ${JSON.stringify(result.corsErrors)}`);
+    expect(
+      why,
+      `the browser reported no CORS error for ${meUrl()}: ${JSON.stringify(result.corsErrors)}`,
+    );
     return `${me.error.name}: ${me.error.message} (the browser: ${why.error}); no body readable`;
   });
   if (!result) return;
@@ -368,7 +387,9 @@ async function otherOriginChecks(browser) {
       `the browser sent no OPTIONS ${meUrl()} (preflights seen: ${JSON.stringify(result.preflights)})`,
     );
     expect(preflight.status !== null, "the preflight got no answer");
-    const cors = Object.keys(preflight.headers ?? {}).filter((k) => k.startsWith("access-control-"));
+    const cors = Object.keys(preflight.headers ?? {}).filter((k) =>
+      k.startsWith("access-control-"),
+    );
     expect(cors.length === 0, `the browser's preflight got CORS headers: ${cors.join(", ")}`);
     // The same preflight from here, to see the server's whole answer for ourselves.
     const direct = await fetch(meUrl(), {
@@ -465,7 +486,9 @@ async function main() {
     await browser.close();
     for (const server of servers) server.close();
   }
-  console.log(`browser-checks: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped`);
+  console.log(
+    `browser-checks: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped`,
+  );
   process.exitCode = counts.failed === 0 ? 0 : 1;
 }
 

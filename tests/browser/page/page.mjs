@@ -4,17 +4,20 @@
 // step's outcome goes into `window.browserChecks` (and the page, for a person to read); the
 // page decides nothing, run.mjs judges.
 //
-// Query string: api (the API's origin), token (a bearer access token), org (an org the
-// token's user owns), connection (a CRM connection of that org, for a job to queue), and
-// events=1 when the API documents GET /v1/orgs/{org_id}/events.
+// Settings: `window.browserChecksConfig` (run.mjs sets it before the page loads, so the
+// token is in no URL) or, for a person opening the page by hand, the query string: api
+// (the API's origin), token (a bearer access token), org (an org the token's user owns),
+// connection (a CRM connection of that org, for a job to queue), and events=1 when the
+// API documents GET /v1/orgs/{org_id}/events.
 import { createClient, items, pages, unwrap } from "@agents-api/client";
 
-const params = new URLSearchParams(location.search);
-const apiOrigin = params.get("api") ?? "";
-const token = params.get("token") ?? "";
-const orgId = params.get("org") ?? "";
-const connectionId = params.get("connection") ?? "";
-const withEvents = params.get("events") === "1";
+const settings =
+  window.browserChecksConfig ?? Object.fromEntries(new URLSearchParams(location.search));
+const apiOrigin = settings.api ?? "";
+const token = settings.token ?? "";
+const orgId = settings.org ?? "";
+const connectionId = settings.connection ?? "";
+const withEvents = String(settings.events) === "1";
 
 // `credentials: "include"`, as a front end that also has cookies would send: the browser
 // then accepts an answer only with the exact origin echoed and credentials allowed.
