@@ -191,8 +191,8 @@ API_BASE=$base TOKEN=$TOKEN USER_ID=$USER_ID USER_EMAIL=$USER_EMAIL ORG_ID=$ORG_
   timeout 120 node "$browser/run.mjs" || status=$?
 
 if ((status != 0)); then
-  echo "browser-checks.sh: the server's errors ($server_log):" >&2
-  grep '"level":"ERROR"\|panicked' "$server_log" | tail -n 20 >&2 || true
+  echo "browser-checks.sh: the server's warnings and errors ($server_log):" >&2
+  grep '"level":"\(WARN\|ERROR\)"\|panicked' "$server_log" | tail -n 20 >&2 || true
   die "the browser checks failed (exit $status); server log: $server_log"
 fi
 echo "browser-checks.sh: OK in $((SECONDS - started))s" >&2
