@@ -4,8 +4,9 @@
 # PostgreSQL (with and without pgvector, scripts/pgvector.sh) and Redis (started here when
 # installed but not running), the TypeScript client (scripts/typescript-client.sh --check:
 # regenerated from the OpenAPI document it must equal the committed one, then build and
-# type-check its example), then Schemathesis
-# against a running server (scripts/schemathesis.sh), the Kubernetes manifests
+# type-check its example), real-browser checks with Debian's Chromium
+# (scripts/browser-checks.sh: CORS, the typed client in a page, live events, /docs), then
+# Schemathesis against a running server (scripts/schemathesis.sh), the Kubernetes manifests
 # (scripts/validate-k8s.sh) and the container image without Docker (scripts/check-image.sh).
 # Extra arguments go to the test binaries, e.g. ./scripts/test.sh --nocapture agents
 set -euo pipefail
@@ -51,6 +52,8 @@ step="cargo test"
 cargo test --locked --features test-support -- "$@"
 step="typescript client"
 ./scripts/typescript-client.sh --check
+step="browser checks"
+./scripts/browser-checks.sh
 step="schemathesis"
 ./scripts/schemathesis.sh
 step="kubernetes manifests"
@@ -58,4 +61,4 @@ step="kubernetes manifests"
 step="container image"
 ./scripts/check-image.sh
 
-echo "test.sh: OK (fmt, clippy, sqlx, tests, typescript client, schemathesis, manifests, image) in $((SECONDS - started))s"
+echo "test.sh: OK (fmt, clippy, sqlx, tests, typescript client, browser checks, schemathesis, manifests, image) in $((SECONDS - started))s"
