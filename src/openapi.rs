@@ -106,6 +106,28 @@ pub fn document() -> utoipa::openapi::OpenApi {
 pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
     OrgScoped.modify(doc);
     ProblemResponses.modify(doc);
+    UniqueOperationIds.modify(doc);
+}
+
+/// utoipa names an operation after its handler, and every resource module has its
+/// `list`, `show`, `create`: OpenAPI wants the ids unique (client generators key their
+/// operations by them), so each is prefixed with its resource's tag (`agents_list`).
+struct UniqueOperationIds;
+
+impl Modify for UniqueOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for op in operations(item) {
+                let tag = op.tags.as_ref().and_then(|tags| tags.first()).cloned();
+                if let (Some(tag), Some(id)) = (tag, op.operation_id.as_mut())
+                    && *id != tag
+                    && !id.starts_with(&format!("{tag}_"))
+                {
+                    *id = format!("{tag}_{id}");
+                }
+            }
+        }
+    }
 }
 
 /// Every `/v1/orgs/{org_id}/…` operation needs a bearer token and takes the org id from

@@ -165,7 +165,30 @@ struct Finished {
     result: Value,
     ran_for: Duration,
     /// The result back when the batch could not be written (the job records it alone).
-    done: oneshot::Sender<Result<(), Value>>,
+    /// Taken when answered; a `Finished` dropped unanswered (the recorder panicked or
+    /// was stopped) gives its result back too.
+    done: Option<oneshot::Sender<Result<(), Value>>>,
+}
+
+impl Finished {
+    fn answer(mut self, written: bool) {
+        if let Some(done) = self.done.take() {
+            let answer = if written {
+                Ok(())
+            } else {
+                Err(std::mem::take(&mut self.result))
+            };
+            let _ = done.send(answer);
+        }
+    }
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Err(std::mem::take(&mut self.result)));
+        }
+    }
 }
 
 const RECORD_BACKLOG: usize = 512;
@@ -204,13 +227,14 @@ impl Recorder {
             job_id: job.id,
             result,
             ran_for,
-            done,
+            done: Some(done),
         };
         if let Err(unsent) = self.sender.send(finished).await {
-            return Err(unsent.0.result);
+            // Dropped here, the unsent `Finished` answers with its result.
+            drop(unsent);
         }
-        // A recorder that stopped without answering lost the result: the job is run again
-        // after its lease, as after a crash. Handlers are idempotent for that reason.
+        // Every `Finished` answers, also when dropped; a closed channel cannot happen
+        // then, and would only make the job run again after its lease.
         answer.await.unwrap_or(Ok(()))
     }
 
@@ -240,14 +264,14 @@ async fn write_batches(ctx: JobContext, mut receiver: mpsc::Receiver<Finished>) 
             match written {
                 Ok(()) => {
                     for finished in group {
-                        let _ = finished.done.send(Ok(()));
+                        finished.answer(true);
                     }
                 }
                 Err(e) => {
                     tracing::warn!(org_id = %org_id, jobs = group.len(), error = %e,
                         "could not record a batch of finished jobs; each is recorded alone");
                     for finished in group {
-                        let _ = finished.done.send(Err(finished.result));
+                        finished.answer(false);
                     }
                 }
             }
@@ -358,6 +382,40 @@ pub async fn renew_leases(ctx: JobContext, stop: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn finished(result: Value) -> (Finished, oneshot::Receiver<Result<(), Value>>) {
+        let (done, answer) = oneshot::channel();
+        let finished = Finished {
+            org_id: OrgId(uuid::Uuid::now_v7()),
+            job_id: JobId(uuid::Uuid::now_v7()),
+            result,
+            ran_for: Duration::ZERO,
+            done: Some(done),
+        };
+        (finished, answer)
+    }
+
+    #[test]
+    fn an_outcome_dropped_unwritten_gives_its_result_back() {
+        let (written, mut answer) = finished(serde_json::json!({"n": 1}));
+        written.answer(true);
+        assert_eq!(answer.try_recv().ok(), Some(Ok(())));
+
+        let (refused, mut answer) = finished(serde_json::json!({"n": 2}));
+        refused.answer(false);
+        assert_eq!(
+            answer.try_recv().ok(),
+            Some(Err(serde_json::json!({"n": 2})))
+        );
+
+        // A recorder that panics or stops drops what it holds: the job records it alone.
+        let (lost, mut answer) = finished(serde_json::json!({"n": 3}));
+        drop(lost);
+        assert_eq!(
+            answer.try_recv().ok(),
+            Some(Err(serde_json::json!({"n": 3})))
+        );
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_is_capped() {

@@ -26,6 +26,7 @@ async fn every_documented_operation_is_routed_and_org_routes_say_how() {
     assert!(paths.len() > 25, "{} paths", paths.len());
     let id = "01900000-0000-7000-8000-000000000000";
     let mut operations = 0;
+    let mut operation_ids = std::collections::HashMap::new();
     for (path, item) in paths {
         let concrete: String = path
             .split('/')
@@ -37,6 +38,16 @@ async fn every_documented_operation_is_routed_and_org_routes_say_how() {
                 continue;
             };
             operations += 1;
+            let operation_id = op["operationId"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                !operation_id.is_empty(),
+                "{method} {path} has no operationId"
+            );
+            if let Some(other) =
+                operation_ids.insert(operation_id.clone(), format!("{method} {path}"))
+            {
+                panic!("operationId {operation_id} names both {other} and {method} {path}");
+            }
             let status = app
                 .client
                 .request(m, app.url(&concrete))
