@@ -44,7 +44,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     Ok(AppState::new(Shared {
         db: Db::new(pool, config.request_timeout),
         jobs: JobQueue::new(&redis, events.publisher.clone()),
-        kommo: Kommo::new(config.clone(), redis.clone())?,
+        kommo: Kommo::new(config.clone(), redis.clone())?.with_events(events.publisher.clone()),
         limiter: RateLimiter::new(
             redis.clone(),
             config.rate_limit_anon_per_min,

@@ -333,7 +333,13 @@ mod tests {
     #[test]
     fn lines_parse_as_the_script_writes_them() {
         let parsed = parse_line(r#"1700000000000-3 job {"a":"b c"}"#).unwrap();
-        assert_eq!(parsed.id, EventId { ms: 1_700_000_000_000, seq: 3 });
+        assert_eq!(
+            parsed.id,
+            EventId {
+                ms: 1_700_000_000_000,
+                seq: 3
+            }
+        );
         assert_eq!(parsed.kind, "job");
         assert_eq!(parsed.data, r#"{"a":"b c"}"#);
         assert!(parse_line("garbage").is_none());

@@ -58,7 +58,8 @@ impl FromStr for EventId {
     type Err = ();
     fn from_str(s: &str) -> Result<EventId, ()> {
         let (ms, seq) = s.trim().split_once('-').ok_or(())?;
-        let digits = |t: &str| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |t: &str| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit());
         if !digits(ms) || !digits(seq) {
             return Err(());
         }
@@ -337,7 +338,17 @@ mod tests {
         let b: EventId = "1000-0".parse().unwrap();
         assert!(a < b);
         assert_eq!(b.to_string(), "1000-0");
-        for bad in ["", "1", "-1", "1-", "a-1", "1-b", "1-2-3", "+1-0", "99999999999999999999999-0"] {
+        for bad in [
+            "",
+            "1",
+            "-1",
+            "1-",
+            "a-1",
+            "1-b",
+            "1-2-3",
+            "+1-0",
+            "99999999999999999999999-0",
+        ] {
             assert!(bad.parse::<EventId>().is_err(), "{bad}");
         }
     }

@@ -35,7 +35,10 @@ const PAGE: usize = 500;
 pub enum Frame {
     Event(Stored),
     /// What follows may not continue where the client left off (`id`: where it did).
-    Reset { id: EventId, reason: &'static str },
+    Reset {
+        id: EventId,
+        reason: &'static str,
+    },
     Heartbeat,
     /// The last frame: why the stream ends.
     End(&'static str),
@@ -64,9 +67,7 @@ fn unavailable(e: impl std::fmt::Display) -> OpenError {
     OpenError::Unavailable(e.to_string())
 }
 
-async fn bounded<T>(
-    call: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, OpenError> {
+async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, OpenError> {
     tokio::time::timeout(READ_TIMEOUT, call)
         .await
         .map_err(|_| unavailable("no answer in time"))?

@@ -336,7 +336,13 @@ async fn record(
 
 /// The live event of a claimed job reaching `status`, with its attempts so far.
 fn job_event(job: &ClaimedJob, status: JobStatus) -> Event {
-    Event::job(job.org_id, job.id.0, &job.job_type, status, Some(job.attempts))
+    Event::job(
+        job.org_id,
+        job.id.0,
+        &job.job_type,
+        status,
+        Some(job.attempts),
+    )
 }
 
 /// Extends the leases of every job this process runs, every third of a lease: one

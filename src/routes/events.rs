@@ -100,7 +100,10 @@ fn sse(frame: Frame) -> Event {
                 reason: reason.to_owned(),
             })
             .unwrap_or_else(|_| "{}".into());
-            Event::default().id(id.to_string()).event("reset").data(data)
+            Event::default()
+                .id(id.to_string())
+                .event("reset")
+                .data(data)
         }
         Frame::Heartbeat => Event::default().comment("keep-alive"),
         Frame::End(why) => Event::default().comment(why),

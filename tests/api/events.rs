@@ -122,7 +122,10 @@ fn parse(block: &str) -> Frame {
 }
 
 async fn connect(app: &TestApp, org: Uuid, token: &str, last: Option<&str>) -> reqwest::Response {
-    let mut request = app.client.get(app.url(&events_path(org))).bearer_auth(token);
+    let mut request = app
+        .client
+        .get(app.url(&events_path(org)))
+        .bearer_auth(token);
     if let Some(last) = last {
         request = request.header("last-event-id", last);
     }
@@ -170,7 +173,9 @@ async fn wait_succeeded(app: &TestApp, org: Uuid, user: Uuid, job_id: &str) {
     let path = format!("/v1/orgs/{org}/jobs/{job_id}");
     eventually("the job succeeds", PATIENCE, || async {
         let job = app.get(&path, user).await.expect(200).body;
-        (job["status"] == "succeeded").then_some(()).ok_or(job.to_string())
+        (job["status"] == "succeeded")
+            .then_some(())
+            .ok_or(job.to_string())
     })
     .await;
 }
@@ -184,7 +189,10 @@ fn is_job(frame: &Frame, job_id: &str, status: &str) -> bool {
 fn assert_ids_increase(frames: &[Frame]) {
     let mut last = (0u64, 0u64);
     for frame in frames {
-        let id = frame.id.as_deref().unwrap_or_else(|| panic!("no id: {frame:?}"));
+        let id = frame
+            .id
+            .as_deref()
+            .unwrap_or_else(|| panic!("no id: {frame:?}"));
         let (ms, seq) = id.split_once('-').expect("ms-seq");
         let id = (ms.parse().unwrap(), seq.parse().unwrap());
         assert!(id > last, "ids must increase: {frames:?}");
@@ -243,7 +251,11 @@ async fn an_upload_on_one_replica_shows_its_progress_on_another() {
         .filter(|f| f.event.as_deref() == Some("asset"))
         .map(Frame::json)
         .collect();
-    assert_eq!(assets.first().map(|a| a["status"].clone()), Some(json!("queued")), "{assets:?}");
+    assert_eq!(
+        assets.first().map(|a| a["status"].clone()),
+        Some(json!("queued")),
+        "{assets:?}"
+    );
     assert!(
         assets.iter().any(|a| a["status"] == "processing"),
         "{assets:?}"
@@ -404,7 +416,12 @@ async fn streams_end_when_the_server_drains() {
 async fn streams_are_refused_without_a_token_and_to_outsiders() {
     let app = TestApp::builder().spawn().await;
     let OrgUsers { org, .. } = app.org_with_roles().await;
-    let response = app.client.get(app.url(&events_path(org))).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url(&events_path(org)))
+        .send()
+        .await
+        .unwrap();
     into_response(response)
         .await
         .expect_problem(401, "unauthorized");
@@ -490,7 +507,10 @@ async fn the_openapi_document_describes_the_stream_and_its_events() {
         .await
         .unwrap();
     let op = &doc["paths"]["/v1/orgs/{org_id}/events"]["get"];
-    assert!(op["responses"]["200"]["content"]["text/event-stream"].is_object(), "{op}");
+    assert!(
+        op["responses"]["200"]["content"]["text/event-stream"].is_object(),
+        "{op}"
+    );
     assert!(op["responses"]["429"].is_object());
     for schema in [
         "LiveEvent",

@@ -64,7 +64,15 @@ impl Job for ProcessAsset {
                         Ok::<_, db::Error>(())
                     };
                     match marked.await {
-                        Ok(()) => announce(ctx, job.org_id, asset_id, AssetChange::Failed, "failed", 0, 0),
+                        Ok(()) => announce(
+                            ctx,
+                            job.org_id,
+                            asset_id,
+                            AssetChange::Failed,
+                            "failed",
+                            0,
+                            0,
+                        ),
                         Err(db_error) => {
                             tracing::warn!(error = %db_error, %asset_id, "could not mark an asset failed")
                         }
@@ -89,7 +97,15 @@ async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<u
         tx.commit().await?;
         (asset, stored, generation)
     };
-    announce(ctx, org_id, asset_id, AssetChange::Processing, "extracting", 0, 0);
+    announce(
+        ctx,
+        org_id,
+        asset_id,
+        AssetChange::Processing,
+        "extracting",
+        0,
+        0,
+    );
     // An object is fetched after the commit: no connection waits on the file store.
     let Some(bytes) = ctx.assets.fetch(stored).await? else {
         return Err(JobError::Permanent("the asset's file is missing".into()));
@@ -182,7 +198,15 @@ async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<u
         None => None,
     };
     tx.commit().await?;
-    announce(ctx, org_id, asset_id, AssetChange::Indexed, "indexed", indexed, indexed);
+    announce(
+        ctx,
+        org_id,
+        asset_id,
+        AssetChange::Indexed,
+        "indexed",
+        indexed,
+        indexed,
+    );
     if let Some(graph_job) = graph_job {
         ctx.queue
             .enqueue_committed(JobId(graph_job.id), org_id, &graph_job.job_type)
@@ -250,7 +274,15 @@ impl Run<'_> {
         .await?;
         tx.commit().await?;
         let (done, total) = (done as i64, self.total as i64);
-        announce(self.ctx, org_id, asset_id, AssetChange::Processing, self.stage, done, total);
+        announce(
+            self.ctx,
+            org_id,
+            asset_id,
+            AssetChange::Processing,
+            self.stage,
+            done,
+            total,
+        );
         Ok(())
     }
 }
@@ -307,7 +339,15 @@ async fn progress(
     let mut tx = ctx.db.begin_worker(org_id).await?;
     knowledge::set_progress(&mut tx, org_id, asset_id, stage, done, total).await?;
     tx.commit().await?;
-    announce(ctx, org_id, asset_id, AssetChange::Processing, stage, done, total);
+    announce(
+        ctx,
+        org_id,
+        asset_id,
+        AssetChange::Processing,
+        stage,
+        done,
+        total,
+    );
     Ok(())
 }
 
