@@ -276,6 +276,8 @@ pub struct Settings {
     /// A comment line this often keeps proxies from closing idle streams.
     pub heartbeat: Duration,
     pub max_streams_per_user: u32,
+    /// How often an open stream checks that its user is still a member of the org.
+    pub membership_recheck: Duration,
 }
 
 impl Settings {
@@ -284,6 +286,7 @@ impl Settings {
             retention: config.events_retention,
             heartbeat: config.events_heartbeat,
             max_streams_per_user: config.events_max_streams_per_user,
+            membership_recheck: Duration::from_secs(60),
         }
     }
 

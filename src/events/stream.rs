@@ -21,7 +21,8 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{OrgId, UserId};
+use crate::db::Db;
+use crate::domain::{AuthUser, OrgId};
 use crate::events::hub::{READ_TIMEOUT, Stored, Subscription};
 use crate::events::limit::{self, Slot};
 use crate::events::{EventId, Events};
@@ -47,7 +48,10 @@ pub enum Frame {
 /// A stream to open.
 pub struct Open {
     pub org_id: OrgId,
-    pub user: UserId,
+    /// The caller, whose membership was checked at connect and is checked again every
+    /// `Settings::membership_recheck` (a member removed meanwhile stops hearing the org).
+    pub user: AuthUser,
+    pub db: Db,
     pub last_event_id: Option<EventId>,
     /// When the access token expires.
     pub deadline: Instant,
@@ -83,13 +87,15 @@ pub async fn open(
     let settings = events.settings;
     let slot = bounded(limit::take(
         events.redis(),
-        request.user,
+        request.user.id,
         settings.max_streams_per_user,
         settings.slot_ttl(),
     ))
     .await?
     .map_err(|retry_after| OpenError::TooMany { retry_after })?;
     let subscription = events.hub.subscribe(request.org_id);
+    // Counted from here: dropping `live`, on any path, counts it out.
+    metrics::EVENT_STREAMS.inc();
     let mut live = Live {
         events: events.clone(),
         org_id: request.org_id,
@@ -103,6 +109,9 @@ pub async fn open(
         deadline: request.deadline,
         closing: request.closing,
         heartbeat: heartbeat(settings.heartbeat),
+        recheck: heartbeat(settings.membership_recheck),
+        user: request.user,
+        db: request.db,
     };
     match request.last_event_id {
         Some(last) => {
@@ -112,7 +121,6 @@ pub async fn open(
         }
         None => live.position = bounded(events.hub.top(request.org_id)).await?,
     }
-    metrics::EVENT_STREAMS.inc();
     Ok(futures_util::stream::unfold(live, |mut live| async move {
         loop {
             if let Some(frame) = live.pending.pop_front() {
@@ -148,6 +156,9 @@ struct Live {
     deadline: Instant,
     closing: CancellationToken,
     heartbeat: Interval,
+    recheck: Interval,
+    user: AuthUser,
+    db: Db,
 }
 
 impl Drop for Live {
@@ -173,6 +184,11 @@ impl Live {
                     self.catch_up().await;
                 }
             }
+            _ = self.recheck.tick() => {
+                if !self.still_member().await {
+                    self.end("no longer a member of this organization");
+                }
+            }
             changed = self.subscription.generation.changed() => match changed {
                 // The hub subscribed (again): whatever it missed meanwhile is read by id.
                 Ok(()) => self.catch_up().await,
@@ -188,6 +204,25 @@ impl Live {
                 Err(RecvError::Lagged(_)) => self.catch_up().await,
                 Err(RecvError::Closed) => self.end("the server is shutting down; reconnect"),
             },
+        }
+    }
+
+    /// Whether the user is still a member; a database that does not answer is no reason
+    /// to end the stream (the next check decides).
+    async fn still_member(&self) -> bool {
+        let checked = tokio::time::timeout(READ_TIMEOUT, async {
+            let (tx, role) = self.db.begin_member(&self.user, self.org_id).await?;
+            tx.commit().await?;
+            Ok::<_, crate::db::Error>(role.is_some())
+        })
+        .await;
+        match checked {
+            Ok(Ok(member)) => member,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "could not recheck an event stream's membership");
+                true
+            }
+            Err(_) => true,
         }
     }
 

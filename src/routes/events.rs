@@ -64,7 +64,8 @@ pub async fn events(
     }
     let request = Open {
         org_id,
-        user: user.id,
+        user,
+        db: state.db.clone(),
         last_event_id,
         deadline,
         closing: state.lifecycle.closing().clone(),

@@ -524,3 +524,28 @@ async fn the_openapi_document_describes_the_stream_and_its_events() {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
 }
+
+#[tokio::test]
+async fn a_removed_member_stops_hearing_the_org() {
+    let app = TestApp::builder()
+        .adjust_state(|state| {
+            if let Some(shared) = state.unshared_mut() {
+                shared.events.settings.membership_recheck = Duration::from_millis(200);
+            }
+        })
+        .spawn()
+        .await;
+    let OrgUsers {
+        org, owner, member, ..
+    } = app.org_with_roles().await;
+    let mut stream = open(&app, org, &app.token(member), None).await;
+    app.delete(&format!("/v1/orgs/{org}/members/{member}"), owner)
+        .await
+        .expect(204);
+    let comments = stream.until_end().await;
+    assert_eq!(
+        comments.last().map(String::as_str),
+        Some("no longer a member of this organization"),
+        "{comments:?}"
+    );
+}
