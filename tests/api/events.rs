@@ -549,3 +549,77 @@ async fn a_removed_member_stops_hearing_the_org() {
         "{comments:?}"
     );
 }
+
+#[tokio::test]
+async fn conversations_and_connections_announce_their_changes() {
+    use crate::agent_runtime::{LEAD, Options, Runtime};
+    let rt = Runtime::start(Options {
+        routed: true,
+        ..Options::default()
+    })
+    .await;
+    let (org, admin) = (rt.org(), rt.users.admin);
+    let mut stream = open(&rt.app, org, &rt.app.token(rt.users.member), None).await;
+
+    rt.incoming("msg-ev-1", "chat-ev", LEAD, "Do you deliver to Berlin?")
+        .await
+        .expect(200);
+    let is_message = |f: &Frame, direction: &str| {
+        f.event.as_deref() == Some("conversation.message") && f.json()["direction"] == direction
+    };
+    let seen = stream.events_until(|f| is_message(f, "out")).await;
+    let inbound = seen
+        .iter()
+        .find(|f| is_message(f, "in"))
+        .expect("the lead's message is announced before the answer");
+    let conversation = inbound.json()["conversation_id"].clone();
+    assert_eq!(inbound.json()["kind"], "inbound");
+    let reply = seen.last().unwrap().json();
+    assert_eq!(reply["conversation_id"], conversation);
+    assert_eq!(reply["kind"], "reply");
+    assert!(reply["message_id"].is_string());
+
+    let path = format!(
+        "/v1/orgs/{org}/conversations/{}",
+        conversation.as_str().unwrap()
+    );
+    rt.app
+        .post(&format!("{path}/handoff"), admin, json!({"reason": "VIP"}))
+        .await
+        .expect(200);
+    rt.app
+        .post(&format!("{path}/resume"), admin, json!({}))
+        .await
+        .expect(200);
+    let handoffs: Vec<Value> = stream
+        .events_until(|f| {
+            f.event.as_deref() == Some("conversation.handoff") && f.json()["status"] == "active"
+        })
+        .await
+        .iter()
+        .filter(|f| f.event.as_deref() == Some("conversation.handoff"))
+        .map(Frame::json)
+        .collect();
+    assert_eq!(
+        handoffs,
+        [
+            json!({"conversation_id": conversation, "status": "handed_off"}),
+            json!({"conversation_id": conversation, "status": "active"}),
+        ]
+    );
+
+    rt.app
+        .delete(
+            &format!("/v1/orgs/{org}/crm/connections/{}", rt.connection),
+            admin,
+        )
+        .await
+        .expect(204);
+    let disconnected = stream
+        .events_until(|f| f.event.as_deref() == Some("connection"))
+        .await;
+    assert_eq!(
+        disconnected.last().unwrap().json(),
+        json!({"connection_id": rt.connection, "status": "disconnected"})
+    );
+}
