@@ -623,3 +623,45 @@ async fn conversations_and_connections_announce_their_changes() {
         json!({"connection_id": rt.connection, "status": "disconnected"})
     );
 }
+
+#[tokio::test]
+async fn events_published_while_the_subscription_is_down_still_arrive_once() {
+    let app = TestApp::builder().with_jobs().spawn().await;
+    let OrgUsers {
+        org, admin, member, ..
+    } = app.org_with_roles().await;
+    let mut stream = open(&app, org, &app.token(member), None).await;
+
+    // Every subscriber connection on this Redis is cut (other tests' replicas recover the
+    // same way); the replica subscribes again and each stream reads what it missed by id.
+    let redis = redis::Client::open(crate::support::app::redis_url()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(killed >= 1);
+    let jobs = [
+        enqueue(&app, org, admin).await,
+        enqueue(&app, org, admin).await,
+    ];
+    let mut seen: Vec<Frame> = Vec::new();
+    while !jobs
+        .iter()
+        .all(|job| seen.iter().any(|f| is_job(f, job, "succeeded")))
+    {
+        seen.push(stream.event().await);
+    }
+    assert_ids_increase(&seen);
+    for job in &jobs {
+        let statuses: Vec<String> = seen
+            .iter()
+            .filter(|f| f.json()["job_id"] == job.as_str())
+            .map(|f| f.json()["status"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(statuses, ["queued", "running", "succeeded"], "{seen:?}");
+    }
+}
