@@ -77,7 +77,8 @@ pub async fn events(
                 retry_after: retry_after.max(Duration::from_secs(1)),
             },
             OpenError::Unavailable(why) => {
-                ApiError::Unavailable(format!("Live events are unavailable: {why}.").into())
+                tracing::warn!(error = %why, "an event stream could not open");
+                ApiError::Unavailable("Live events are unavailable; retry shortly.".into())
             }
         })?;
     let body = Sse::new(frames.map(|frame| Ok::<_, Infallible>(sse(frame))));
