@@ -4,11 +4,12 @@
 //! single event. Events of one process reach Redis in the order they were handed over.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::Script;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::OrgId;
 use crate::events::{Event, stream_key};
@@ -52,10 +53,22 @@ return published
 
 static PUBLISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH));
 
+/// How long `publish_before` waits for its events to be written; past it the caller goes
+/// on (the events are still written, only their order against what follows is not sure).
+const FLUSH_BUDGET: Duration = Duration::from_millis(250);
+
 /// Hands events to the process's writer task. Cloning is cheap.
 #[derive(Clone)]
 pub struct Publisher {
-    sender: mpsc::Sender<Event>,
+    sender: mpsc::Sender<Queued>,
+    /// The last write failed: nobody waits for the writer until one succeeds again.
+    failing: Arc<AtomicBool>,
+}
+
+/// An event waiting for the writer, and whoever waits until it is written.
+struct Queued {
+    event: Event,
+    written: Option<oneshot::Sender<()>>,
 }
 
 impl Publisher {
@@ -63,17 +76,16 @@ impl Publisher {
     /// when the last `Publisher` is dropped). Without one, events are dropped and counted.
     pub fn new(redis: RedisConn, retention: Duration) -> Publisher {
         let (sender, receiver) = mpsc::channel(QUEUE);
+        let failing = Arc::new(AtomicBool::new(false));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(write(redis, retention, receiver));
+            runtime.spawn(write(redis, retention, receiver, failing.clone()));
         }
-        Publisher { sender }
+        Publisher { sender, failing }
     }
 
     /// Queues an event; never waits. Call it after the change is committed.
     pub fn publish(&self, event: Event) {
-        if self.sender.try_send(event).is_err() {
-            metrics::EVENTS.with_label_values(&["dropped"]).inc();
-        }
+        self.queue(event, None);
     }
 
     pub fn publish_all(&self, events: impl IntoIterator<Item = Event>) {
@@ -81,16 +93,60 @@ impl Publisher {
             self.publish(event);
         }
     }
+
+    /// Publishes `events` and waits (briefly) until they, and everything queued before
+    /// them, are written: for events that must reach Redis before what the caller does
+    /// next can cause others elsewhere (a job announced as queued before it is pushed,
+    /// so no replica's `running` can overtake it).
+    /// While Redis fails, it waits for nothing: a dead Redis never holds up a request.
+    pub async fn publish_before(&self, events: Vec<Event>) {
+        if self.failing.load(Ordering::Relaxed) {
+            return self.publish_all(events);
+        }
+        let mut events = events.into_iter().peekable();
+        let mut written = None;
+        while let Some(event) = events.next() {
+            if events.peek().is_some() {
+                self.publish(event);
+            } else {
+                let (done, wait) = oneshot::channel();
+                if self.queue(event, Some(done)) {
+                    written = Some(wait);
+                }
+            }
+        }
+        if let Some(wait) = written {
+            let _ = tokio::time::timeout(FLUSH_BUDGET, wait).await;
+        }
+    }
+
+    fn queue(&self, event: Event, written: Option<oneshot::Sender<()>>) -> bool {
+        let queued = self.sender.try_send(Queued { event, written }).is_ok();
+        if !queued {
+            metrics::EVENTS.with_label_values(&["dropped"]).inc();
+        }
+        queued
+    }
 }
 
-async fn write(redis: RedisConn, retention: Duration, mut receiver: mpsc::Receiver<Event>) {
+async fn write(
+    redis: RedisConn,
+    retention: Duration,
+    mut receiver: mpsc::Receiver<Queued>,
+    failing_flag: Arc<AtomicBool>,
+) {
     let retention_ms = retention.as_millis() as u64;
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut queued = Vec::with_capacity(BATCH);
     let mut failing = false;
-    while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        let n = batch.len() as u64;
+    while receiver.recv_many(&mut queued, BATCH).await > 0 {
+        let n = queued.len() as u64;
+        let batch: Vec<&Event> = queued.iter().map(|q| &q.event).collect();
         let sent = tokio::time::timeout(BUDGET, send(&redis, retention_ms, &batch)).await;
-        batch.clear();
+        failing_flag.store(!matches!(sent, Ok(Ok(()))), Ordering::Relaxed);
+        // Written or given up: either way nobody waits longer.
+        for waiting in queued.drain(..).filter_map(|q| q.written) {
+            let _ = waiting.send(());
+        }
         let error = match sent {
             Ok(Ok(())) => {
                 metrics::EVENTS.with_label_values(&["published"]).inc_by(n);
@@ -114,7 +170,7 @@ async fn write(redis: RedisConn, retention: Duration, mut receiver: mpsc::Receiv
 }
 
 /// One script call for the batch, its events grouped by org in their order.
-async fn send(redis: &RedisConn, retention_ms: u64, batch: &[Event]) -> redis::RedisResult<()> {
+async fn send(redis: &RedisConn, retention_ms: u64, batch: &[&Event]) -> redis::RedisResult<()> {
     let mut groups: Vec<(OrgId, Vec<&Event>)> = Vec::new();
     let mut index: HashMap<OrgId, usize> = HashMap::new();
     for event in batch {
@@ -122,7 +178,7 @@ async fn send(redis: &RedisConn, retention_ms: u64, batch: &[Event]) -> redis::R
             groups.push((event.org_id, Vec::new()));
             groups.len() - 1
         });
-        groups[slot].1.push(event);
+        groups[slot].1.push(*event);
     }
     let mut invocation = PUBLISH_SCRIPT.prepare_invoke();
     invocation.arg(retention_ms);

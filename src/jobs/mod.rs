@@ -272,8 +272,8 @@ impl Breaker {
 }
 
 /// The queue as the rest of the service sees it. A job committed as queued is announced
-/// here too (a live `job` event), since every new or requeued job passes through
-/// `enqueue_committed*`.
+/// here too (a live `job` event, written before the push), since every new or requeued
+/// job passes through `enqueue_committed*`.
 #[derive(Clone)]
 pub struct JobQueue {
     store: queue::RedisQueue,
@@ -292,14 +292,26 @@ impl JobQueue {
         }
     }
 
-    fn announce_queued(&self, job_id: JobId, org_id: OrgId, job_type: &str) {
-        self.events.publish(crate::events::Event::job(
-            org_id,
-            job_id.0,
-            job_type,
-            crate::domain::JobStatus::Queued,
-            None,
-        ));
+    /// Written before the push (unless Redis is failing), so that no replica's `running`
+    /// for the job can reach the org's stream before its `queued`.
+    async fn announce_queued(&self, job_ids: &[JobId], org_id: OrgId, job_type: &str) {
+        let events: Vec<crate::events::Event> = job_ids
+            .iter()
+            .map(|job_id| {
+                crate::events::Event::job(
+                    org_id,
+                    job_id.0,
+                    job_type,
+                    crate::domain::JobStatus::Queued,
+                    None,
+                )
+            })
+            .collect();
+        if self.breaker.is_open() {
+            self.events.publish_all(events);
+        } else {
+            self.events.publish_before(events).await;
+        }
     }
 
     #[tracing::instrument(name = "redis.job_push", skip_all, fields(otel.kind = "client", db.system = "redis", %job_id))]
@@ -323,7 +335,7 @@ impl JobQueue {
     /// Pushes a job whose row is committed. A push that fails is not an error: the row is
     /// the record, and the sweep pushes the job within seconds.
     pub async fn enqueue_committed(&self, job_id: JobId, org_id: OrgId, job_type: &str) {
-        self.announce_queued(job_id, org_id, job_type);
+        self.announce_queued(&[job_id], org_id, job_type).await;
         self.push(job_id, org_id, Lane::of(job_type), None).await
     }
 
@@ -335,16 +347,14 @@ impl JobQueue {
         job_type: &str,
         delay: Duration,
     ) {
-        self.announce_queued(job_id, org_id, job_type);
+        self.announce_queued(&[job_id], org_id, job_type).await;
         self.push(job_id, org_id, Lane::of(job_type), Some(delay))
             .await
     }
 
     /// `enqueue_committed` for many jobs of one org and type, in one Redis call per 500.
     pub async fn enqueue_committed_many(&self, job_ids: &[JobId], org_id: OrgId, job_type: &str) {
-        for job_id in job_ids {
-            self.announce_queued(*job_id, org_id, job_type);
-        }
+        self.announce_queued(job_ids, org_id, job_type).await;
         if job_ids.is_empty() || self.breaker.is_open() {
             return;
         }
