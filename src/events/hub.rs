@@ -51,6 +51,15 @@ struct Inner {
     generation: watch::Sender<u64>,
 }
 
+impl Inner {
+    /// The map stays usable after a panic elsewhere: every change to it is one call.
+    fn orgs(&self) -> std::sync::MutexGuard<'_, HashMap<OrgId, broadcast::Sender<Batch>>> {
+        self.orgs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// A stream's view of its org's live events. Dropping it unsubscribes; the org's channel
 /// goes with its last subscriber.
 pub struct Subscription {
@@ -62,9 +71,7 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        let Ok(mut orgs) = self.hub.inner.orgs.lock() else {
-            return;
-        };
+        let mut orgs = self.hub.inner.orgs();
         // Our own receiver is still alive here: one receiver left means it is the last.
         if orgs
             .get(&self.org_id)
@@ -129,15 +136,12 @@ impl Hub {
     }
 
     pub fn subscribe(&self, org_id: OrgId) -> Subscription {
-        let receiver = match self.inner.orgs.lock() {
-            Ok(mut orgs) => orgs
-                .entry(org_id)
-                .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
-                .subscribe(),
-            // A poisoned map (a panic while it was held) still gives a receiver; it only
-            // hears nothing live and catches up at each heartbeat.
-            Err(_) => broadcast::channel(1).1,
-        };
+        let receiver = self
+            .inner
+            .orgs()
+            .entry(org_id)
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .subscribe();
         Subscription {
             receiver,
             generation: self.inner.generation.subscribe(),
@@ -266,10 +270,7 @@ impl Hub {
             return;
         };
         // Most messages are for orgs nobody here listens to: nothing is parsed for them.
-        let sender = match self.inner.orgs.lock() {
-            Ok(orgs) => orgs.get(&org_id).cloned(),
-            Err(_) => None,
-        };
+        let sender = self.inner.orgs().get(&org_id).cloned();
         let Some(sender) = sender else { return };
         let Ok(payload) = std::str::from_utf8(message.get_payload_bytes()) else {
             return;
