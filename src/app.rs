@@ -114,6 +114,17 @@ impl App {
         } else {
             tracing::info!("JOB_CONCURRENCY=0: this process runs no jobs");
         }
+        tasks.push((
+            "live events",
+            tokio::spawn({
+                let hub = state.events.hub.clone();
+                let stop = stop.clone();
+                async move {
+                    hub.run(stop).await;
+                    Ok(())
+                }
+            }),
+        ));
         let scheduler = crate::scheduler(&state);
         let scheduler_stop = stop.clone();
         tasks.push((
@@ -136,7 +147,9 @@ impl App {
         state.lifecycle.start_draining();
         tokio::time::sleep(config.shutdown_drain_delay).await;
         // The listeners close and the workers take no new job; all get the grace period
-        // for what they are still doing.
+        // for what they are still doing. Event streams end now (their clients reconnect
+        // elsewhere), so the drain does not wait on them.
+        state.lifecycle.close();
         stop.cancel();
         let joined = tokio::time::timeout(config.shutdown_grace, async {
             for (name, task) in tasks {

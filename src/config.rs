@@ -73,6 +73,9 @@ pub const KEYS: &[&str] = &[
     "JOB_RETRY_BASE_MS",
     "RETENTION_WEBHOOK_DAYS",
     "RETENTION_JOBS_DAYS",
+    "EVENTS_RETENTION_SECS",
+    "EVENTS_HEARTBEAT_SECS",
+    "EVENTS_MAX_STREAMS_PER_USER",
     "SENTRY_DSN",
     "SENTRY_ENVIRONMENT",
     "SENTRY_TRACES_SAMPLE_RATE",
@@ -206,6 +209,12 @@ pub struct Config {
     pub retention_webhook_days: u32,
     /// Days finished jobs are kept; 0 keeps them.
     pub retention_jobs_days: u32,
+    /// Live events younger than this are kept for `Last-Event-ID` resumption.
+    pub events_retention: Duration,
+    /// A comment on every open event stream this often (proxies close idle streams).
+    pub events_heartbeat: Duration,
+    /// Event streams one user may hold open at once, across replicas.
+    pub events_max_streams_per_user: u32,
     pub sentry_dsn: Option<SecretString>,
     pub sentry_environment: Option<String>,
     pub sentry_traces_sample_rate: f32,
@@ -418,6 +427,11 @@ impl Config {
             retention_webhook_days: p
                 .required("RETENTION_WEBHOOK_DAYS", |s| parse_range(s, 0, 36_500)),
             retention_jobs_days: p.required("RETENTION_JOBS_DAYS", |s| parse_range(s, 0, 36_500)),
+            // At least the 5 minutes the API promises to resumed streams.
+            events_retention: p.required("EVENTS_RETENTION_SECS", |s| parse_secs(s, 300, 86_400)),
+            events_heartbeat: p.required("EVENTS_HEARTBEAT_SECS", |s| parse_secs(s, 1, 300)),
+            events_max_streams_per_user: p
+                .required("EVENTS_MAX_STREAMS_PER_USER", |s| parse_range(s, 1, 1000)),
             sentry_dsn: p.optional("SENTRY_DSN", |s| {
                 parse_http_url(s).map(|_| SecretString::from(s.to_string()))
             }),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod domain;
+pub mod events;
 pub mod gcra;
 pub mod http;
 pub mod jobs;
@@ -39,10 +40,11 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
     let pool = db::connect(&config)?;
     let redis = RedisConn::new(&config)?;
     let config = Arc::new(config);
+    let events = events::Events::new(&redis, &config);
     Ok(AppState::new(Shared {
         db: Db::new(pool, config.request_timeout),
-        jobs: JobQueue::new(&redis),
-        kommo: Kommo::new(config.clone(), redis.clone())?,
+        jobs: JobQueue::new(&redis, events.publisher.clone()),
+        kommo: Kommo::new(config.clone(), redis.clone())?.with_events(events.publisher.clone()),
         limiter: RateLimiter::new(
             redis.clone(),
             config.rate_limit_anon_per_min,
@@ -55,6 +57,7 @@ pub fn build_state(config: Config) -> anyhow::Result<AppState> {
         lifecycle: Lifecycle::default(),
         assets: knowledge::store::AssetStore::from_url(config.asset_store_url.as_ref())?,
         clock: Arc::new(agent::schedule::SystemClock),
+        events,
         config,
     }))
 }
@@ -89,6 +92,7 @@ pub fn job_context(state: &AppState) -> JobContext {
         in_flight: Default::default(),
         assets: state.assets.clone(),
         clock: state.clock.clone(),
+        events: state.events.publisher.clone(),
     }
 }
 

@@ -268,6 +268,30 @@ pub fn observe_ai(
     }
 }
 
+pub static EVENT_STREAMS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(
+        IntGauge::new(
+            "events_streams_open",
+            "Server-sent event streams open on this process",
+        )
+        .expect("static metric definition"),
+    )
+});
+
+pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "events_published_total",
+                "Live events by outcome: published, failed (Redis refused or did not answer), \
+                 dropped (the publish queue was full)",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric definition"),
+    )
+});
+
 /// Touches every metric so each appears (at zero) from the first scrape on.
 pub fn init() {
     LazyLock::force(&HTTP_REQUESTS);
@@ -284,6 +308,8 @@ pub fn init() {
     LazyLock::force(&AI_TOKENS);
     LazyLock::force(&WEBHOOKS);
     LazyLock::force(&AGENT_REPLIES);
+    LazyLock::force(&EVENT_STREAMS);
+    LazyLock::force(&EVENTS);
 }
 
 /// The router of the metrics listener: `GET /metrics` and nothing else.

@@ -14,7 +14,17 @@ use crate::state::AppState;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "agents-api", description = "AI sales agents over Kommo CRM."),
-    components(schemas(crate::http::error::Problem, crate::http::error::FieldError)),
+    components(schemas(
+        crate::http::error::Problem,
+        crate::http::error::FieldError,
+        crate::events::LiveEvent,
+        crate::events::JobEvent,
+        crate::events::AssetEvent,
+        crate::events::ConversationMessageEvent,
+        crate::events::ConversationHandoffEvent,
+        crate::events::ConnectionEvent,
+        crate::events::ResetEvent,
+    )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -51,6 +51,11 @@ impl RedisConn {
             .await
     }
 
+    /// A connection of its own in subscriber mode (live events).
+    pub async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        self.client.get_async_pubsub().await
+    }
+
     pub fn key(&self, key: &str) -> String {
         format!("{}{}", self.prefix, key)
     }

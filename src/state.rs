@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::auth::JwtVerifier;
@@ -49,13 +51,18 @@ pub struct Shared {
     pub assets: crate::knowledge::store::AssetStore,
     /// What the agent runtime takes as now (working hours, response delays); tests fix it.
     pub clock: Arc<dyn crate::agent::schedule::Clock>,
+    /// Live events: publishing, and the subscription that feeds the event streams.
+    pub events: crate::events::Events,
 }
 
 /// Whether the process is draining: readiness answers 503 from the first signal on, so
-/// the load balancer stops sending new requests before the listener closes.
+/// the load balancer stops sending new requests before the listener closes. `closing`
+/// is cancelled when the listener closes: long-lived responses (event streams) end then,
+/// so the drain never waits on them and their clients reconnect to another replica.
 #[derive(Clone, Default)]
 pub struct Lifecycle {
     draining: Arc<AtomicBool>,
+    closing: CancellationToken,
 }
 
 impl Lifecycle {
@@ -65,5 +72,13 @@ impl Lifecycle {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    pub fn closing(&self) -> &CancellationToken {
+        &self.closing
     }
 }

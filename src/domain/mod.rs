@@ -210,6 +210,17 @@ pub struct AuthUser {
     pub claims: Arc<str>,
 }
 
+impl AuthUser {
+    /// The token's `exp` (seconds since the epoch); the verifier requires it.
+    pub fn expires_at(&self) -> Option<u64> {
+        #[derive(Deserialize)]
+        struct Exp {
+            exp: Option<u64>,
+        }
+        serde_json::from_str::<Exp>(&self.claims).ok()?.exp
+    }
+}
+
 /// Who and where a request came from, for the audit log.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {

@@ -289,6 +289,8 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             request_id::X_REQUEST_ID.clone(),
+            // Event stream clients resume with it (GET …/events).
+            HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([
             request_id::X_REQUEST_ID.clone(),

@@ -217,7 +217,8 @@ pub async fn insert_many<J: Job>(
 }
 
 /// `insert`, for a job that may not start before `delay` has passed (a debounce, working
-/// hours); after the commit, hand it to `JobQueue::enqueue_later` with the same delay.
+/// hours); after the commit, hand it to `JobQueue::enqueue_committed_later` with the same
+/// delay.
 pub async fn insert_delayed<J: Job>(
     tx: &mut Tx,
     org_id: OrgId,

@@ -195,6 +195,8 @@ pub struct JobContext {
     /// Where uploaded files' bytes are kept.
     pub assets: crate::knowledge::store::AssetStore,
     pub clock: Arc<dyn crate::agent::schedule::Clock>,
+    /// Live events, published after what they announce is committed.
+    pub events: crate::events::Publisher,
 }
 
 impl JobContext {
@@ -269,20 +271,46 @@ impl Breaker {
     }
 }
 
-/// The queue as the rest of the service sees it.
+/// The queue as the rest of the service sees it. A job committed as queued is announced
+/// here too (a live `job` event, written before the push), since every new or requeued
+/// job passes through `enqueue_committed*`.
 #[derive(Clone)]
 pub struct JobQueue {
     store: queue::RedisQueue,
     breaker: Arc<Breaker>,
     pub health: Arc<WorkerHealth>,
+    events: crate::events::Publisher,
 }
 
 impl JobQueue {
-    pub fn new(redis: &RedisConn) -> JobQueue {
+    pub fn new(redis: &RedisConn, events: crate::events::Publisher) -> JobQueue {
         JobQueue {
             store: queue::RedisQueue::new(redis.clone()),
             breaker: Arc::default(),
             health: Arc::default(),
+            events,
+        }
+    }
+
+    /// Written before the push (unless Redis is failing), so that no replica's `running`
+    /// for the job can reach the org's stream before its `queued`.
+    async fn announce_queued(&self, job_ids: &[JobId], org_id: OrgId, job_type: &str) {
+        let events: Vec<crate::events::Event> = job_ids
+            .iter()
+            .map(|job_id| {
+                crate::events::Event::job(
+                    org_id,
+                    job_id.0,
+                    job_type,
+                    crate::domain::JobStatus::Queued,
+                    None,
+                )
+            })
+            .collect();
+        if self.breaker.is_open() {
+            self.events.publish_all(events);
+        } else {
+            self.events.publish_before(events).await;
         }
     }
 
@@ -307,11 +335,26 @@ impl JobQueue {
     /// Pushes a job whose row is committed. A push that fails is not an error: the row is
     /// the record, and the sweep pushes the job within seconds.
     pub async fn enqueue_committed(&self, job_id: JobId, org_id: OrgId, job_type: &str) {
+        self.announce_queued(&[job_id], org_id, job_type).await;
         self.push(job_id, org_id, Lane::of(job_type), None).await
+    }
+
+    /// `enqueue_committed` for a job that is not due for `delay`.
+    pub async fn enqueue_committed_later(
+        &self,
+        job_id: JobId,
+        org_id: OrgId,
+        job_type: &str,
+        delay: Duration,
+    ) {
+        self.announce_queued(&[job_id], org_id, job_type).await;
+        self.push(job_id, org_id, Lane::of(job_type), Some(delay))
+            .await
     }
 
     /// `enqueue_committed` for many jobs of one org and type, in one Redis call per 500.
     pub async fn enqueue_committed_many(&self, job_ids: &[JobId], org_id: OrgId, job_type: &str) {
+        self.announce_queued(job_ids, org_id, job_type).await;
         if job_ids.is_empty() || self.breaker.is_open() {
             return;
         }
@@ -329,6 +372,7 @@ impl JobQueue {
         }
     }
 
+    /// Pushes again a job that is already announced (a retry, a delivery before its time).
     pub async fn enqueue_later(&self, job_id: JobId, org_id: OrgId, lane: Lane, delay: Duration) {
         self.push(job_id, org_id, lane, Some(delay)).await
     }

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db;
 use crate::db::jobs::ClaimedJob;
-use crate::domain::{JobId, OrgId};
+use crate::domain::{JobId, JobStatus, OrgId};
+use crate::events::Event;
 use crate::jobs::worker::Slot;
 use crate::jobs::{JobContext, JobError, Lane, job};
 
@@ -64,6 +65,8 @@ pub async fn execute_batch(
         tx.commit().await?;
         (claimed, early)
     };
+    ctx.events
+        .publish_all(claimed.iter().map(|job| job_event(job, JobStatus::Running)));
     // From here the handlers run; a row's `finished_at` is its `started_at` plus the
     // time since, so `finished_at − started_at` is how long its handler took (the
     // claim's own round trips are not counted twice).
@@ -164,6 +167,8 @@ struct Finished {
     job_id: JobId,
     result: Value,
     ran_for: Duration,
+    /// Published once the batch is written.
+    event: Option<Event>,
     /// The result back when the batch could not be written (the job records it alone).
     /// Taken when answered; a `Finished` dropped unanswered (the recorder panicked or
     /// was stopped) gives its result back too.
@@ -171,7 +176,9 @@ struct Finished {
 }
 
 impl Finished {
-    fn answer(mut self, written: bool) {
+    /// Tells the job whether its outcome was written; when it was, the job's event to
+    /// publish.
+    fn answer(mut self, written: bool) -> Option<Event> {
         if let Some(done) = self.done.take() {
             let answer = if written {
                 Ok(())
@@ -180,6 +187,7 @@ impl Finished {
             };
             let _ = done.send(answer);
         }
+        if written { self.event.take() } else { None }
     }
 }
 
@@ -227,6 +235,7 @@ impl Recorder {
             job_id: job.id,
             result,
             ran_for,
+            event: Some(job_event(job, JobStatus::Succeeded)),
             done: Some(done),
         };
         if let Err(unsent) = self.sender.send(finished).await {
@@ -263,15 +272,14 @@ async fn write_batches(ctx: JobContext, mut receiver: mpsc::Receiver<Finished>) 
             .await;
             match written {
                 Ok(()) => {
-                    for finished in group {
-                        finished.answer(true);
-                    }
+                    let events = group.into_iter().filter_map(|f| f.answer(true));
+                    ctx.events.publish_all(events);
                 }
                 Err(e) => {
                     tracing::warn!(org_id = %org_id, jobs = group.len(), error = %e,
                         "could not record a batch of finished jobs; each is recorded alone");
                     for finished in group {
-                        finished.answer(false);
+                        let _ = finished.answer(false);
                     }
                 }
             }
@@ -319,6 +327,7 @@ async fn record(
         Ok(result) => {
             db::jobs::succeed(&mut tx, job.id, worker, result).await?;
             tx.commit().await?;
+            ctx.events.publish(job_event(job, JobStatus::Succeeded));
             tracing::info!(job_id = %job.id, job_type = %job.job_type, "job succeeded");
         }
         Err(JobError::Retry { message, after }) if job.attempts < job.max_attempts => {
@@ -327,6 +336,7 @@ async fn record(
             let due = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
             db::jobs::requeue(&mut tx, job.id, worker, message, due).await?;
             tx.commit().await?;
+            ctx.events.publish(job_event(job, JobStatus::Queued));
             tracing::warn!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts,
                 delay_ms = delay.as_millis() as u64, error = %message, "job failed; retrying");
             ctx.queue
@@ -336,6 +346,7 @@ async fn record(
         Err(JobError::Retry { message, .. }) | Err(JobError::Permanent(message)) => {
             db::jobs::fail(&mut tx, job.id, worker, message).await?;
             tx.commit().await?;
+            ctx.events.publish(job_event(job, JobStatus::Failed));
             tracing::error!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts,
                 error = %message, "job failed");
             crate::telemetry::report(
@@ -346,6 +357,17 @@ async fn record(
         }
     }
     Ok(())
+}
+
+/// The live event of a claimed job reaching `status`, with its attempts so far.
+fn job_event(job: &ClaimedJob, status: JobStatus) -> Event {
+    Event::job(
+        job.org_id,
+        job.id.0,
+        &job.job_type,
+        status,
+        Some(job.attempts),
+    )
 }
 
 /// Extends the leases of every job this process runs, every third of a lease: one
@@ -390,6 +412,7 @@ mod tests {
             job_id: JobId(uuid::Uuid::now_v7()),
             result,
             ran_for: Duration::ZERO,
+            event: None,
             done: Some(done),
         };
         (finished, answer)

@@ -121,6 +121,8 @@ impl Connector<'_> {
         );
         db::audit::record(&mut tx, org_id, Some(user_id), meta, change).await?;
         tx.commit().await?;
+        self.kommo
+            .announce(org_id, id, crate::domain::ConnectionStatus::Connected);
         push_jobs(self.queue, &jobs).await;
         Ok(Connected {
             connection,

@@ -55,7 +55,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::crypto::{CryptoError, KeyRing};
-use crate::domain::ConnectionId;
+use crate::domain::{ConnectionId, ConnectionStatus, OrgId};
 use crate::redis_conn::RedisConn;
 
 /// Everything that talks to Kommo: the client (CRM API and Chats API), the keys that open
@@ -65,6 +65,8 @@ pub struct Kommo {
     pub client: KommoClient,
     keys: Option<Arc<KeyRing>>,
     pub config: Arc<Config>,
+    /// Where connection status changes are announced (none in tools and unit tests).
+    events: Option<crate::events::Publisher>,
 }
 
 impl Kommo {
@@ -79,7 +81,24 @@ impl Kommo {
             // Without ENCRYPTION_KEYS the service runs, but refuses to store secrets.
             keys: KeyRing::from_config(&config).ok().map(Arc::new),
             config,
+            events: None,
         })
+    }
+
+    pub fn with_events(mut self, events: crate::events::Publisher) -> Kommo {
+        self.events = Some(events);
+        self
+    }
+
+    /// A connection's new status as a live event, after the commit that recorded it.
+    pub fn announce(&self, org_id: OrgId, connection_id: ConnectionId, status: ConnectionStatus) {
+        if let Some(events) = &self.events {
+            events.publish(crate::events::Event::connection(
+                org_id,
+                connection_id.0,
+                status,
+            ));
+        }
     }
 
     pub fn keys(&self) -> Result<&KeyRing, CryptoError> {

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::crypto::{self, CryptoError};
 use crate::db::crm::{ConnectionSecrets, StoredTokens};
 use crate::db::{self, Db, Tx};
-use crate::domain::{ConnectionId, OrgId};
+use crate::domain::{ConnectionId, ConnectionStatus, OrgId};
 use crate::kommo::{Kommo, KommoError, OAuthApp, TokenSet};
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +176,7 @@ impl Kommo {
                 );
                 db::crm::mark_error(&mut tx, row.id, &message).await?;
                 tx.commit().await?;
+                self.announce(org_id, row.id, ConnectionStatus::Error);
                 tracing::warn!(%connection_id, "Kommo refused the refresh token");
                 Err(TokenError::InvalidGrant(detail))
             }

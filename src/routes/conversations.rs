@@ -2,6 +2,8 @@
 //! conversation with its messages (oldest first, paginated), and people taking a
 //! conversation over or handing it back.
 
+use axum::extract::State;
+
 use crate::http::json::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -15,6 +17,7 @@ use crate::db::audit::Change;
 use crate::db::conversations::{Conversation, ConversationFilter, ConversationStatus, Message};
 use crate::domain::page::{Page, Paginated};
 use crate::domain::{AgentId, ConversationId};
+use crate::events::Event;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
 use crate::state::AppState;
@@ -119,6 +122,7 @@ pub struct Handoff {
     responses((status = 200, body = Conversation),
               (status = 409, description = "Already handed off")))]
 pub async fn handoff(
+    State(state): State<AppState>,
     OrgTx {
         user,
         org_id,
@@ -146,6 +150,10 @@ pub async fn handoff(
     );
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
+    let handed_off = ConversationStatus::HandedOff;
+    state
+        .events
+        .publish(Event::handoff(org_id, id.0, handed_off));
     Ok(Json(conversation))
 }
 
@@ -156,6 +164,7 @@ pub async fn handoff(
     responses((status = 200, body = Conversation),
               (status = 409, description = "Not handed off")))]
 pub async fn resume(
+    State(state): State<AppState>,
     OrgTx {
         user,
         org_id,
@@ -171,6 +180,8 @@ pub async fn resume(
     let change = Change::new("conversation.resume", "conversation", id, json!({}));
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
+    let active = ConversationStatus::Active;
+    state.events.publish(Event::handoff(org_id, id.0, active));
     Ok(Json(conversation))
 }
 

@@ -346,6 +346,9 @@ pub async fn create_connection(
     );
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
+    state
+        .kommo
+        .announce(org_id, id, ConnectionStatus::Connected);
     push_jobs(&state.jobs, &jobs).await;
     Ok((
         StatusCode::CREATED,
@@ -377,6 +380,7 @@ pub async fn show_connection(
     params(("connection_id" = Uuid, Path)),
     responses((status = 204)))]
 pub async fn delete_connection(
+    State(state): State<AppState>,
     OrgTx {
         user,
         org_id,
@@ -392,6 +396,9 @@ pub async fn delete_connection(
     let change = Change::new("crm.connection.delete", "crm_connection", id, json!({}));
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
+    state
+        .kommo
+        .announce(org_id, id, ConnectionStatus::Disconnected);
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -16,6 +16,7 @@ use crate::db::audit::Change;
 use crate::db::jobs::{Job, JobFilter, JobStatus};
 use crate::domain::page::{Page, Paginated};
 use crate::domain::{JobId, OrgId};
+use crate::events::Event;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
 use crate::jobs::job;
@@ -132,6 +133,7 @@ pub async fn show(
     params(("job_id" = Uuid, Path)),
     responses((status = 200, body = Job)))]
 pub async fn cancel(
+    State(state): State<AppState>,
     OrgTx {
         user,
         org_id,
@@ -147,6 +149,14 @@ pub async fn cancel(
     let change = Change::new("job.cancel", "job", job_id, json!({"type": job.job_type}));
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
+    let cancelled = Event::job(
+        org_id,
+        job.id,
+        &job.job_type,
+        job.status,
+        Some(job.attempts),
+    );
+    state.events.publish(cancelled);
     Ok(Json(job))
 }
 

@@ -17,6 +17,7 @@ use crate::db::jobs::Job;
 use crate::db::knowledge::{Asset, AssetFilter, Chunk, NewAsset, SearchHit};
 use crate::domain::page::{Page, Paginated};
 use crate::domain::{AgentId, AssetFormat, AssetId, AssetStatus, JobId, OrgId};
+use crate::events::{AssetChange, AssetEvent, Event};
 use crate::http::error::{ApiError, ApiResult, OnConstraint};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery, MinRole, OrgTx, RequestMeta, Write};
 use crate::jobs::job;
@@ -162,6 +163,7 @@ pub async fn upload(
     // A commit that reports failure may still have landed, so the object stays then: a
     // leftover object is harmless, a row without its file is not.
     tx.commit().await?;
+    announce_queued(&state, org_id, asset.id);
     state
         .jobs
         .enqueue_committed(JobId(job.id), org_id, &job.job_type)
@@ -407,6 +409,8 @@ pub async fn remove(
     );
     db::audit::record(&mut tx, org_id, Some(user.id), &meta, change).await?;
     tx.commit().await?;
+    let deleted = AssetEvent::new(id.0, AssetChange::Deleted, "deleted", 0, 0);
+    state.events.publish(Event::asset(org_id, deleted));
     // Only once no row names it; the client does not wait for the store.
     state
         .assets
@@ -482,11 +486,18 @@ pub async fn reprocess(
     )
     .await?;
     tx.commit().await?;
+    announce_queued(&state, org_id, id.0);
     state
         .jobs
         .enqueue_committed(JobId(job.id), org_id, &job.job_type)
         .await;
     Ok((StatusCode::ACCEPTED, Json(job)))
+}
+
+/// The asset waits for its indexing job (after the commit).
+fn announce_queued(state: &AppState, org_id: OrgId, asset_id: Uuid) {
+    let queued = AssetEvent::new(asset_id, AssetChange::Queued, "queued", 0, 0);
+    state.events.publish(Event::asset(org_id, queued));
 }
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod chat_channel;
 pub mod conversations;
 pub mod crm;
+pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod knowledge;
@@ -39,6 +40,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(conversations::router())
         .merge(audit::router())
         .merge(jobs::router())
+        .merge(events::router())
         .merge(crm::router())
         .merge(chat_channel::router())
         .merge(knowledge::router())

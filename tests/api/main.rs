@@ -23,6 +23,7 @@ mod cli;
 mod crypto;
 mod edge;
 mod errors;
+mod events;
 mod faults;
 mod health;
 mod job_processes;

@@ -41,6 +41,7 @@ use crate::db::conversations::{
 };
 use crate::db::jobs::ClaimedJob;
 use crate::domain::{AgentId, ConnectionId, ConversationId, JobId, OrgId, RequestMeta};
+use crate::events::Event;
 use crate::jobs::job::{self, Job};
 use crate::jobs::queue::Lane;
 use crate::jobs::{JobContext, JobError};
@@ -75,13 +76,14 @@ impl Job for AgentReply {
 
 /// Records the incoming chat messages of a webhook delivery (in the webhook job's
 /// transaction) and queues the reply jobs they need; returns those jobs, to push after
-/// the commit.
+/// the commit, and adds the live events to publish then to `announce`.
 pub async fn record_inbound(
     tx: &mut db::Tx,
     org_id: OrgId,
     connection_id: ConnectionId,
     messages: &[conv_db::Inbound],
     now: DateTime<Utc>,
+    announce: &mut Vec<Event>,
 ) -> Result<Vec<db::jobs::Job>, db::Error> {
     let mut queued = Vec::new();
     for message in messages {
@@ -90,6 +92,7 @@ pub async fn record_inbound(
         let Some(stored) = conv_db::insert_inbound(tx, org_id, id, message, now).await? else {
             continue; // Kommo's id was seen before: a duplicate delivery.
         };
+        announce.push(Event::message(org_id, id.0, stored, "inbound"));
         if conversation.status == ConversationStatus::HandedOff {
             conv_db::mark_ignored(tx, org_id, id, stored, "handed off to a person").await?;
             continue;
@@ -225,11 +228,16 @@ impl Reply<'_> {
         let mut tx = self.ctx.db.begin_worker(self.org).await?;
         conv_db::set_delivery(&mut tx, self.org, reply.id, "delivered", &delivery, None).await?;
         conv_db::mark_answered(&mut tx, self.org, self.id, last.id, reply.id).await?;
-        if let Some(reason) = &handoff {
-            self.record_handoff(&mut tx, reason, "tool").await?;
-        }
+        let handed_off = match &handoff {
+            Some(reason) => self.record_handoff(&mut tx, reason, "tool").await?,
+            None => false,
+        };
         conv_db::set_notice(&mut tx, self.org, self.id, None).await?;
         tx.commit().await?;
+        self.announce_reply(&reply);
+        if handed_off {
+            self.announce_handoff();
+        }
         observe_agent_reply(if handoff.is_some() {
             "handed_off"
         } else {
@@ -381,7 +389,7 @@ impl Reply<'_> {
         tx.commit().await?;
         self.ctx
             .queue
-            .enqueue_later(JobId(next.id), self.org, Lane::of(&next.job_type), delay)
+            .enqueue_committed_later(JobId(next.id), self.org, &next.job_type, delay)
             .await;
         observe_agent_reply("deferred");
         Ok(json!({"deferred_until": due, "next_job_id": next.id}))
@@ -440,6 +448,7 @@ impl Reply<'_> {
         )
         .await?;
         tx.commit().await?;
+        self.announce_reply(&reply);
         observe_agent_reply("off_hours");
         self.finish(json!({"answered": "off_hours", "message_id": reply.id}))
             .await
@@ -659,24 +668,39 @@ impl Reply<'_> {
             "handed off to a person",
         )
         .await?;
-        self.record_handoff(&mut tx, reason, by).await?;
+        let handed_off = self.record_handoff(&mut tx, reason, by).await?;
         tx.commit().await?;
+        if handed_off {
+            self.announce_handoff();
+        }
         observe_agent_reply("handed_off");
         self.finish(json!({"answered": 0, "handed_off": reason}))
             .await
     }
 
-    /// The conversation's status and its audit entry (the agent as the actor).
+    /// An answer delivered: its live event, after the commit.
+    fn announce_reply(&self, reply: &Message) {
+        let event = Event::message(self.org, self.id.0, reply.id, &reply.kind);
+        self.ctx.events.publish(event);
+    }
+
+    fn announce_handoff(&self) {
+        let event = Event::handoff(self.org, self.id.0, ConversationStatus::HandedOff);
+        self.ctx.events.publish(event);
+    }
+
+    /// The conversation's status and its audit entry (the agent as the actor); whether
+    /// it was handed off now (to announce after the commit).
     async fn record_handoff(
         &self,
         tx: &mut db::Tx,
         reason: &str,
         by: &str,
-    ) -> Result<(), JobError> {
-        if conv_db::hand_off(tx, self.org, self.id, reason)
+    ) -> Result<bool, JobError> {
+        let handed_off = conv_db::hand_off(tx, self.org, self.id, reason)
             .await?
-            .is_some()
-        {
+            .is_some();
+        if handed_off {
             let change = Change::new(
                 "conversation.handoff",
                 "conversation",
@@ -685,7 +709,7 @@ impl Reply<'_> {
             );
             db::audit::record(tx, self.org, None, &RequestMeta::default(), change).await?;
         }
-        Ok(())
+        Ok(handed_off)
     }
 
     /// Delivers the answer: a `common` note on the lead, then, with a Chats channel on

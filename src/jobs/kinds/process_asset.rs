@@ -16,6 +16,7 @@ use crate::db::jobs::ClaimedJob;
 use crate::db::knowledge::{self, Asset, ChunkColumns, NewChunk};
 use crate::db::{self, Tx};
 use crate::domain::{AssetId, JobId, OrgId};
+use crate::events::{AssetChange, AssetEvent, Event};
 use crate::jobs::job::{self, Job, Rejected, invalid};
 use crate::jobs::kinds::ExtractKnowledgeGraph;
 use crate::jobs::{JobContext, JobError};
@@ -62,8 +63,19 @@ impl Job for ProcessAsset {
                         tx.commit().await?;
                         Ok::<_, db::Error>(())
                     };
-                    if let Err(db_error) = marked.await {
-                        tracing::warn!(error = %db_error, %asset_id, "could not mark an asset failed");
+                    match marked.await {
+                        Ok(()) => announce(
+                            ctx,
+                            job.org_id,
+                            asset_id,
+                            AssetChange::Failed,
+                            "failed",
+                            0,
+                            0,
+                        ),
+                        Err(db_error) => {
+                            tracing::warn!(error = %db_error, %asset_id, "could not mark an asset failed")
+                        }
                     }
                 }
                 Err(e)
@@ -85,6 +97,15 @@ async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<u
         tx.commit().await?;
         (asset, stored, generation)
     };
+    announce(
+        ctx,
+        org_id,
+        asset_id,
+        AssetChange::Processing,
+        "extracting",
+        0,
+        0,
+    );
     // An object is fetched after the commit: no connection waits on the file store.
     let Some(bytes) = ctx.assets.fetch(stored).await? else {
         return Err(JobError::Permanent("the asset's file is missing".into()));
@@ -157,6 +178,7 @@ async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<u
         tracing::info!(%asset_id, "a newer run of the asset replaces this one");
         return Ok(total);
     }
+    let indexed = total as i64;
     // The graph comes from the new chunks, when there is a chat model to read them.
     let graph_job = match provider {
         Some(_) => Some(
@@ -176,6 +198,15 @@ async fn process(ctx: &JobContext, org_id: OrgId, asset_id: AssetId) -> Result<u
         None => None,
     };
     tx.commit().await?;
+    announce(
+        ctx,
+        org_id,
+        asset_id,
+        AssetChange::Indexed,
+        "indexed",
+        indexed,
+        indexed,
+    );
     if let Some(graph_job) = graph_job {
         ctx.queue
             .enqueue_committed(JobId(graph_job.id), org_id, &graph_job.job_type)
@@ -242,6 +273,16 @@ impl Run<'_> {
         )
         .await?;
         tx.commit().await?;
+        let (done, total) = (done as i64, self.total as i64);
+        announce(
+            self.ctx,
+            org_id,
+            asset_id,
+            AssetChange::Processing,
+            self.stage,
+            done,
+            total,
+        );
         Ok(())
     }
 }
@@ -298,7 +339,30 @@ async fn progress(
     let mut tx = ctx.db.begin_worker(org_id).await?;
     knowledge::set_progress(&mut tx, org_id, asset_id, stage, done, total).await?;
     tx.commit().await?;
+    announce(
+        ctx,
+        org_id,
+        asset_id,
+        AssetChange::Processing,
+        stage,
+        done,
+        total,
+    );
     Ok(())
+}
+
+/// The asset's progress as a live event, after the commit that recorded it.
+fn announce(
+    ctx: &JobContext,
+    org_id: OrgId,
+    asset_id: AssetId,
+    status: AssetChange,
+    stage: &str,
+    done: i64,
+    total: i64,
+) {
+    let event = AssetEvent::new(asset_id.0, status, stage, done, total);
+    ctx.events.publish(Event::asset(org_id, event));
 }
 
 /// CPU work off the runtime's threads; a panic in it is a failed file, not a dead worker.

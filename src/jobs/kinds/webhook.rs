@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::db::jobs::ClaimedJob;
-use crate::domain::JobId;
+use crate::domain::{JobId, JobStatus};
+use crate::events::Event;
 use crate::jobs::job::Job;
 use crate::jobs::kinds::agent_reply;
 use crate::jobs::{JobContext, JobError};
@@ -136,6 +137,7 @@ impl Job for Webhook {
             }
         }
         let mut replies = Vec::new();
+        let mut announce = Vec::new();
         for (connection_id, messages) in &inbound {
             replies.extend(
                 agent_reply::record_inbound(
@@ -144,6 +146,7 @@ impl Job for Webhook {
                     *connection_id,
                     messages,
                     ctx.clock.now(),
+                    &mut announce,
                 )
                 .await?,
             );
@@ -178,6 +181,15 @@ impl Job for Webhook {
             .collect();
         db::jobs::finish_taken(&mut tx, &ctx.worker, &outcomes).await?;
         tx.commit().await?;
+        ctx.events.publish_all(announce);
+        ctx.events.publish_all(others.iter().map(|(id, _, error)| {
+            let status = if error.is_none() {
+                JobStatus::Succeeded
+            } else {
+                JobStatus::Failed
+            };
+            Event::job(job.org_id, id.0, Self::TYPE, status, Some(1))
+        }));
         // Each job taken along ran once, inside this one: the log says so as it would
         // for a job of its own.
         let took = started.elapsed();

@@ -497,6 +497,11 @@ impl TestApp {
         }
     }
 
+    /// Starts the app's graceful shutdown (as SIGTERM does), without waiting for it.
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
