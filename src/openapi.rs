@@ -1,5 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
+use std::collections::HashMap;
+
 use crate::http::json::Json;
 use axum::Router;
 use axum::http::header;
@@ -121,11 +123,14 @@ pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
 
 /// utoipa names an operation after its handler, and every resource module has its
 /// `list`, `show`, `create`: OpenAPI wants the ids unique (client generators key their
-/// operations by them), so each is prefixed with its resource's tag (`agents_list`).
+/// operations by them), so each is prefixed with its resource's tag (`agents_list`),
+/// and one still shared (two modules under one tag) gets its path's last word as well
+/// (`agents_show_routes`).
 struct UniqueOperationIds;
 
 impl Modify for UniqueOperationIds {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut seen: HashMap<String, usize> = HashMap::new();
         for item in openapi.paths.paths.values_mut() {
             for op in operations(item) {
                 let tag = op.tags.as_ref().and_then(|tags| tags.first()).cloned();
@@ -134,6 +139,24 @@ impl Modify for UniqueOperationIds {
                     && !id.starts_with(&format!("{tag}_"))
                 {
                     *id = format!("{tag}_{id}");
+                }
+                if let Some(id) = &op.operation_id {
+                    *seen.entry(id.clone()).or_default() += 1;
+                }
+            }
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let word = path
+                .rsplit('/')
+                .find(|part| !part.is_empty() && !part.starts_with('{'))
+                .unwrap_or("root")
+                .replace('-', "_");
+            for op in operations(item) {
+                if let Some(id) = op.operation_id.as_mut()
+                    && seen.get(id.as_str()).is_some_and(|n| *n > 1)
+                    && !id.ends_with(&format!("_{word}"))
+                {
+                    *id = format!("{id}_{word}");
                 }
             }
         }

@@ -2970,6 +2970,103 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/orgs/{org_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The org's changes as they happen: server-sent events with `id:` on every event.
+         *     Reconnect with `Last-Event-ID` (the last `id:` received) to get what was missed, kept
+         *     for at least `EVENTS_RETENTION_SECS` (5 minutes by default); an older or unknown id
+         *     gets a `reset` event first, then what is kept: refetch what you show. A comment line
+         *     (`: keep-alive`) comes every `EVENTS_HEARTBEAT_SECS`. The stream ends when the access
+         *     token expires and when the server restarts (reconnect with a fresh token). At most
+         *     `EVENTS_MAX_STREAMS_PER_USER` streams per user are open at once (429 beyond).
+         */
+        get: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description The `id` of the last event received, to resume after it */
+                    "Last-Event-ID"?: string | null;
+                };
+                path: {
+                    org_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Server-sent events; each has `id:`, `event:` (the kind) and `data:` (JSON of the kind's schema) */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "text/event-stream": components["schemas"]["LiveEvent"];
+                    };
+                };
+                /** @description `Last-Event-ID` is not an id this API sent */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description No valid bearer token. */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description No such resource, or an org the caller is not a member of. */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+                /** @description Too many streams open for this user; see Retry-After */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description Live events are unavailable (Redis); retry shortly */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+                /** @description An error, as RFC 9457 problem+json. */
+                default: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/problem+json": components["schemas"]["Problem"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/orgs/{org_id}/jobs": {
         parameters: {
             query?: never;
@@ -4813,6 +4910,23 @@ export interface components {
             updated_at: string;
         };
         /**
+         * @description What happened to a knowledge asset: its status, or `deleted`.
+         * @enum {string}
+         */
+        AssetChange: "queued" | "processing" | "indexed" | "failed" | "deleted";
+        /** @description `event: asset` — a knowledge file's status or indexing progress changed. */
+        AssetEvent: {
+            /** Format: uuid */
+            asset_id: string;
+            /** Format: int64 */
+            done: number;
+            /** @description `queued`, `extracting`, `chunking`, `embedding`, `writing`, `indexed` or `failed`. */
+            stage: string;
+            status: components["schemas"]["AssetChange"];
+            /** Format: int64 */
+            total: number;
+        };
+        /**
          * @description The file formats the knowledge base reads, judged by content.
          * @enum {string}
          */
@@ -4886,6 +5000,15 @@ export interface components {
             webhook_url: string;
         };
         /**
+         * @description `event: connection` — a CRM connection's status changed (connected, error,
+         *     disconnected).
+         */
+        ConnectionEvent: {
+            /** Format: uuid */
+            connection_id: string;
+            status: components["schemas"]["ConnectionStatus"];
+        };
+        /**
          * @description A CRM connection's state: `pending` until its tokens are stored, `connected`,
          *     `error` when Kommo refused its grant (reconnect it), `disconnected`.
          * @enum {string}
@@ -4930,6 +5053,29 @@ export interface components {
         ConversationDetail: components["schemas"]["Conversation"] & {
             /** @description Oldest first. */
             messages: components["schemas"]["Paginated_Message"];
+        };
+        /**
+         * @description `event: conversation.handoff` — a conversation was handed to a person
+         *     (`handed_off`) or given back to the agent (`active`).
+         */
+        ConversationHandoffEvent: {
+            /** Format: uuid */
+            conversation_id: string;
+            status: components["schemas"]["ConversationStatus"];
+        };
+        /**
+         * @description `event: conversation.message` — a message was recorded in a conversation: one from the
+         *     lead (`in`), or the agent's (`out`).
+         */
+        ConversationMessageEvent: {
+            /** Format: uuid */
+            conversation_id: string;
+            /** @description `in` or `out`. */
+            direction: string;
+            /** @description `inbound`, `reply`, `off_hours` or `handoff`. */
+            kind: string;
+            /** Format: uuid */
+            message_id: string;
         };
         /** @enum {string} */
         ConversationStatus: "active" | "handed_off";
@@ -5112,6 +5258,21 @@ export interface components {
             status: components["schemas"]["JobStatus"];
             type: string;
         };
+        /**
+         * @description `event: job` — a job changed status (queued, running, succeeded, failed, cancelled).
+         *     A retry is `queued` again with the attempts made so far.
+         */
+        JobEvent: {
+            /**
+             * Format: int32
+             * @description Attempts made so far (when known).
+             */
+            attempts?: number | null;
+            /** Format: uuid */
+            job_id: string;
+            status: components["schemas"]["JobStatus"];
+            type: string;
+        };
         /** @enum {string} */
         JobStatus: "queued" | "running" | "succeeded" | "failed" | "cancelled";
         /** @description What knowledge search can do here (never a reason to be unready). */
@@ -5128,6 +5289,36 @@ export interface components {
         };
         Live: {
             status: string;
+        };
+        /**
+         * @description One server-sent event as the client reads it: `event:` names the kind, `data:` is
+         *     JSON of the kind's schema, `id:` is the event's id (for `Last-Event-ID`). Documented
+         *     for clients (the OpenAPI document's `LiveEvent`); the stream writes the frames itself.
+         */
+        LiveEvent: {
+            data: components["schemas"]["JobEvent"];
+            /** @enum {string} */
+            event: "job";
+        } | {
+            data: components["schemas"]["AssetEvent"];
+            /** @enum {string} */
+            event: "asset";
+        } | {
+            data: components["schemas"]["ConversationMessageEvent"];
+            /** @enum {string} */
+            event: "conversation.message";
+        } | {
+            data: components["schemas"]["ConversationHandoffEvent"];
+            /** @enum {string} */
+            event: "conversation.handoff";
+        } | {
+            data: components["schemas"]["ConnectionEvent"];
+            /** @enum {string} */
+            event: "connection";
+        } | {
+            data: components["schemas"]["ResetEvent"];
+            /** @enum {string} */
+            event: "reset";
         };
         Me: {
             email?: string | null;
@@ -5325,6 +5516,14 @@ export interface components {
             id: string;
             name: string;
             type: components["schemas"]["EntityType"];
+        };
+        /**
+         * @description `event: reset` — the stream could not resume where the client left off (its
+         *     `Last-Event-ID` is older than what is kept, or unknown): what is kept follows, and the
+         *     client should refetch what it shows. Its `id` is the client's.
+         */
+        ResetEvent: {
+            reason: string;
         };
         /**
          * @description A member's role in an org, lowest first (the order is the rank).
