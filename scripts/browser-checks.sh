@@ -103,9 +103,6 @@ else
   bin="${CARGO_TARGET_DIR:-target}/debug/agents-api"
 fi
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 port=$(free_port)
 allowed_port=$(free_port)
 other_port=$(free_port)
@@ -113,11 +110,7 @@ closed_port=$(free_port)
 [[ $allowed_port != "$other_port" && $port != "$allowed_port" && $port != "$other_port" ]] ||
   die "free_port gave the same port twice; run again"
 
-psql_admin postgres -q <<SQL
-SET client_min_messages = warning;
-DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE);
-CREATE DATABASE $DB_NAME;
-SQL
+recreate_database "$DB_NAME"
 
 # Every setting explicit, so a developer's .env cannot change the run.
 export APP_ENV=development

@@ -55,18 +55,11 @@ fi
 cargo build --locked --features test-support --bin agents-api
 bin="${CARGO_TARGET_DIR:-target}/debug/agents-api"
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 port=$(free_port)
 # Nothing listens there: every call to "Kommo" fails fast (503 problem), never the internet.
 closed_port=$(free_port)
 
-psql_admin postgres -q <<SQL
-SET client_min_messages = warning;
-DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE);
-CREATE DATABASE $DB_NAME;
-SQL
+recreate_database "$DB_NAME"
 
 # Every setting explicit, so a developer's .env cannot change the run.
 export APP_ENV=development

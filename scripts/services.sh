@@ -18,6 +18,20 @@ psql_admin() {
 
 # Runs "$@" as root: directly when we are root, else through sudo (non-interactive
 # without a TTY so CI fails fast instead of hanging), else as ourselves as a last try.
+# A TCP port on loopback that nothing listens on now.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# recreate_database NAME: drops NAME (closing its connections) and creates it empty.
+recreate_database() {
+  psql_admin postgres -q <<SQL
+SET client_min_messages = warning;
+DROP DATABASE IF EXISTS $1 WITH (FORCE);
+CREATE DATABASE $1;
+SQL
+}
+
 as_root() {
   if [[ $(id -u) -eq 0 ]]; then
     "$@"

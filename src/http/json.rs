@@ -48,8 +48,9 @@ pub fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), 
     value.serialize(&mut Writer { out })
 }
 
-/// Appends `value` as compact JSON to a new buffer.
-pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+/// `value` as compact JSON in a new buffer.
+#[cfg(test)]
+fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
     write(&mut out, value)?;
     Ok(out)
@@ -188,6 +189,16 @@ fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
         .iter()
         .position(|&b| ESCAPE[usize::from(b)] != 0)
         .map(|at| from + offset + at)
+}
+
+/// `value`'s `Display` output as a JSON string, escaped as it is written.
+fn write_display<T: Display + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), Error> {
+    use fmt::Write as _;
+    out.push(b'"');
+    write!(Escaping(out), "{value}")
+        .map_err(|_| Error("a value failed to format itself".into()))?;
+    out.push(b'"');
+    Ok(())
 }
 
 /// `Display` output, escaped as it is written (timestamps, decimals).
@@ -396,12 +407,7 @@ impl<'a, 'w> ser::Serializer for &'a mut Writer<'w> {
     }
 
     fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result<(), Error> {
-        use fmt::Write as _;
-        self.out.push(b'"');
-        write!(Escaping(self.out), "{value}")
-            .map_err(|_| Error("a value failed to format itself".into()))?;
-        self.out.push(b'"');
-        Ok(())
+        write_display(self.out, value)
     }
 }
 
@@ -572,6 +578,10 @@ impl ser::SerializeStructVariant for Compound<'_, '_> {
 struct MapKey<'a>(&'a mut Vec<u8>);
 
 impl MapKey<'_> {
+    fn integer<I: itoa::Integer>(self, value: I) -> Result<(), Error> {
+        self.quoted(itoa::Buffer::new().format(value).as_bytes())
+    }
+
     fn quoted(self, text: &[u8]) -> Result<(), Error> {
         self.0.push(b'"');
         self.0.extend_from_slice(text);
@@ -610,43 +620,43 @@ impl ser::Serializer for MapKey<'_> {
     }
 
     fn serialize_i8(self, value: i8) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(value).as_bytes())
+        self.integer(value)
     }
 
     fn serialize_i16(self, value: i16) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(value).as_bytes())
+        self.integer(value)
     }
 
     fn serialize_i32(self, value: i32) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(value).as_bytes())
+        self.integer(value)
     }
 
     fn serialize_i64(self, value: i64) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(value).as_bytes())
+        self.integer(value)
     }
 
     fn serialize_i128(self, value: i128) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(value).as_bytes())
+        self.integer(value)
     }
 
     fn serialize_u8(self, value: u8) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(value).as_bytes())
+        self.integer(value)
     }
 
     fn serialize_u16(self, value: u16) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(value).as_bytes())
+        self.integer(value)
     }
 
     fn serialize_u32(self, value: u32) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(value).as_bytes())
+        self.integer(value)
     }
 
     fn serialize_u64(self, value: u64) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(value).as_bytes())
+        self.integer(value)
     }
 
     fn serialize_u128(self, value: u128) -> Result<(), Error> {
-        self.quoted(itoa::Buffer::new().format(value).as_bytes())
+        self.integer(value)
     }
 
     fn serialize_f32(self, value: f32) -> Result<(), Error> {
@@ -681,12 +691,7 @@ impl ser::Serializer for MapKey<'_> {
     }
 
     fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result<(), Error> {
-        use fmt::Write as _;
-        self.0.push(b'"');
-        write!(Escaping(self.0), "{value}")
-            .map_err(|_| Error("a key failed to format itself".into()))?;
-        self.0.push(b'"');
-        Ok(())
+        write_display(self.0, value)
     }
 
     fn serialize_bytes(self, _value: &[u8]) -> Result<(), Error> {
