@@ -4,12 +4,11 @@
 //! single event. Events of one process reach Redis in the order they were handed over.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::domain::OrgId;
 use crate::events::{Event, stream_key};
@@ -23,52 +22,52 @@ const BATCH: usize = 256;
 /// How long one call may take before its events are given up as failed.
 const BUDGET: Duration = Duration::from_secs(1);
 
-/// `ARGV`: retention (ms), then per org: stream key (also the channel), n, then n pairs
-/// of kind and data. Appends each event to its org's stream, trimming what is older than
-/// the retention (`~`: whole nodes only, so at least the retention is kept), lets the key
-/// expire once the org has been quiet for twice the retention, and publishes each org's
-/// events as one message: lines of `<id> <kind> <data>` (JSON data has no raw newline).
-const PUBLISH: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local retention = tonumber(ARGV[1])
-local minid = tostring(math.max(now - retention, 0)) .. '-0'
-local i, published = 2, 0
-while i <= #ARGV do
-  local key, n = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
+/// A Lua function for scripts that publish: `append(key, retention, n, args, i)` appends
+/// the n pairs of kind and data at `args[i]` to the org's stream `key` (also the channel),
+/// trimming what is older than the retention in ms (`~`: whole nodes only, so at least the
+/// retention is kept), lets the key expire once the org has been quiet for twice the
+/// retention, and publishes the events as one message: lines of `<id> <kind> <data>` (JSON
+/// data has no raw newline). Returns the index after the last pair. The job queue's push
+/// scripts start with it too, so a job's `queued` is written in the same call as its push.
+pub const APPEND_LUA: &str = r"
+local function append(key, retention, n, args, i)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local minid = tostring(math.max(now - retention, 0)) .. '-0'
   local lines = {}
   for _ = 1, n do
-    local kind, data = ARGV[i], ARGV[i + 1]
+    local kind, data = args[i], args[i + 1]
     i = i + 2
     local id = redis.call('XADD', key, 'MINID', '~', minid, '*', 'k', kind, 'd', data)
     lines[#lines + 1] = id .. ' ' .. kind .. ' ' .. data
   end
   redis.call('PEXPIRE', key, retention * 2)
   redis.call('PUBLISH', key, table.concat(lines, '\n'))
+  return i
+end
+";
+
+/// `ARGV`: retention (ms), then per org: stream key, n, then n pairs of kind and data.
+const PUBLISH: &str = r"
+local retention = tonumber(ARGV[1])
+local i, published = 2, 0
+while i <= #ARGV do
+  local key, n = ARGV[i], tonumber(ARGV[i + 1])
+  i = append(key, retention, n, ARGV, i + 2)
   published = published + n
 end
 return published
 ";
 
-static PUBLISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH));
-
-/// How long `publish_before` waits for its events to be written; past it the caller goes
-/// on (the events are still written, only their order against what follows is not sure).
-const FLUSH_BUDGET: Duration = Duration::from_millis(250);
+static PUBLISH_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{APPEND_LUA}{PUBLISH}")));
 
 /// Hands events to the process's writer task. Cloning is cheap.
 #[derive(Clone)]
 pub struct Publisher {
-    sender: mpsc::Sender<Queued>,
-    /// The last write failed: nobody waits for the writer until one succeeds again.
-    failing: Arc<AtomicBool>,
-}
-
-/// An event waiting for the writer, and whoever waits until it is written.
-struct Queued {
-    event: Event,
-    written: Option<oneshot::Sender<()>>,
+    sender: mpsc::Sender<Event>,
+    redis: RedisConn,
+    retention_ms: u64,
 }
 
 impl Publisher {
@@ -76,16 +75,22 @@ impl Publisher {
     /// when the last `Publisher` is dropped). Without one, events are dropped and counted.
     pub fn new(redis: RedisConn, retention: Duration) -> Publisher {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        let failing = Arc::new(AtomicBool::new(false));
+        let retention_ms = retention.as_millis() as u64;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(write(redis, retention, receiver, failing.clone()));
+            runtime.spawn(write(redis.clone(), retention_ms, receiver));
         }
-        Publisher { sender, failing }
+        Publisher {
+            sender,
+            redis,
+            retention_ms,
+        }
     }
 
     /// Queues an event; never waits. Call it after the change is committed.
     pub fn publish(&self, event: Event) {
-        self.queue(event, None);
+        if self.sender.try_send(event).is_err() {
+            metrics::EVENTS.with_label_values(&["dropped"]).inc();
+        }
     }
 
     pub fn publish_all(&self, events: impl IntoIterator<Item = Event>) {
@@ -94,59 +99,42 @@ impl Publisher {
         }
     }
 
-    /// Publishes `events` and waits (briefly) until they, and everything queued before
-    /// them, are written: for events that must reach Redis before what the caller does
-    /// next can cause others elsewhere (a job announced as queued before it is pushed,
-    /// so no replica's `running` can overtake it).
-    /// While Redis fails, it waits for nothing: a dead Redis never holds up a request.
-    pub async fn publish_before(&self, events: Vec<Event>) {
-        if self.failing.load(Ordering::Relaxed) {
-            return self.publish_all(events);
-        }
-        let mut events = events.into_iter().peekable();
-        let mut written = None;
-        while let Some(event) = events.next() {
-            if events.peek().is_some() {
-                self.publish(event);
-            } else {
-                let (done, wait) = oneshot::channel();
-                if self.queue(event, Some(done)) {
-                    written = Some(wait);
-                }
-            }
-        }
-        if let Some(wait) = written {
-            let _ = tokio::time::timeout(FLUSH_BUDGET, wait).await;
+    /// Adds `events`, all of `org_id`, to a call of a script that starts with
+    /// [`APPEND_LUA`]: one more key (the org's stream), and the arguments `retention, n,`
+    /// then n pairs of kind and data, for the script to pass to `append`. For events that
+    /// must be written in the same call as another change (a job's `queued` with its
+    /// push, so no replica's `running` can overtake it). Count them with
+    /// [`Publisher::written`] once the call succeeded.
+    pub fn append_to(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+        org_id: OrgId,
+        events: &[Event],
+    ) {
+        invocation
+            .key(stream_key(&self.redis, org_id))
+            .arg(self.retention_ms)
+            .arg(events.len());
+        for event in events {
+            invocation.arg(event.kind.as_str()).arg(&event.data);
         }
     }
 
-    fn queue(&self, event: Event, written: Option<oneshot::Sender<()>>) -> bool {
-        let queued = self.sender.try_send(Queued { event, written }).is_ok();
-        if !queued {
-            metrics::EVENTS.with_label_values(&["dropped"]).inc();
-        }
-        queued
+    /// Counts events that another script wrote (`append_to`).
+    pub fn written(&self, n: usize) {
+        metrics::EVENTS
+            .with_label_values(&["published"])
+            .inc_by(n as u64);
     }
 }
 
-async fn write(
-    redis: RedisConn,
-    retention: Duration,
-    mut receiver: mpsc::Receiver<Queued>,
-    failing_flag: Arc<AtomicBool>,
-) {
-    let retention_ms = retention.as_millis() as u64;
-    let mut queued = Vec::with_capacity(BATCH);
+async fn write(redis: RedisConn, retention_ms: u64, mut receiver: mpsc::Receiver<Event>) {
+    let mut batch = Vec::with_capacity(BATCH);
     let mut failing = false;
-    while receiver.recv_many(&mut queued, BATCH).await > 0 {
-        let n = queued.len() as u64;
-        let batch: Vec<&Event> = queued.iter().map(|q| &q.event).collect();
+    while receiver.recv_many(&mut batch, BATCH).await > 0 {
+        let n = batch.len() as u64;
         let sent = tokio::time::timeout(BUDGET, send(&redis, retention_ms, &batch)).await;
-        failing_flag.store(!matches!(sent, Ok(Ok(()))), Ordering::Relaxed);
-        // Written or given up: either way nobody waits longer.
-        for waiting in queued.drain(..).filter_map(|q| q.written) {
-            let _ = waiting.send(());
-        }
+        batch.clear();
         let error = match sent {
             Ok(Ok(())) => {
                 metrics::EVENTS.with_label_values(&["published"]).inc_by(n);
@@ -170,7 +158,7 @@ async fn write(
 }
 
 /// One script call for the batch, its events grouped by org in their order.
-async fn send(redis: &RedisConn, retention_ms: u64, batch: &[&Event]) -> redis::RedisResult<()> {
+async fn send(redis: &RedisConn, retention_ms: u64, batch: &[Event]) -> redis::RedisResult<()> {
     let mut groups: Vec<(OrgId, Vec<&Event>)> = Vec::new();
     let mut index: HashMap<OrgId, usize> = HashMap::new();
     for event in batch {
@@ -178,7 +166,7 @@ async fn send(redis: &RedisConn, retention_ms: u64, batch: &[&Event]) -> redis::
             groups.push((event.org_id, Vec::new()));
             groups.len() - 1
         });
-        groups[slot].1.push(*event);
+        groups[slot].1.push(event);
     }
     let mut invocation = PUBLISH_SCRIPT.prepare_invoke();
     invocation.arg(retention_ms);

@@ -43,7 +43,8 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::db::{self, Db};
-use crate::domain::{JobId, OrgId};
+use crate::domain::{JobId, JobStatus, OrgId};
+use crate::events::Event;
 use crate::redis_conn::RedisConn;
 
 pub use job::{Job, Rejected};
@@ -272,7 +273,8 @@ impl Breaker {
 }
 
 /// The queue as the rest of the service sees it. A job committed as queued is announced
-/// here too (a live `job` event, written before the push), since every new or requeued
+/// here too (a live `job` event, written by the push's own script call, so no replica's
+/// `running` for the job can reach the org's stream before its `queued`), since every new
 /// job passes through `enqueue_committed*`.
 #[derive(Clone)]
 pub struct JobQueue {
@@ -292,40 +294,40 @@ impl JobQueue {
         }
     }
 
-    /// Written before the push (unless Redis is failing), so that no replica's `running`
-    /// for the job can reach the org's stream before its `queued`.
-    async fn announce_queued(&self, job_ids: &[JobId], org_id: OrgId, job_type: &str) {
-        let events: Vec<crate::events::Event> = job_ids
+    fn queued_events(job_ids: &[JobId], org_id: OrgId, job_type: &str) -> Vec<Event> {
+        job_ids
             .iter()
-            .map(|job_id| {
-                crate::events::Event::job(
-                    org_id,
-                    job_id.0,
-                    job_type,
-                    crate::domain::JobStatus::Queued,
-                    None,
-                )
-            })
-            .collect();
-        if self.breaker.is_open() {
-            self.events.publish_all(events);
-        } else {
-            self.events.publish_before(events).await;
-        }
+            .map(|job_id| Event::job(org_id, job_id.0, job_type, JobStatus::Queued, None))
+            .collect()
     }
 
+    /// Pushes with the events in the same call. When the push is not made (the breaker is
+    /// open) or fails, the events go to the publisher's queue instead: best effort, like
+    /// every event, and the sweep pushes the job later.
     #[tracing::instrument(name = "redis.job_push", skip_all, fields(otel.kind = "client", db.system = "redis", %job_id))]
-    async fn push(&self, job_id: JobId, org_id: OrgId, lane: Lane, delay: Option<Duration>) {
+    async fn push(
+        &self,
+        job_id: JobId,
+        org_id: OrgId,
+        lane: Lane,
+        delay: Option<Duration>,
+        events: Vec<Event>,
+    ) {
         if self.breaker.is_open() {
-            return;
+            return self.events.publish_all(events);
         }
-        let pushed =
-            tokio::time::timeout(PUSH_BUDGET, self.store.push(lane, org_id, job_id, delay)).await;
+        let announce = Some((&self.events, events.as_slice()));
+        let pushed = tokio::time::timeout(
+            PUSH_BUDGET,
+            self.store.push(lane, org_id, job_id, delay, announce),
+        )
+        .await;
         let error = match pushed {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {} ms", PUSH_BUDGET.as_millis()),
         };
+        self.events.publish_all(events);
         if self.breaker.trip() {
             tracing::warn!(%job_id, error = %error,
                 "could not push a job; pushes pause for 5 s and the sweep pushes what is waiting");
@@ -335,8 +337,9 @@ impl JobQueue {
     /// Pushes a job whose row is committed. A push that fails is not an error: the row is
     /// the record, and the sweep pushes the job within seconds.
     pub async fn enqueue_committed(&self, job_id: JobId, org_id: OrgId, job_type: &str) {
-        self.announce_queued(&[job_id], org_id, job_type).await;
-        self.push(job_id, org_id, Lane::of(job_type), None).await
+        let events = Self::queued_events(&[job_id], org_id, job_type);
+        self.push(job_id, org_id, Lane::of(job_type), None, events)
+            .await
     }
 
     /// `enqueue_committed` for a job that is not due for `delay`.
@@ -347,25 +350,35 @@ impl JobQueue {
         job_type: &str,
         delay: Duration,
     ) {
-        self.announce_queued(&[job_id], org_id, job_type).await;
-        self.push(job_id, org_id, Lane::of(job_type), Some(delay))
+        let events = Self::queued_events(&[job_id], org_id, job_type);
+        self.push(job_id, org_id, Lane::of(job_type), Some(delay), events)
             .await
     }
 
     /// `enqueue_committed` for many jobs of one org and type, in one Redis call per 500.
     pub async fn enqueue_committed_many(&self, job_ids: &[JobId], org_id: OrgId, job_type: &str) {
-        self.announce_queued(job_ids, org_id, job_type).await;
-        if job_ids.is_empty() || self.breaker.is_open() {
+        if job_ids.is_empty() {
             return;
         }
+        let events = Self::queued_events(job_ids, org_id, job_type);
+        if self.breaker.is_open() {
+            return self.events.publish_all(events);
+        }
         let lane = Lane::of(job_type);
-        let pushed =
-            tokio::time::timeout(PUSH_BUDGET, self.store.push_many(lane, org_id, job_ids)).await;
+        let announce = Some((&self.events, events.as_slice()));
+        let pushed = tokio::time::timeout(
+            PUSH_BUDGET,
+            self.store.push_many(lane, org_id, job_ids, announce),
+        )
+        .await;
         let error = match pushed {
             Ok(Ok(())) => return,
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {} ms", PUSH_BUDGET.as_millis()),
         };
+        // Some chunks may have been written with their events: a `queued` seen twice is
+        // harmless, one never seen is not.
+        self.events.publish_all(events);
         if self.breaker.trip() {
             tracing::warn!(jobs = job_ids.len(), error = %error,
                 "could not push jobs; pushes pause for 5 s and the sweep pushes what is waiting");
@@ -374,7 +387,8 @@ impl JobQueue {
 
     /// Pushes again a job that is already announced (a retry, a delivery before its time).
     pub async fn enqueue_later(&self, job_id: JobId, org_id: OrgId, lane: Lane, delay: Duration) {
-        self.push(job_id, org_id, lane, Some(delay)).await
+        self.push(job_id, org_id, lane, Some(delay), Vec::new())
+            .await
     }
 
     /// Pushes again every unfinished job that Redis does not hold: pushes that failed,
@@ -403,8 +417,13 @@ impl JobQueue {
             let delay = Duration::from_millis(row.due_in_ms.max(0) as u64);
             tokio::time::timeout(
                 Duration::from_secs(1),
-                self.store
-                    .push(Lane::of(&row.job_type), row.org_id, row.id, Some(delay)),
+                self.store.push(
+                    Lane::of(&row.job_type),
+                    row.org_id,
+                    row.id,
+                    Some(delay),
+                    None,
+                ),
             )
             .await
             .map_err(|_| anyhow::anyhow!("Redis did not answer within 1 s"))??;

@@ -21,6 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::Script;
 
 use crate::domain::{JobId, OrgId};
+use crate::events::publish::APPEND_LUA;
+use crate::events::{Event, Publisher};
 use crate::redis_conn::RedisConn;
 
 /// Work is split by what it waits on, so that a hanging Kommo holds only Kommo-bound
@@ -50,8 +52,10 @@ impl Lane {
     }
 }
 
-/// `KEYS`: org list, ring, pending, wake; `ARGV`: org, job.
+/// `KEYS`: org list, ring, pending, wake, then the org's event stream when the push
+/// announces the job; `ARGV`: org, job, then `retention, n,` and n events for `append`.
 const PUSH: &str = r"
+if KEYS[5] then append(KEYS[5], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV, 5) end
 redis.call('SADD', KEYS[3], ARGV[2])
 if redis.call('RPUSH', KEYS[1], ARGV[2]) == 1 then
   redis.call('RPUSH', KEYS[2], ARGV[1])
@@ -61,12 +65,13 @@ redis.call('LTRIM', KEYS[4], 0, 63)
 return 1
 ";
 
-/// `PUSH` for many jobs of one org: `KEYS` as `PUSH`; `ARGV`: org, then the jobs. Wakes
-/// one idle worker per job, up to the 64 tokens kept.
+/// `PUSH` for many jobs of one org: `KEYS` as `PUSH`; `ARGV`: org, n, the n jobs, then
+/// the events as `PUSH`. Wakes one idle worker per job, up to the 64 tokens kept.
 const PUSH_MANY: &str = r"
-local n = #ARGV - 1
-redis.call('SADD', KEYS[3], unpack(ARGV, 2))
-if redis.call('RPUSH', KEYS[1], unpack(ARGV, 2)) == n then
+local n = tonumber(ARGV[2])
+if KEYS[5] then append(KEYS[5], tonumber(ARGV[n + 3]), tonumber(ARGV[n + 4]), ARGV, n + 5) end
+redis.call('SADD', KEYS[3], unpack(ARGV, 3, n + 2))
+if redis.call('RPUSH', KEYS[1], unpack(ARGV, 3, n + 2)) == n then
   redis.call('RPUSH', KEYS[2], ARGV[1])
 end
 for _ = 1, math.min(n, 64) do redis.call('LPUSH', KEYS[4], '1') end
@@ -74,8 +79,10 @@ redis.call('LTRIM', KEYS[4], 0, 63)
 return n
 ";
 
-/// `KEYS`: delayed, pending; `ARGV`: member (`lane|org|job`), due (ms), job.
+/// `KEYS`: delayed, pending, then the stream as `PUSH`; `ARGV`: member (`lane|org|job`),
+/// due (ms), job, then the events as `PUSH`.
 const PUSH_DELAYED: &str = r"
+if KEYS[3] then append(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV, 6) end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('SADD', KEYS[2], ARGV[3])
 return 1
@@ -147,11 +154,19 @@ return #due
 const PUSH_MANY_CHUNK: usize = 500;
 
 // Hashed once: `EVALSHA` with a fallback to `EVAL` when Redis lost its script cache.
-static PUSH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUSH));
-static PUSH_MANY_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUSH_MANY));
-static PUSH_DELAYED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PUSH_DELAYED));
+// The pushes start with `append`, for the events they may write.
+static PUSH_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_append(PUSH));
+static PUSH_MANY_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_append(PUSH_MANY));
+static PUSH_DELAYED_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_append(PUSH_DELAYED));
 static POP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(POP));
 static PROMOTE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PROMOTE));
+
+fn with_append(script: &str) -> Script {
+    Script::new(&format!("{APPEND_LUA}{script}"))
+}
+
+/// Events a push writes in its own script call: all of its org.
+pub type Announce<'a> = Option<(&'a Publisher, &'a [Event])>;
 
 /// A job id taken from a lane.
 #[derive(Debug, Clone, Copy)]
@@ -196,62 +211,91 @@ impl RedisQueue {
         format!("{}pending", self.base)
     }
 
+    /// Pushes a job, due now or after `delay`, writing `announce`'s events in the same
+    /// call.
     pub async fn push(
         &self,
         lane: Lane,
         org_id: OrgId,
         job_id: JobId,
         delay: Option<Duration>,
+        announce: Announce<'_>,
     ) -> redis::RedisResult<()> {
-        let mut conn = self.redis.connection();
-        match delay.filter(|d| !d.is_zero()) {
+        let mut invocation = match delay.filter(|d| !d.is_zero()) {
             None => {
-                PUSH_SCRIPT
+                let mut invocation = PUSH_SCRIPT.prepare_invoke();
+                invocation
                     .key(format!("{}{org_id}", self.org_prefix(lane)))
                     .key(self.lane_key(lane, "ring"))
                     .key(self.pending_key())
                     .key(self.wake_key(lane))
                     .arg(org_id.to_string())
-                    .arg(job_id.to_string())
-                    .invoke_async::<i64>(&mut conn)
-                    .await?;
+                    .arg(job_id.to_string());
+                invocation
             }
             Some(delay) => {
                 let due = now_ms().saturating_add(delay.as_millis() as u64);
-                PUSH_DELAYED_SCRIPT
+                let mut invocation = PUSH_DELAYED_SCRIPT.prepare_invoke();
+                invocation
                     .key(self.delayed_key())
                     .key(self.pending_key())
                     .arg(format!("{}|{org_id}|{job_id}", lane.name()))
                     .arg(due)
-                    .arg(job_id.to_string())
-                    .invoke_async::<i64>(&mut conn)
-                    .await?;
+                    .arg(job_id.to_string());
+                invocation
             }
+        };
+        self.invoke_announcing(&mut invocation, org_id, announce)
+            .await
+    }
+
+    async fn invoke_announcing(
+        &self,
+        invocation: &mut redis::ScriptInvocation<'_>,
+        org_id: OrgId,
+        announce: Announce<'_>,
+    ) -> redis::RedisResult<()> {
+        let announce = announce.filter(|(_, events)| !events.is_empty());
+        if let Some((publisher, events)) = announce {
+            publisher.append_to(invocation, org_id, events);
+        }
+        let mut conn = self.redis.connection();
+        invocation.invoke_async::<i64>(&mut conn).await?;
+        if let Some((publisher, events)) = announce {
+            publisher.written(events.len());
         }
         Ok(())
     }
 
     /// Jobs of one org, due now, in one call (at most `PUSH_MANY_CHUNK` ids a call, so
-    /// the script's argument list stays small).
+    /// the script's argument list stays small), each chunk with its jobs' events: the
+    /// events of `announce` are one per job, in the jobs' order.
     pub async fn push_many(
         &self,
         lane: Lane,
         org_id: OrgId,
         job_ids: &[JobId],
+        announce: Announce<'_>,
     ) -> redis::RedisResult<()> {
-        let mut conn = self.redis.connection();
-        for chunk in job_ids.chunks(PUSH_MANY_CHUNK) {
+        for (i, chunk) in job_ids.chunks(PUSH_MANY_CHUNK).enumerate() {
             let mut invocation = PUSH_MANY_SCRIPT.prepare_invoke();
             invocation
                 .key(format!("{}{org_id}", self.org_prefix(lane)))
                 .key(self.lane_key(lane, "ring"))
                 .key(self.pending_key())
                 .key(self.wake_key(lane))
-                .arg(org_id.to_string());
+                .arg(org_id.to_string())
+                .arg(chunk.len());
             for id in chunk {
                 invocation.arg(id.to_string());
             }
-            invocation.invoke_async::<i64>(&mut conn).await?;
+            let events = announce.map(|(publisher, events)| {
+                let from = (i * PUSH_MANY_CHUNK).min(events.len());
+                let to = (from + chunk.len()).min(events.len());
+                (publisher, &events[from..to])
+            });
+            self.invoke_announcing(&mut invocation, org_id, events)
+                .await?;
         }
         Ok(())
     }

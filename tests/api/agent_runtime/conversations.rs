@@ -14,6 +14,9 @@ async fn conversations_list_filter_paginate_and_stay_in_their_org() {
     let org = rt.org();
     rt.kommo.set_lead(&rt.domain, lead(LEAD + 7, OTHER_STAGE));
     rt.incoming("m-a1", "chat-a", LEAD, "one").await.expect(200);
+    // Conversations are created by the webhook jobs, which may run side by side: chat-b
+    // is newest only if chat-a exists before chat-b's delivery is posted.
+    rt.conversation("chat-a").await;
     rt.incoming("m-b1", "chat-b", LEAD + 7, "two")
         .await
         .expect(200);
