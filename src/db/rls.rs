@@ -106,9 +106,10 @@ impl Db {
         &self.pool
     }
 
-    /// Runs `sql` (which opens the transaction) on a pooled connection, in a task of its
-    /// own so that a caller dropped half-way cannot leave the transaction open: the task
-    /// finishes, and the `Tx` it returns to no one rolls back on drop.
+    /// Runs `sql` (which opens the transaction) on a pooled connection. The `Tx` exists
+    /// before the statement is sent, so a caller dropped half-way (a client that hung up)
+    /// drops it and it rolls back: sqlx first drains whatever the interrupted statement
+    /// still owes (and sends what it had buffered), and no transaction is left open.
     ///
     /// The pool hands out idle connections without pinging them first (`connect`): that
     /// would be one more round trip per request. A connection that died while idle (a
@@ -119,39 +120,25 @@ impl Db {
         role: &'static str,
         sql: String,
     ) -> Result<(Tx, Vec<sqlx::postgres::PgRow>)> {
-        let conn = self.pool.acquire().await?;
-        let pool = self.pool.clone();
-        // Boxed: the statement's future is kilobytes, and a task moves its future and
-        // output around by value several times on the way (seen in the profile).
-        let started = tokio::spawn(Box::pin(async move {
-            let mut conn = conn;
-            let mut retries = pool.options().get_max_connections();
-            loop {
-                let mut tx = Tx {
-                    conn: Some(conn),
-                    span: span(role),
-                };
-                match sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
-                    .fetch_all(&mut *tx)
-                    .await
-                {
-                    Ok(rows) => return Ok((tx, rows)),
-                    Err(error) if !connection_survives(&error) && retries > 0 => {
-                        tracing::info!(%error, "a pooled connection had died; beginning on another");
-                        tx.discard();
-                        retries -= 1;
-                        conn = pool.acquire().await?;
-                    }
-                    Err(error) => return Err(error),
+        let mut conn = self.pool.acquire().await?;
+        let mut retries = self.pool.options().get_max_connections();
+        loop {
+            let mut tx = Tx {
+                conn: Some(conn),
+                span: span(role),
+            };
+            match sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
+                .fetch_all(&mut *tx)
+                .await
+            {
+                Ok(rows) => return Ok((tx, rows)),
+                Err(error) if !connection_survives(&error) && retries > 0 => {
+                    tracing::info!(%error, "a pooled connection had died; beginning on another");
+                    tx.discard();
+                    retries -= 1;
+                    conn = self.pool.acquire().await?;
                 }
-            }
-        }));
-        match started.await {
-            Ok(Ok(started)) => Ok(started),
-            Ok(Err(error)) => Err(error.into()),
-            Err(join) => {
-                tracing::error!(error = %join, "the task beginning a transaction stopped");
-                Err(Error::Aborted("beginning a transaction"))
+                Err(error) => return Err(error.into()),
             }
         }
     }
