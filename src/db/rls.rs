@@ -183,7 +183,8 @@ impl Db {
     /// `begin_worker` whose commit does not wait for the WAL to reach the disk: for job
     /// bookkeeping that a crash of PostgreSQL may undo safely. A success lost that way
     /// leaves its job running until the lease lapses, and it runs again (handlers are
-    /// idempotent: delivery is at least once); a renewal lost only shortens a lease.
+    /// idempotent: delivery is at least once); a claim lost leaves it queued, and the
+    /// sweep pushes it again; a renewal lost only shortens a lease.
     pub async fn begin_bookkeeping(&self, org_id: OrgId) -> Result<Tx> {
         self.begin_in_org(org_id, &[("synchronous_commit", "off")])
             .await

@@ -11,6 +11,8 @@
 //! - **Claimed.** A worker that pops the id must claim the row (queued → running, with a
 //!   lease of `MISSED_HEARTBEATS` heartbeats, renewed while it runs) before running it,
 //!   so a duplicate delivery finds nothing to claim and a job never runs twice at once.
+//!   Claims commit without waiting for the WAL flush: only a crash of PostgreSQL itself
+//!   undoes one, and then the job runs again (at least once, as after a worker's crash).
 //!   A lane fills all its free slots with one pop, and the jobs one pop took for an org
 //!   are claimed in one statement; one task renews every running job's lease, one
 //!   statement per org.

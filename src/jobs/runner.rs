@@ -49,7 +49,11 @@ pub async fn execute_batch(
     let worker: &str = &ctx.worker;
     let ids: Vec<JobId> = popped.iter().map(|(id, _)| *id).collect();
     let (claimed, early) = {
-        let mut tx = ctx.db.begin_worker(org_id).await?;
+        // Bookkeeping: the claim's commit does not wait for the WAL flush (one fsync per
+        // pop was the pipeline's longest wait). Only a crash of PostgreSQL itself can undo
+        // it, and then the row is queued again and the sweep pushes it: the job runs once
+        // more, which at-least-once delivery already asks every handler to bear.
+        let mut tx = ctx.db.begin_bookkeeping(org_id).await?;
         let claimed =
             db::jobs::claim_many(&mut tx, &ids, worker, ctx.settings.lease.as_secs_f64()).await?;
         let early = if claimed.len() < ids.len() {
