@@ -5,9 +5,10 @@
 //! `Tx` runs `BEGIN`/`COMMIT` itself rather than through `sqlx::Transaction`, for two
 //! reasons. A request future is dropped when its client hangs up; sqlx's transaction does
 //! not roll back a `BEGIN` interrupted that way, so the connection went back to the pool
-//! inside an open transaction, and the next request's statements ran in it. Here neither
-//! `BEGIN` nor `COMMIT` can be interrupted (each runs in a task of its own), and a `Tx`
-//! dropped while open rolls back before its connection returns to the pool. And `BEGIN`,
+//! inside an open transaction, and the next request's statements ran in it. Here the
+//! `Tx` exists before `BEGIN` is sent, `COMMIT` cannot be interrupted (it runs in a task of
+//! its own), and a `Tx` dropped while open — during `BEGIN` too — rolls back before its
+//! connection returns to the pool. And `BEGIN`,
 //! the settings and (for an org route) the membership check travel as one simple query:
 //! one round trip where they took three.
 
@@ -19,7 +20,7 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
 
 use crate::db::error::{Error, Result};
 use crate::domain::AuthUser;
-use crate::domain::{OrgId, Role};
+use crate::domain::{ConnectionId, OrgId, Role};
 
 #[derive(Clone)]
 pub struct Db {
@@ -54,11 +55,21 @@ fn span(role: &'static str) -> tracing::Span {
 /// another one.
 const MEMBER_ROLE: &str = "agents_api_member_role";
 
+/// A webhook's connection (its org, token digest and Kommo account), looked up by
+/// `begin_webhook` inside the simple query that opens the transaction, and the
+/// transaction scoped to its org: prepared once per connection, as `MEMBER_ROLE`.
+const WEBHOOK_CONNECTION: &str = "agents_api_webhook_connection";
+
 pub(super) async fn prepare(conn: &mut PgConnection) -> sqlx::Result<()> {
     sqlx::raw_sql(
         "PREPARE agents_api_member_role (uuid, uuid) AS
          SELECT role AS member_role FROM organization_members
-         WHERE org_id = $1 AND user_id = $2",
+         WHERE org_id = $1 AND user_id = $2;
+         PREPARE agents_api_webhook_connection (uuid) AS
+         SELECT org_id AS webhook_org_id, webhook_token_hash AS webhook_digest,
+                account_id AS webhook_account_id,
+                set_config('app.org_id', org_id::text, true) AS webhook_scoped
+         FROM auth.webhook_connection($1)",
     )
     .execute(conn)
     .await?;
@@ -201,6 +212,31 @@ impl Db {
         Ok(self.begin("api_worker", sql).await?.0)
     }
 
+    /// `begin_system`, and the webhook connection `connection_id` read in the same round
+    /// trip: its org (to which the transaction is then scoped), token digest and Kommo
+    /// account; `None` when there is no such connection with a webhook token. The caller
+    /// checks the token before it writes anything; a refusal rolls the transaction back.
+    pub async fn begin_webhook(
+        &self,
+        connection_id: ConnectionId,
+    ) -> Result<(Tx, Option<WebhookConnection>)> {
+        let mut sql = begin_sql(
+            "api_worker",
+            &[("statement_timeout", &self.statement_timeout)],
+        );
+        // A uuid prints as hex and dashes only.
+        let _ = write!(sql, " EXECUTE {WEBHOOK_CONNECTION}('{connection_id}');");
+        let (tx, rows) = self.begin("api_worker", sql).await?;
+        let connection = rows.iter().find_map(|row| {
+            Some(WebhookConnection {
+                org_id: OrgId(row.try_get("webhook_org_id").ok()?),
+                token_digest: row.try_get("webhook_digest").ok()?,
+                account_id: row.try_get("webhook_account_id").ok()?,
+            })
+        });
+        Ok((tx, connection))
+    }
+
     /// A transaction as `api_worker` scoped to no org: it sees no rows, and may only call
     /// the SECURITY DEFINER helpers (the scheduler's; a webhook's connection lookup, which
     /// scopes the transaction to the connection's org).
@@ -211,6 +247,15 @@ impl Db {
         );
         Ok(self.begin("api_worker", sql).await?.0)
     }
+}
+
+/// What `Db::begin_webhook` reads of a webhook's connection.
+#[derive(Debug)]
+pub struct WebhookConnection {
+    pub org_id: OrgId,
+    /// SHA-256 of the webhook token.
+    pub token_digest: Vec<u8>,
+    pub account_id: Option<i64>,
 }
 
 impl Tx {

@@ -9,25 +9,6 @@ use uuid::Uuid;
 use crate::domain::page::Page;
 use crate::domain::{ConnectionId, EventStatus, JobId, OrgId};
 
-/// The connection a webhook URL names, with its token digest (see the migration). The
-/// same statement scopes the `api_worker` transaction to the connection's org (one round
-/// trip less): the caller checks the token before it writes anything, and a refusal
-/// rolls the transaction back.
-pub async fn connection(
-    conn: &mut PgConnection,
-    connection_id: ConnectionId,
-) -> sqlx::Result<Option<(OrgId, Vec<u8>, Option<i64>)>> {
-    let row = sqlx::query!(
-        r#"SELECT org_id AS "org_id!: OrgId", webhook_token_hash AS "digest!", account_id,
-                  set_config('app.org_id', org_id::text, true) AS scoped
-           FROM auth.webhook_connection($1)"#,
-        connection_id.0,
-    )
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| (r.org_id, r.digest, r.account_id)))
-}
-
 /// Stores a delivery and the job that parses it, unless the same body was accepted for
 /// this connection within the last 24 h (the unique digest index decides, also between
 /// replicas racing): the job's id, `None` for a duplicate. One statement, so one round

@@ -106,15 +106,19 @@ async fn accept(
         Ok(id) if well_formed_token(token) => id,
         _ => return Err(refused(app, ip).await),
     };
-    let mut tx = app.db.begin_system().await?;
-    let Some((org_id, stored_digest, account_id)) =
-        db::webhooks::connection(&mut tx, connection_id).await?
+    let (tx, connection) = app.db.begin_webhook(connection_id).await?;
+    let Some(db::WebhookConnection {
+        org_id,
+        token_digest,
+        account_id,
+    }) = connection
     else {
         drop(tx);
         return Err(refused(app, ip).await);
     };
+    let mut tx = tx;
     let digest = Sha256::digest(token.as_bytes());
-    if !bool::from(digest[..].ct_eq(&stored_digest)) {
+    if !bool::from(digest[..].ct_eq(&token_digest)) {
         drop(tx);
         return Err(refused(app, ip).await);
     }
