@@ -7,8 +7,8 @@ WORKDIR /build
 ENV SQLX_OFFLINE=true CARGO_TERM_COLOR=never
 
 # Compile the dependencies against stub sources first, so this (slow) layer stays
-# cached until Cargo.toml or Cargo.lock change.
-COPY Cargo.toml Cargo.lock ./
+# cached until Cargo.toml or Cargo.lock change. build.rs: the binary's link settings.
+COPY Cargo.toml Cargo.lock build.rs ./
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
