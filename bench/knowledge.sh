@@ -135,7 +135,9 @@ SQL
   # The two indexes seeding would otherwise maintain row by row; dropped around each
   # seeding and rebuilt from these exact definitions (the migration's and migrate's).
   local name def
-  while IFS='|' read -r name def; do INDEX_DEFS[$name]=$def; done < <(
+  # knowledge_chunks is partitioned: its indexes print as `ON ONLY` the parent, which
+  # would make an empty parent index; without ONLY it is built on every partition.
+  while IFS='|' read -r name def; do INDEX_DEFS[$name]=${def/ ON ONLY / ON }; done < <(
     psql_admin "$DB_NAME" -Atc "SELECT indexname, indexdef FROM pg_indexes
       WHERE tablename = 'knowledge_chunks'
         AND indexname IN ('knowledge_chunks_search_idx', 'knowledge_chunks_embedding_${DIM}_idx')")

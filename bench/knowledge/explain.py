@@ -31,7 +31,7 @@ FULLTEXT = """WITH every_word AS MATERIALIZED (
     SELECT c.id, c.asset_id, c.search
     FROM auth.knowledge_text_matches($1, $3, websearch_to_tsquery('russian', $2),
                                      NULL, $5) AS m (id)
-         JOIN knowledge_chunks c ON c.id = m.id
+         JOIN knowledge_chunks c ON c.id = m.id AND c.org_id = $1
          JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
 ),
 some_words AS MATERIALIZED (
@@ -39,7 +39,7 @@ some_words AS MATERIALIZED (
     FROM auth.knowledge_text_matches($1, $3,
              knowledge_some_words(websearch_to_tsquery('russian', $2)),
              websearch_to_tsquery('russian', $2), $5) AS m (id)
-         JOIN knowledge_chunks c ON c.id = m.id
+         JOIN knowledge_chunks c ON c.id = m.id AND c.org_id = $1
          JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
     WHERE (SELECT count(*) FROM every_word) < $4
       AND knowledge_some_words(websearch_to_tsquery('russian', $2))
@@ -59,7 +59,7 @@ ranked AS (
 SELECT r.id AS chunk_id, r.asset_id AS asset_id, a.filename, c.content,
        c.metadata, r.score::float8 AS score
 FROM ranked r
-     JOIN knowledge_chunks c ON c.id = r.id
+     JOIN knowledge_chunks c ON c.id = r.id AND c.org_id = $1
      JOIN knowledge_assets a ON a.id = r.asset_id
 ORDER BY r.score DESC, r.id"""
 
@@ -72,7 +72,7 @@ VECTOR = """WITH nearest AS MATERIALIZED (
              AS distance
   FROM knowledge_chunks c
        JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
-  WHERE a.org_id = $1 AND vector_dims(c.embedding) = {d}
+  WHERE c.org_id = $1 AND a.org_id = $1 AND vector_dims(c.embedding) = {d}
     AND ($3::uuid IS NULL OR c.agent_id IS NULL OR c.agent_id = $3)
   ORDER BY distance
   LIMIT $4)
@@ -198,7 +198,8 @@ def main():
             # The plan's shape for the chunks: which scan node(s) read them.
             nodes = {n["Node Type"] + (" on " + n["Index Name"] if "Index Name" in n else "")
                      for pl in plans for n in walk(pl["Plan"])
-                     if n.get("Relation Name") == "knowledge_chunks" or "knowledge_chunks" in n.get("Index Name", "")}
+                     if n.get("Relation Name", "").startswith("knowledge_chunks")  # or a partition
+                     or "knowledge_chunks" in n.get("Index Name", "")}
             summary[name]["chunk_scans"] = sorted(nodes)
 
     # The first query's plans, readable, after six executions of each statement: the plans

@@ -456,7 +456,7 @@ pub async fn entity_chunks(
         r#"SELECT c.id AS chunk_id, c.asset_id, a.filename, c.position,
                   left(c.content, 300) AS "excerpt!"
            FROM knowledge_entity_chunks ec
-                JOIN knowledge_chunks c ON c.id = ec.chunk_id
+                JOIN knowledge_chunks c ON c.id = ec.chunk_id AND c.org_id = $1
                 JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
            WHERE ec.org_id = $1 AND ec.entity_id = $2
            ORDER BY c.asset_id, c.position LIMIT $3"#,

@@ -489,7 +489,7 @@ pub async fn list_chunks(
            AND generation = (SELECT generation FROM knowledge_assets
                              WHERE org_id = $1 AND id = $2)
            AND position > COALESCE((SELECT position FROM knowledge_chunks
-                                    WHERE id = $3 AND asset_id = $2), -1)
+                                    WHERE org_id = $1 AND id = $3 AND asset_id = $2), -1)
          ORDER BY position LIMIT $4",
         org_id.0,
         asset_id.0,
@@ -539,7 +539,7 @@ pub async fn search_fulltext(
                SELECT c.id, c.asset_id, c.search
                FROM auth.knowledge_text_matches($1, $3, websearch_to_tsquery('russian', $2),
                                                 NULL, $5) AS m (id)
-                    JOIN knowledge_chunks c ON c.id = m.id
+                    JOIN knowledge_chunks c ON c.id = m.id AND c.org_id = $1
                     JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
            ),
            some_words AS MATERIALIZED (
@@ -547,7 +547,7 @@ pub async fn search_fulltext(
                FROM auth.knowledge_text_matches($1, $3,
                         knowledge_some_words(websearch_to_tsquery('russian', $2)),
                         websearch_to_tsquery('russian', $2), $5) AS m (id)
-                    JOIN knowledge_chunks c ON c.id = m.id
+                    JOIN knowledge_chunks c ON c.id = m.id AND c.org_id = $1
                     JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
                WHERE (SELECT count(*) FROM every_word) < $4
                  AND knowledge_some_words(websearch_to_tsquery('russian', $2))
@@ -567,7 +567,7 @@ pub async fn search_fulltext(
            SELECT r.id AS "chunk_id!", r.asset_id AS "asset_id!", a.filename, c.content,
                   c.metadata, r.score::float8 AS "score!"
            FROM ranked r
-                JOIN knowledge_chunks c ON c.id = r.id
+                JOIN knowledge_chunks c ON c.id = r.id AND c.org_id = $1
                 JOIN knowledge_assets a ON a.id = r.asset_id
            ORDER BY r.score DESC, r.id"#,
         org_id.0,

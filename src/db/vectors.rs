@@ -56,9 +56,23 @@ pub async fn ensure_index(conn: &mut PgConnection, dimensions: u32) -> sqlx::Res
     }
     // Without statistics on it, `vector_dims(embedding) = N` (the index's predicate,
     // which the search repeats) is estimated to keep 0.5 % of the rows, not all of them.
+    // A search reads one partition, planned with that partition's statistics, so each
+    // partition has them (the parent's serve only statements over the whole table).
     sqlx::raw_sql(
-        "CREATE STATISTICS IF NOT EXISTS knowledge_chunks_embedding_dims
-           ON (vector_dims(embedding)) FROM knowledge_chunks",
+        "DO $$
+         DECLARE
+             part regclass;
+         BEGIN
+             CREATE STATISTICS IF NOT EXISTS knowledge_chunks_embedding_dims
+                 ON (vector_dims(embedding)) FROM knowledge_chunks;
+             FOR part IN SELECT inhrelid::regclass FROM pg_inherits
+                         WHERE inhparent = 'knowledge_chunks'::regclass LOOP
+                 EXECUTE format('CREATE STATISTICS IF NOT EXISTS %I
+                                   ON (vector_dims(embedding)) FROM %s',
+                                part::text || '_embedding_dims', part);
+             END LOOP;
+         END
+         $$",
     )
     .execute(&mut *conn)
     .await?;
@@ -127,12 +141,10 @@ pub async fn insert_chunks(
 /// The chunks nearest to `query` by cosine distance, best first; `score` is the cosine
 /// similarity (1 − distance). Scoped like full-text search.
 ///
-/// The HNSW index is walked in distance order and its rows kept when their asset is in
-/// the org (and its searchable generation is theirs); iterative scans (pgvector 0.8) go
-/// on walking until `limit` rows pass. The org is named only through the asset: the
-/// chunk's own `org_id`, tested by row-level security as well, would make PostgreSQL
-/// multiply two estimates of the same condition into a handful of rows and prefer
-/// "every chunk of the org, sorted" to the index.
+/// The chunk's `org_id` picks the org's partition, whose HNSW index is walked in
+/// distance order; its rows are kept when they are the org's (a partition holds a few
+/// orgs) and their asset's searchable generation, and iterative scans (pgvector 0.8) go
+/// on walking until `limit` rows pass.
 pub async fn search(
     conn: &mut PgConnection,
     org_id: OrgId,
@@ -145,11 +157,11 @@ pub async fn search(
     // when filters reject rows, so it only needs to hold the answer; without them
     // (pgvector < 0.8) it is all the index returns, so it is wider.
     //
-    // Sorting is off for this statement: row-level security's `org_id = ANY(…)` and
-    // the join's org condition multiply into an estimate of a few hundred chunks for an
-    // org that may have 100,000, so "every chunk of the org, exact distances, sorted"
-    // looks cheaper than the index, and is 5–10× slower at that size. Turned back on
-    // right after.
+    // Sorting is off for this statement: row-level security's `org_id = ANY(…)`, the
+    // chunk's and the asset's org conditions multiply into an estimate of a few hundred
+    // chunks for an org that may have 100,000, so "every chunk of the org, exact
+    // distances, sorted" looks cheaper than the index, and is 5–10× slower at that size.
+    // Turned back on right after.
     sqlx::query(
         "SELECT set_config('enable_sort', 'off', true),
                 CASE WHEN (SELECT string_to_array(extversion, '.')::int[] >= '{0,8}'
@@ -171,7 +183,7 @@ pub async fn search(
                       AS distance
            FROM knowledge_chunks c
                 JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
-           WHERE a.org_id = $1 AND vector_dims(c.embedding) = {dimensions}
+           WHERE c.org_id = $1 AND a.org_id = $1 AND vector_dims(c.embedding) = {dimensions}
              AND ($3::uuid IS NULL OR c.agent_id IS NULL OR c.agent_id = $3)
            ORDER BY distance
            LIMIT $4)
