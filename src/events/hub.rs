@@ -5,14 +5,23 @@
 //! Whatever the subscription misses — it was not yet made, the connection broke, a slow
 //! stream's receiver lagged — a stream takes from the Redis stream by id. The hub bumps
 //! its `generation` after every (re)subscription so each open stream catches up then.
+//!
+//! A connection can die without closing (a blackholed network), so the subscription
+//! PINGs it. A subscribed RESP2 connection answers `PING` with `["pong", ""]`, not
+//! `+PONG`: the answer is taken as any value, since asking for a string failed every
+//! ping and tore the subscription down every `PING_EVERY`. The PING is awaited beside
+//! the messages, so a busy subscription keeps dispatching while it is out, and each
+//! message that arrives meanwhile is proof enough that the connection lives.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use redis::Script;
 use tokio::sync::{broadcast, watch};
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::OrgId;
@@ -22,7 +31,8 @@ use crate::redis_conn::RedisConn;
 /// Messages (each a batch of one org's events) a stream's receiver may fall behind by
 /// before it lags and catches up from Redis instead.
 const CHANNEL_CAPACITY: usize = 256;
-/// How often the subscription is checked with a PING, and how long an answer may take.
+/// How often the subscription is checked with a PING, and how long the connection may
+/// stay silent (no answer, no message) while one is out.
 const PING_EVERY: Duration = Duration::from_secs(10);
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -49,6 +59,8 @@ struct Inner {
     redis: RedisConn,
     orgs: Mutex<HashMap<OrgId, broadcast::Sender<Batch>>>,
     generation: watch::Sender<u64>,
+    ping_every: Duration,
+    ping_timeout: Duration,
 }
 
 impl Inner {
@@ -126,11 +138,24 @@ pub struct Replayed {
 
 impl Hub {
     pub fn new(redis: RedisConn) -> Hub {
+        Hub::with_pings(redis, PING_EVERY, PING_TIMEOUT)
+    }
+
+    /// Tests check the subscription many times a second, where production waits
+    /// `PING_EVERY` between checks.
+    #[cfg(feature = "test-support")]
+    pub fn with_ping_interval(redis: RedisConn, every: Duration, timeout: Duration) -> Hub {
+        Hub::with_pings(redis, every, timeout)
+    }
+
+    fn with_pings(redis: RedisConn, ping_every: Duration, ping_timeout: Duration) -> Hub {
         Hub {
             inner: Arc::new(Inner {
                 redis,
                 orgs: Mutex::new(HashMap::new()),
                 generation: watch::Sender::new(0),
+                ping_every,
+                ping_timeout,
             }),
         }
     }
@@ -243,18 +268,39 @@ impl Hub {
         // Subscribed: every stream catches up on what the subscription may have missed.
         self.inner.generation.send_modify(|g| *g += 1);
         tracing::info!("live events: subscribed");
-        let mut ping = tokio::time::interval(PING_EVERY);
+        let timeout = self.inner.ping_timeout;
+        let mut ping = tokio::time::interval(self.inner.ping_every);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         ping.tick().await;
+        let mut pong: Option<Pong> = None;
+        let mut silence = std::pin::pin!(tokio::time::sleep(timeout));
+        let mut heard = Instant::now();
         loop {
             tokio::select! {
                 message = messages.next() => {
                     let Some(message) = message else { return Ok(()) };
+                    heard = Instant::now();
                     self.dispatch(&channel_prefix, &message);
                 }
-                _ = ping.tick() => {
-                    tokio::time::timeout(PING_TIMEOUT, sink.ping::<String>())
-                        .await
-                        .map_err(|_| anyhow::anyhow!("no PING answer within {PING_TIMEOUT:?}"))??;
+                _ = ping.tick(), if pong.is_none() => {
+                    let mut sink = sink.clone();
+                    pong = Some(Box::pin(async move { sink.ping::<redis::Value>().await }));
+                    silence.as_mut().reset(Instant::now() + timeout);
+                }
+                answer = answer(&mut pong) => {
+                    pong = None;
+                    answer?;
+                }
+                () = &mut silence, if pong.is_some() => {
+                    // Redis answers after the messages it queued before the PING: under a
+                    // flood the answer waits behind them, and each one that arrives shows
+                    // the connection delivers as well as the answer would. A dead one stays
+                    // silent once what was already read is dispatched.
+                    if heard.elapsed() < timeout {
+                        silence.as_mut().reset(heard + timeout);
+                    } else {
+                        anyhow::bail!("no PING answer and no message within {timeout:?}");
+                    }
                 }
             }
         }
@@ -279,6 +325,17 @@ impl Hub {
         if !batch.is_empty() {
             let _ = sender.send(Arc::new(batch));
         }
+    }
+}
+
+/// A PING on its way: its answer is awaited beside the messages.
+type Pong = BoxFuture<'static, redis::RedisResult<redis::Value>>;
+
+/// The answer to the PING that is out; never, while none is.
+async fn answer(pong: &mut Option<Pong>) -> redis::RedisResult<redis::Value> {
+    match pong {
+        Some(pong) => pong.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -2,6 +2,7 @@
 //! reaches a stream held by another, `Last-Event-ID` replays exactly what was missed,
 //! every event carries an id, heartbeats arrive, the stream ends when the token expires
 //! and when the server drains, and the refusals: no token, another org, too many streams.
+//! The process's subscription stays up under a flood and is replaced when it goes silent.
 //!
 //! Streams are read frame by frame; waits are generous and nothing asserts a duration.
 
@@ -12,10 +13,19 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use agents_api::domain::OrgId;
+use agents_api::events::hub::Subscription;
+use agents_api::events::{Hub, stream_key};
+use agents_api::redis_conn::RedisConn;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
 use crate::knowledge::upload;
 use crate::support::app::{
-    JWT_SECRET, OrgUsers, TestApp, claims_for, eventually, into_response, sign_hs256,
+    JWT_SECRET, OrgUsers, TestApp, base_env, claims_for, config_from, eventually, into_response,
+    redis_url, sign_hs256,
 };
+use crate::support::fault_proxy::{Fault, FaultProxy};
+use crate::support::logs::Captured;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -631,10 +641,11 @@ async fn events_published_while_the_subscription_is_down_still_arrive_once() {
         org, admin, member, ..
     } = app.org_with_roles().await;
     let mut stream = open(&app, org, &app.token(member), None).await;
+    let _cut = SUBSCRIBERS_CUT.lock().await;
 
     // Every subscriber connection on this Redis is cut (other tests' replicas recover the
     // same way); the replica subscribes again and each stream reads what it missed by id.
-    let redis = redis::Client::open(crate::support::app::redis_url()).unwrap();
+    let redis = redis::Client::open(redis_url()).unwrap();
     let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
@@ -664,4 +675,146 @@ async fn events_published_while_the_subscription_is_down_still_arrive_once() {
             .collect();
         assert_eq!(statuses, ["queued", "running", "succeeded"], "{seen:?}");
     }
+}
+
+/// Held while this Redis's subscribers are cut, and by the tests that watch one hub's
+/// subscription, so that the cut is never taken for a failure of their own.
+static SUBSCRIBERS_CUT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A Redis connection of its own at `url`, with a key prefix of its own.
+fn redis_at(url: &str) -> RedisConn {
+    let mut env = base_env("unused");
+    env.insert("REDIS_URL".into(), url.into());
+    env.insert(
+        "REDIS_KEY_PREFIX".into(),
+        format!("test:{}:", Uuid::new_v4().simple()),
+    );
+    RedisConn::new(&config_from(&env)).expect("a Redis client")
+}
+
+/// A hub checking its subscription every `every`, running until the guard drops; and
+/// the generation its subscription started with.
+async fn running_hub(
+    redis: &RedisConn,
+    org: OrgId,
+    every: Duration,
+    timeout: Duration,
+) -> (Subscription, u64, DropGuard) {
+    let hub = Hub::with_ping_interval(redis.clone(), every, timeout);
+    let mut subscription = hub.subscribe(org);
+    let stop = CancellationToken::new();
+    tokio::spawn(hub.run(stop.clone()));
+    let subscribed = *tokio::time::timeout(
+        PATIENCE,
+        subscription
+            .generation
+            .wait_for(|generation| *generation > 0),
+    )
+    .await
+    .expect("the hub subscribes")
+    .expect("the hub runs");
+    (subscription, subscribed, stop.drop_guard())
+}
+
+/// Thousands of messages a second while the hub PINGs every 50 ms: every PING is
+/// answered (a subscribed connection answers `["pong", ""]`), so the subscription is
+/// never torn down and every message reaches the org's receiver.
+#[tokio::test]
+async fn a_flooded_subscription_is_never_torn_down() {
+    let _alone = SUBSCRIBERS_CUT.lock().await;
+    let redis = redis_at(&redis_url());
+    let org = OrgId::new();
+    let (mut subscription, subscribed, _hub) = running_hub(
+        &redis,
+        org,
+        Duration::from_millis(50),
+        Duration::from_secs(2),
+    )
+    .await;
+
+    const BATCHES: u64 = 200;
+    const PER_BATCH: u64 = 50;
+    let total = BATCHES * PER_BATCH;
+    let channel = stream_key(&redis, org);
+    let publisher = tokio::spawn({
+        let mut conn = redis.connection();
+        async move {
+            // 50 every 10 ms: 5,000 a second for 2 s, some 40 PINGs.
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            for batch in 0..BATCHES {
+                tick.tick().await;
+                let mut pipe = redis::pipe();
+                for n in 0..PER_BATCH {
+                    let seq = batch * PER_BATCH + n;
+                    pipe.cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(format!("1700000000000-{seq} flood {{}}"))
+                        .ignore();
+                }
+                let () = pipe.query_async(&mut conn).await.expect("PUBLISH");
+            }
+        }
+    });
+    let mut last = 0;
+    while last + 1 < total {
+        match tokio::time::timeout(PATIENCE, subscription.receiver.recv()).await {
+            Ok(Ok(batch)) => last = batch.last().map_or(last, |event| event.id.seq),
+            // A lagging receiver is the stream's to catch up from Redis; the hub is fine.
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(closed)) => panic!("the org's channel closed: {closed}"),
+            Err(_) => panic!(
+                "silence after message {last} of {total}; subscription {subscribed}, now {}",
+                *subscription.generation.borrow()
+            ),
+        }
+    }
+    publisher.await.expect("the publisher");
+    assert_eq!(
+        *subscription.generation.borrow(),
+        subscribed,
+        "the subscription was made again during the flood"
+    );
+}
+
+/// A connection that stops delivering anything (a blackholed network) is given up when
+/// its PING goes unanswered, and the hub subscribes again once Redis is reachable.
+#[tokio::test]
+async fn a_subscription_that_stops_answering_is_replaced() {
+    let upstream = {
+        let url = url::Url::parse(&redis_url()).expect("the Redis URL");
+        format!(
+            "{}:{}",
+            url.host_str().expect("a host"),
+            url.port().unwrap_or(6379)
+        )
+    };
+    // A cut just before the blackhole would leave nothing subscribed to PING.
+    let _alone = SUBSCRIBERS_CUT.lock().await;
+    let proxy = FaultProxy::start(&upstream).await;
+    let (logs, _capture) = Captured::start();
+    let redis = redis_at(&format!("redis://{}", proxy.addr));
+    let (mut subscription, subscribed, _hub) = running_hub(
+        &redis,
+        OrgId::new(),
+        Duration::from_millis(100),
+        Duration::from_millis(300),
+    )
+    .await;
+
+    proxy.set(Fault::Blackhole);
+    eventually("the unanswered PING is noticed", PATIENCE, || async {
+        let text = logs.text();
+        text.contains("no PING answer").then_some(()).ok_or(text)
+    })
+    .await;
+    proxy.set(Fault::Pass);
+    tokio::time::timeout(
+        PATIENCE,
+        subscription
+            .generation
+            .wait_for(|generation| *generation > subscribed),
+    )
+    .await
+    .expect("the hub subscribes again")
+    .expect("the hub runs");
 }
