@@ -65,25 +65,39 @@ impl Modify for BearerAuth {
 
 /// Every operation can fail with problem+json; the document says so once, as each
 /// operation's `default` response, plus the codes every authenticated route can give.
+/// An error an annotation declares with a description only (`(status = 409, description =
+/// "…")`) gets the problem body too, so that no error response of the document is untyped.
 struct ProblemResponses;
 
 impl Modify for ProblemResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        const PROBLEM_JSON: &str = "application/problem+json";
+        let content = || {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build()
+        };
         let problem = |description: &str| {
             ResponseBuilder::new()
                 .description(description)
-                .content(
-                    "application/problem+json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("Problem")))
-                        .build(),
-                )
+                .content(PROBLEM_JSON, content())
                 .build()
         };
         for item in openapi.paths.paths.values_mut() {
             for op in operations(item) {
                 let responses = &mut op.responses.responses;
+                for (code, response) in responses.iter_mut() {
+                    let error = code.starts_with('4') || code.starts_with('5');
+                    if let RefOr::T(response) = response
+                        && error
+                        && response.content.is_empty()
+                    {
+                        response
+                            .content
+                            .insert(PROBLEM_JSON.into(), content().into());
+                    }
+                }
                 if op.security.is_some() {
                     for (code, text) in [
                         ("401", "No valid bearer token."),

@@ -77,6 +77,27 @@ async fn every_documented_operation_is_routed_and_org_routes_say_how() {
         "#/components/schemas/Problem"
     );
     assert!(!list["responses"]["401"].is_null());
+    // Every error response, the annotations' own included, has the problem body, so that a
+    // client generated from the document types its `error` (the readiness probe's 503 is
+    // its own report instead).
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(responses) = op["responses"].as_object() else {
+                continue;
+            };
+            for (code, response) in responses {
+                let error = code == "default" || code.starts_with('4') || code.starts_with('5');
+                if !error || path == "/health/ready" {
+                    continue;
+                }
+                assert_eq!(
+                    response["content"]["application/problem+json"]["schema"]["$ref"],
+                    "#/components/schemas/Problem",
+                    "{method} {path} {code} has no problem body: {response}"
+                );
+            }
+        }
+    }
     assert_eq!(list["security"][0]["bearer"], serde_json::json!([]));
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
