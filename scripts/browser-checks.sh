@@ -3,9 +3,11 @@
 # with CORS_ALLOWED_ORIGINS set to one local origin, then runs tests/browser/run.mjs, which
 # serves a page from that origin and from a second one that is not allowed, and drives
 # Debian's Chromium (headless) with playwright-core. The page uses the typed client
-# (clients/typescript, built to dist/) to read /v1/me, list agents and, when the API has
-# GET /v1/orgs/{org_id}/events, receive one live event; the other origin must be refused
-# by the browser; /docs must render every operation without console errors.
+# (clients/typescript, built to dist/) to read /v1/me, list agents, and, with the client's
+# `events` helper, receive one live event from GET /v1/orgs/{org_id}/events and one replayed
+# after reconnecting with Last-Event-ID (an API without that endpoint fails); the other
+# origin must be refused by the browser; /docs must render every operation without console
+# errors.
 # Installs on first use: Debian's `chromium` (apt-get, as root or through sudo) and the
 # npm packages of tests/browser and clients/typescript (`npm ci`, pinned by their lock files).
 # Overridable: AGENTS_API_BIN (a built agents-api instead of `cargo build`), CHROMIUM
@@ -131,6 +133,9 @@ export OAUTH_REDIRECT_URL="" FRONTEND_URL="" PUBLIC_BASE_URL="http://127.0.0.1:$
 # Only the first page origin; the second (other_port) must be refused.
 export CORS_ALLOWED_ORIGINS="http://127.0.0.1:$allowed_port"
 export TRUSTED_PROXIES="" WEBHOOK_ALLOWED_CIDRS=""
+# An API-only server: jobs the page queues stay queued, so the only events of the org are
+# the `queued` of each, and the replay check can tell which event must come first.
+export JOB_CONCURRENCY=0
 export RATE_LIMIT_ANON_PER_MIN=100000 RATE_LIMIT_USER_PER_MIN=100000 RATE_LIMIT_WEBHOOK_PER_MIN=100000
 export SENTRY_DSN="" OTEL_EXPORTER_OTLP_ENDPOINT=""
 export ALLOW_PRIVILEGED_DB_ROLE=false
@@ -145,7 +150,8 @@ export RUST_LOG="${RUST_LOG:-warn}"
 RUNTIME_ROLE_PASSWORD=agents_api "$bin" runtime-role agents_api >/dev/null
 
 # Seeded as the admin, past RLS: the token's user owns the org, which has three agents and
-# a CRM connection without Kommo tokens (a job for it is queued, then fails: no network).
+# a CRM connection without Kommo tokens (jobs for it are queued, and stay so: see
+# JOB_CONCURRENCY).
 IFS=, read -r agent1 agent2 agent3 <<<"$AGENT_NAMES"
 psql_admin "$DB_NAME" -q <<SQL
 INSERT INTO organizations (id, name, slug, created_by)

@@ -1,6 +1,6 @@
 // A tour of the client: list agents page by page, upload a knowledge file, follow the
-// job that indexes it, and read a problem. Type-checked by ./scripts/typescript-client.sh
-// against the built package, as a user would import it.
+// job that indexes it, read a problem, and listen to the org's live events. Type-checked
+// by ./scripts/typescript-client.sh against the built package, as a user would import it.
 //
 // Run it against a server, in clients/typescript after `npm ci` (which builds dist/):
 //   npx tsc -p examples/tsconfig.json --noEmit false --outDir examples/out
@@ -10,6 +10,7 @@ import {
   type Agent,
   ProblemError,
   createClient,
+  events,
   followJob,
   items,
   pages,
@@ -79,4 +80,14 @@ try {
 } catch (e) {
   if (!(e instanceof ProblemError && e.is("not_found"))) throw e;
   console.log(`no agent ${e.status} (request ${e.requestId})`);
+}
+
+// 5. Live events for ten seconds (server-sent events): what changes in the org, as it happens.
+try {
+  for await (const { id, event } of events(api, orgId, { signal: AbortSignal.timeout(10_000) })) {
+    if (event.event === "job") console.log(`${id} job ${event.data.job_id}: ${event.data.status}`);
+    else console.log(`${id} ${event.event}`, event.data);
+  }
+} catch (e) {
+  if (!(e instanceof DOMException && e.name === "TimeoutError")) throw e;
 }

@@ -2,7 +2,8 @@
  * A thin typed client for agents-api: openapi-fetch over the types that openapi-typescript
  * generates from the API's OpenAPI document (./schema.ts, never edited by hand), plus
  * what most callers need: a bearer token on every request, problem+json errors as a typed
- * `ProblemError`, cursor pagination, knowledge uploads and following a job to its end.
+ * `ProblemError`, cursor pagination, knowledge uploads, following a job to its end and
+ * the org's live events (server-sent events over fetch).
  *
  * Every helper is a plain function over the openapi-fetch client, so `client.GET(…)` and
  * friends stay available, typed from `paths`, for everything else.
@@ -360,4 +361,199 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
     }, ms);
     signal?.addEventListener("abort", abort, { once: true });
   });
+}
+
+// ---------------------------------------------------------------------------------------
+// Live events
+
+/** One event of `GET /v1/orgs/{org_id}/events`: `event` names the kind, `data` is its
+ * schema's (`{ event: "job", data: JobEvent }`, …); switch on `event` to narrow `data`. */
+export type LiveEvent = Schemas["LiveEvent"];
+export type LiveEventKind = LiveEvent["event"];
+
+/** What `events` yields: an event and its `id`. Give the id back as `lastEventId` to
+ * resume after that event. */
+export interface ReceivedEvent {
+  id: string;
+  event: LiveEvent;
+}
+
+export interface EventsOptions {
+  /** Resume after this event (an `id` received before): what was published since comes
+   * first. The server keeps 5 minutes by default; after a longer gap, a `reset` event
+   * comes first: refetch what you show. */
+  lastEventId?: string;
+  /** When the stream ends (the access token expired, the server restarted) or breaks,
+   * connect again after the last event received, for as long as the iteration runs.
+   * A failure of the first connection still throws, and so does any later answer but a
+   * 429 or 5xx (e.g. a 401 for a fixed token that expired: use `getToken`). Default
+   * false: the iteration ends with the stream. */
+  reconnect?: boolean;
+  /** The wait before connecting again, in ms, doubling while it fails (to 30 s); the
+   * server's `retry:` replaces it, a 429's or 503's `Retry-After` lengthens it. Default 1000. */
+  retryMs?: number;
+  /** Stops: the iteration throws the signal's reason. Leaving the loop (`break`) closes
+   * the stream too. */
+  signal?: AbortSignal;
+  /** Called when the stream is open (the server answered, and hears every event from
+   * then on), after each reconnection too: load what you show then, and no change is
+   * missed in between. */
+  onOpen?: (response: Response) => void;
+}
+
+// A kind missing here, or one the schema no longer has, fails to compile: regenerating
+// schema.ts with a new kind asks for it to be added.
+const LIVE_EVENT_KINDS: { readonly [K in LiveEventKind]: true } = {
+  job: true,
+  asset: true,
+  "conversation.message": true,
+  "conversation.handoff": true,
+  connection: true,
+  reset: true,
+};
+
+function isLiveEventKind(kind: string): kind is LiveEventKind {
+  return Object.hasOwn(LIVE_EVENT_KINDS, kind);
+}
+
+/**
+ * The org's live events, as they happen: `for await (const { id, event } of events(api,
+ * orgId))`. Reads the server-sent events over fetch (the bearer token goes in a header,
+ * which `EventSource` cannot send), so it works in browsers and in Node 20+. An error
+ * answer on connecting throws a `ProblemError`. Kinds this client does not know (a
+ * server newer than it) are skipped.
+ */
+export async function* events(
+  api: AgentsApiClient | ClientConfig,
+  orgId: string,
+  options: EventsOptions = {},
+): AsyncGenerator<ReceivedEvent, void, undefined> {
+  const client = "GET" in api ? api : createClient(api);
+  const { signal, reconnect = false } = options;
+  const stream: StreamState = { lastEventId: options.lastEventId ?? "", retryMs: undefined };
+  let connected = false;
+  let failures = 0;
+  for (;;) {
+    let wait: number;
+    let fatal = false;
+    try {
+      const { body, response } = await openEvents(client, orgId, stream.lastEventId, signal);
+      connected = true;
+      failures = 0;
+      try {
+        options.onOpen?.(response);
+      } catch (error) {
+        fatal = true; // the caller's own error, not the network's: never retried
+        await body.cancel().catch(() => {});
+        throw error;
+      }
+      for await (const message of serverSentEvents(body, stream, signal)) {
+        if (!isLiveEventKind(message.event)) continue;
+        const data: unknown = JSON.parse(message.data);
+        yield { id: stream.lastEventId, event: { event: message.event, data } as LiveEvent };
+      }
+      if (!reconnect) return;
+      wait = stream.retryMs ?? options.retryMs ?? 1000;
+    } catch (error) {
+      if (signal?.aborted) throw signal.reason;
+      if (fatal || !reconnect || !connected || !retryable(error)) throw error;
+      failures += 1;
+      const base = stream.retryMs ?? options.retryMs ?? 1000;
+      wait = Math.min(base * 2 ** (failures - 1), 30_000);
+      const after = error instanceof ProblemError ? error.retryAfter : null;
+      if (after !== null) wait = Math.max(wait, after * 1000);
+    }
+    await sleep(wait, signal);
+  }
+}
+
+/** The network, a 429 or a 5xx: worth another try. */
+function retryable(error: unknown): boolean {
+  if (error instanceof ProblemError) return error.status === 429 || error.status >= 500;
+  return !(error instanceof SyntaxError); // a `data:` that is not JSON is no network's fault
+}
+
+async function openEvents(
+  client: AgentsApiClient,
+  orgId: string,
+  lastEventId: string,
+  signal: AbortSignal | undefined,
+): Promise<{ body: ReadableStream<Uint8Array>; response: Response }> {
+  const result = await client.GET("/v1/orgs/{org_id}/events", {
+    params: {
+      path: { org_id: orgId },
+      ...(lastEventId ? { header: { "Last-Event-ID": lastEventId } } : {}),
+    },
+    headers: { Accept: "text/event-stream" },
+    parseAs: "stream",
+    ...(signal ? { signal } : {}),
+  });
+  const body = unwrap(result);
+  const type = result.response.headers.get("content-type") ?? "";
+  if (!body || !type.startsWith("text/event-stream")) {
+    await body?.cancel().catch(() => {});
+    const detail = `not an event stream (content-type: ${type || "none"})`;
+    throw new ProblemError(result.response, detail);
+  }
+  return { body, response: result.response };
+}
+
+/** What outlives one connection: the last `id:` and `retry:` received. */
+interface StreamState {
+  lastEventId: string;
+  retryMs: number | undefined;
+}
+
+/**
+ * The events of a `text/event-stream` body, by the WHATWG rules: lines end with CRLF, LF or
+ * CR; a blank line dispatches; `:` starts a comment (the server's keep-alive); one space
+ * after the colon is dropped; `data:` lines join with LF; an event without data, or cut
+ * off by the end of the stream, is dropped. Leaving early cancels the body.
+ */
+async function* serverSentEvents(
+  body: ReadableStream<Uint8Array>,
+  state: StreamState,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<{ event: string; data: string }, void, undefined> {
+  const reader = body.getReader();
+  // fetch aborts the body with the signal it was given, a `fetch` of the caller's may not.
+  const abort = () => void reader.cancel(signal?.reason).catch(() => {});
+  signal?.addEventListener("abort", abort, { once: true });
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let data: string[] = [];
+  let event = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (signal?.aborted) throw signal.reason;
+      buffer += done ? decoder.decode() : decoder.decode(value, { stream: true });
+      let end: number;
+      while ((end = buffer.search(/[\r\n]/)) >= 0) {
+        // A CR last in the buffer may be half of a CRLF: wait for what follows.
+        if (!done && end === buffer.length - 1 && buffer[end] === "\r") break;
+        const line = buffer.slice(0, end);
+        buffer = buffer.slice(buffer.startsWith("\r\n", end) ? end + 2 : end + 1);
+        if (line === "") {
+          if (data.length > 0) yield { event: event || "message", data: data.join("\n") };
+          data = [];
+          event = "";
+          continue;
+        }
+        const colon = line.indexOf(":");
+        if (colon === 0) continue;
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let text = colon < 0 ? "" : line.slice(colon + 1);
+        if (text.startsWith(" ")) text = text.slice(1);
+        if (field === "data") data.push(text);
+        else if (field === "event") event = text;
+        else if (field === "id" && !text.includes("\0")) state.lastEventId = text;
+        else if (field === "retry" && /^\d+$/.test(text)) state.retryMs = Number(text);
+      }
+      if (done) return;
+    }
+  } finally {
+    signal?.removeEventListener("abort", abort);
+    await reader.cancel().catch(() => {});
+  }
 }

@@ -1,15 +1,16 @@
 // The page of the browser checks (tests/browser/run.mjs opens it from two origins). It does
 // what a web front end does with the typed client: read /v1/me, list the org's agents a
-// page at a time, and, when the API has live events, read one from the event stream. Every
-// step's outcome goes into `window.browserChecks` (and the page, for a person to read); the
-// page decides nothing, run.mjs judges.
+// page at a time, and, when the API has live events, read one from the event stream with
+// the client's `events` helper, then one replayed after reconnecting with Last-Event-ID.
+// Every step's outcome goes into `window.browserChecks` (and the page, for a person to
+// read); the page decides nothing, run.mjs judges.
 //
 // Settings: `window.browserChecksConfig` (run.mjs sets it before the page loads, so the
 // token is in no URL) or, for a person opening the page by hand, the query string: api
 // (the API's origin), token (a bearer access token), org (an org the token's user owns),
 // connection (a CRM connection of that org, for a job to queue), and events=1 when the
 // API documents GET /v1/orgs/{org_id}/events.
-import { createClient, items, pages, unwrap } from "@agents-api/client";
+import { createClient, events, items, pages, unwrap } from "@agents-api/client";
 
 const settings =
   window.browserChecksConfig ?? Object.fromEntries(new URLSearchParams(location.search));
@@ -79,29 +80,36 @@ async function agents() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Live events: EventSource cannot send Authorization, so the stream is read as fetch does
-// it (the typed client with parseAs "stream": the same bearer token and credentials) and
-// the server-sent event frames are parsed here.
+// Live events, through the client's `events` helper: EventSource cannot send
+// Authorization, so the helper reads the stream with fetch (the same client, so the same
+// bearer token and credentials) and parses the server-sent events.
 
-// Connected (the server answers once it listens), queue a job: its `job` event must come.
+// Once the stream is open (the server answers when it hears the org), queue a job: its
+// `job` event must come.
 async function liveEvent() {
-  return withStream(null, async ({ contentType, events }) => {
-    const job = await queueJob();
-    return { contentType, ...(await eventOf(events, job.id)), jobId: job.id };
+  let job;
+  const first = await firstEvent(null, {
+    onOpen: () => {
+      job = queueJob();
+      job.catch(() => {}); // awaited below; a failure must not also be an unhandled one
+    },
+    wanted: async (event) => event.event === "job" && event.data.job_id === (await job).id,
   });
+  return { ...first, jobId: (await job).id };
 }
 
-// Reconnecting with Last-Event-ID (a header: the browser preflights it) gets what was
-// published while disconnected: a job queued in between. (Published within a moment of
-// its commit; should the reconnection beat it, it comes live instead: either way it comes.)
+// Replayed, not live: with the stream closed, a job is queued, and a second stream (the
+// witness) reads on until that job's event has come, so the server has stored it. Only
+// then does the page reconnect with Last-Event-ID (a header: the browser preflights it);
+// the first event it receives must be that one, with the id the witness saw. (The
+// browser checks' server runs no jobs, so nothing else happens in the org meanwhile.)
 async function resumedEvent(lastEventId) {
   const job = await queueJob();
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  return withStream(lastEventId, async ({ contentType, events }) => ({
-    contentType,
-    ...(await eventOf(events, job.id)),
-    jobId: job.id,
-  }));
+  const witnessed = await firstEvent(lastEventId, {
+    wanted: (event) => event.event === "job" && event.data.job_id === job.id,
+  });
+  const replayed = await firstEvent(lastEventId, { wanted: () => true });
+  return { ...replayed, jobId: job.id, witnessedId: witnessed.id, resumedAfter: lastEventId };
 }
 
 async function queueJob() {
@@ -113,77 +121,30 @@ async function queueJob() {
   );
 }
 
-/** Opens the org's event stream, runs `use` with it, closes it; 20 s at most. */
-async function withStream(lastEventId, use) {
+/**
+ * Opens the org's event stream with the client's `events` (after `lastEventId`, when
+ * given), returns the first event that `wanted` accepts as `{id, event, data,
+ * contentType}`, and closes the stream; 20 s at most.
+ */
+async function firstEvent(lastEventId, { wanted, onOpen }) {
   const abort = new AbortController();
-  const timer = setTimeout(() => abort.abort(new Error("no job event within 20 s")), 20_000);
+  const timer = setTimeout(() => abort.abort(new Error("no such event within 20 s")), 20_000);
+  let contentType = null;
+  const options = {
+    signal: abort.signal,
+    onOpen: (response) => {
+      contentType = response.headers.get("content-type");
+      onOpen?.();
+    },
+    ...(lastEventId ? { lastEventId } : {}),
+  };
   try {
-    const headers = { Accept: "text/event-stream" };
-    if (lastEventId) headers["Last-Event-ID"] = lastEventId;
-    const opened = await api.GET("/v1/orgs/{org_id}/events", {
-      params: { path: { org_id: orgId } },
-      headers,
-      parseAs: "stream",
-      signal: abort.signal,
-    });
-    const contentType = opened.response.headers.get("content-type");
-    return await use({ contentType, events: sseEvents(unwrap(opened), abort.signal) });
+    for await (const { id, event } of events(api, orgId, options)) {
+      if (await wanted(event)) return { id, event: event.event, data: event.data, contentType };
+    }
+    throw new Error("the event stream ended before the event");
   } finally {
     clearTimeout(timer);
-    abort.abort(new Error("done"));
-  }
-}
-
-/** The first `job` event of that job (later ones, `running` and on, are not waited for). */
-async function eventOf(events, jobId) {
-  for await (const event of events) {
-    if (event.event !== "job") continue;
-    const data = JSON.parse(event.data);
-    if (data.job_id === jobId) return { ...event, data };
-  }
-  throw new Error("the event stream ended before the job's event");
-}
-
-// Yields {id, ownId, event, data} per event of a text/event-stream body, by the WHATWG
-// rules: lines end with CRLF, LF or CR; a blank line dispatches; `:` starts a comment; one
-// leading space after the colon is dropped; data lines join with LF; `id` is the last id
-// seen (ownId: this event carried an `id:` line itself).
-async function* sseEvents(stream, signal) {
-  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
-  signal.addEventListener("abort", () => reader.cancel(signal.reason).catch(() => {}), {
-    once: true,
-  });
-  let buffer = "";
-  let lastId = "";
-  let event = { data: [], event: "", ownId: false };
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
-    let match;
-    while ((match = /\r\n|\r(?!$)|\n/.exec(buffer))) {
-      const line = buffer.slice(0, match.index);
-      buffer = buffer.slice(match.index + match[0].length);
-      if (line === "") {
-        if (event.data.length) {
-          const name = event.event || "message";
-          yield { id: lastId, ownId: event.ownId, event: name, data: event.data.join("\n") };
-        }
-        event = { data: [], event: "", ownId: false };
-        continue;
-      }
-      if (line.startsWith(":")) continue;
-      const colon = line.indexOf(":");
-      const field = colon < 0 ? line : line.slice(0, colon);
-      let value = colon < 0 ? "" : line.slice(colon + 1);
-      if (value.startsWith(" ")) value = value.slice(1);
-      if (field === "data") event.data.push(value);
-      else if (field === "event") event.event = value;
-      else if (field === "id" && !value.includes("\0")) {
-        lastId = value;
-        event.ownId = true;
-      }
-    }
   }
 }
 
