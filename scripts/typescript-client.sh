@@ -24,13 +24,7 @@ client=clients/typescript
 schema=$client/src/schema.ts
 started=$SECONDS
 
-for tool in node npm; do
-  command -v "$tool" >/dev/null ||
-    die "$tool is missing: the TypeScript client needs Node 20+ and npm (apt-get install nodejs npm)"
-done
-node_major=$(node -p 'process.versions.node.split(".")[0]')
-((node_major >= 20)) ||
-  die "Node $(node --version) is too old: the TypeScript client needs Node 20 or newer"
+ensure_node "the TypeScript client"
 
 # The lock file copied into node_modules after a successful `npm ci` marks what is
 # installed; any change to package-lock.json installs again.
