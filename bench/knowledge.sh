@@ -459,11 +459,12 @@ explain() {
   claims=$(cut -d. -f2 <<<"$TOKEN" | tr '_-' '/+')
   while ((${#claims} % 4)); do claims+="="; done
   claims=$(base64 -d <<<"$claims")
-  # As the API's pooled connections get them (plan_cache_mode auto: generic plans after
-  # five executions when PostgreSQL estimates them cheaper), and with a plan per execution.
+  # As the API's search transactions get them (plan_cache_mode force_generic_plan,
+  # db::knowledge::SEARCH_SETTINGS: a plan per connection), and with a plan per execution.
   local mode suffix f
-  for mode in auto force_custom_plan; do
+  for mode in force_generic_plan force_custom_plan; do
     suffix=${mode/force_custom_plan/custom}
+    suffix=${suffix/force_generic_plan/auto}
     f=$OUT/explain-$1-$suffix
     PGDATABASE=$DB_NAME python3 bench/knowledge/explain.py --queries "$OUT/docs/queries.txt" \
       --count "$EXPLAIN_QUERIES" --org "$ORG_ID" --claims "$claims" --ai "$AI_URL" \

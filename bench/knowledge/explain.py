@@ -29,29 +29,32 @@ import urllib.request
 
 FULLTEXT = """WITH every_word AS MATERIALIZED (
     SELECT c.id, c.asset_id, c.search
-    FROM auth.knowledge_text_matches($1, $3, websearch_to_tsquery('russian', $2),
-                                     NULL, $5) AS m (id)
+    FROM auth.knowledge_text_matches($1, $3,
+             (SELECT websearch_to_tsquery('russian', $2)), NULL, $5) AS m (id)
          JOIN knowledge_chunks c ON c.id = m.id AND c.org_id = $1
          JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
 ),
 some_words AS MATERIALIZED (
     SELECT c.id, c.asset_id, c.search
     FROM auth.knowledge_text_matches($1, $3,
-             knowledge_some_words(websearch_to_tsquery('russian', $2)),
-             websearch_to_tsquery('russian', $2), $5) AS m (id)
+             (SELECT knowledge_some_words(websearch_to_tsquery('russian', $2))),
+             NULL, $5) AS m (id)
          JOIN knowledge_chunks c ON c.id = m.id AND c.org_id = $1
          JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
     WHERE (SELECT count(*) FROM every_word) < $4
-      AND knowledge_some_words(websearch_to_tsquery('russian', $2))
-          <> websearch_to_tsquery('russian', $2)
+      AND (SELECT knowledge_some_words(q) <> q
+           FROM websearch_to_tsquery('russian', $2) AS q)
+      AND NOT EXISTS (SELECT 1 FROM every_word e WHERE e.id = c.id)
 ),
 ranked AS (
-    SELECT id, asset_id, 1 + ts_rank_cd(search, knowledge_some_words(
-               websearch_to_tsquery('russian', $2)), 32) AS score
+    SELECT id, asset_id, 1 + ts_rank_cd(search,
+               (SELECT knowledge_some_words(websearch_to_tsquery('russian', $2))),
+               32) AS score
     FROM every_word
     UNION ALL
-    SELECT id, asset_id, ts_rank_cd(search, knowledge_some_words(
-               websearch_to_tsquery('russian', $2)), 32)
+    SELECT id, asset_id, ts_rank_cd(search,
+               (SELECT knowledge_some_words(websearch_to_tsquery('russian', $2))),
+               32)
     FROM some_words
     ORDER BY score DESC, id
     LIMIT $4
@@ -62,6 +65,11 @@ FROM ranked r
      JOIN knowledge_chunks c ON c.id = r.id AND c.org_id = $1
      JOIN knowledge_assets a ON a.id = r.asset_id
 ORDER BY r.score DESC, r.id"""
+
+# The vector statement runs with sorting off (src/db/vectors.rs), the full-text one with
+# it on, as in the API.
+SORT = {"ft": "SELECT set_config('enable_sort', 'on', true) \\g /dev/null",
+        "vs": "SELECT set_config('enable_sort', 'off', true) \\g /dev/null"}
 
 # At most this many chunks of each kind are ranked (FULLTEXT_CANDIDATES there).
 CANDIDATES = 200
@@ -120,8 +128,8 @@ def main():
     p.add_argument("--depth", type=int, default=40)
     p.add_argument("--ef", type=int, default=400)
     p.add_argument("--text-out", required=True)
-    p.add_argument("--plan-cache-mode", default="auto",
-                   help="auto (what the API gets) or force_custom_plan (a plan per execution)")
+    p.add_argument("--plan-cache-mode", default="force_generic_plan",
+                   help="force_generic_plan (what the API's search transactions get) or force_custom_plan (a plan per execution)")
     a = p.parse_args()
 
     with open(a.queries, encoding="utf-8") as f:
@@ -133,7 +141,6 @@ def main():
         "set_config('request.jwt.claims', %s, true), "
         "set_config('hnsw.ef_search', '%d', true), "
         "set_config('plan_cache_mode', %s, true), "
-        "set_config('enable_sort', 'off', true), "
         "CASE WHEN (SELECT string_to_array(extversion, '.')::int[] >= '{0,8}' "
         "FROM pg_extension WHERE extname = 'vector') "
         "THEN set_config('hnsw.iterative_scan', 'relaxed_order', true) END;"
@@ -154,6 +161,7 @@ def main():
         v = embed(a.ai, q, a.dimensions)
         vectors.append(v)
         for name, arg in (("ft", q), ("vs", v)):
+            script.append(SORT[name])
             script.append("\\echo @@%s %d" % (name, i))
             script.append("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE %s(%s, %s, NULL, %d%s);"
                           % (name, lit(a.org), lit(arg), a.depth,
@@ -207,15 +215,19 @@ def main():
     # five custom ones).
     text = list(setup) + ["\\o /dev/null"]
     for _ in range(6):
+        text.append(SORT["ft"])
         text.append("EXECUTE ft(%s, %s, NULL, %d, %d);" % (lit(a.org), lit(queries[0]), a.depth, CANDIDATES))
+        text.append(SORT["vs"])
         text.append("EXECUTE vs(%s, %s, NULL, %d);" % (lit(a.org), lit(vectors[0]), a.depth))
     text += [
         "\\o",
         "\\echo '--- plan_cache_mode %s, after 6 executions of each statement'"
         % a.plan_cache_mode,
         "\\echo '--- full-text statement, query: %s'" % queries[0].replace("'", ""),
+        SORT["ft"],
         "EXPLAIN (ANALYZE, BUFFERS) EXECUTE ft(%s, %s, NULL, %d, %d);" % (lit(a.org), lit(queries[0]), a.depth, CANDIDATES),
         "\\echo '--- vector statement (the same query''s embedding)'",
+        SORT["vs"],
         "EXPLAIN (ANALYZE, BUFFERS) EXECUTE vs(%s, %s, NULL, %d);" % (lit(a.org), lit(vectors[0]), a.depth),
         "ROLLBACK;",
     ]

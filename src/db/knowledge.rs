@@ -516,6 +516,14 @@ pub struct SearchHit {
 /// common word can match a tenth of an org's chunks.
 pub const FULLTEXT_CANDIDATES: i64 = 200;
 
+/// Transaction-local settings of a search's transactions. Its statements are planned
+/// once per connection, not at every execution: the full-text statement's plan does not
+/// depend on its values (the words are looked up by a definer function, which plans its
+/// own lookup with them, and the statement computes its queries once, as init plans), but
+/// PostgreSQL kept planning it anew — a millisecond of each search — because a custom
+/// plan's estimate looked cheaper.
+pub const SEARCH_SETTINGS: &[(&str, &str)] = &[("plan_cache_mode", "force_generic_plan")];
+
 /// Full-text matches of `query`, best first. Scoped to the org, and with `agent` to its
 /// assets plus the org-wide ones. The query is web-search syntax ("phrases", -excluded,
 /// or); its words need not all match — a question rarely shares every word with its
@@ -523,9 +531,12 @@ pub const FULLTEXT_CANDIDATES: i64 = 200;
 /// cover density. With an exclusion the query is taken as written (all words).
 ///
 /// At most `FULLTEXT_CANDIDATES` chunks of each kind are ranked: those with all the
-/// words (usually few), and those with only some of them when the first are fewer than
-/// `limit`. The candidates come from the GIN index (`auth.knowledge_text_matches`) in
-/// table order, so a query of common words ranks a sample of its matches, not all.
+/// words (usually few), and those with some of them when the first are fewer than
+/// `limit` (the ones with all the words among them are not ranked twice). The candidates
+/// come from the GIN index (`auth.knowledge_text_matches`) in table order, so a query of
+/// common words ranks a sample of its matches, not all. Those with some of the words are
+/// not tested for all of them in the lookup: that test read every candidate's tsvector
+/// there, and ranking reads them again; the few with all the words are set aside by id.
 pub async fn search_fulltext(
     conn: &mut PgConnection,
     org_id: OrgId,
@@ -537,29 +548,32 @@ pub async fn search_fulltext(
         SearchHit,
         r#"WITH every_word AS MATERIALIZED (
                SELECT c.id, c.asset_id, c.search
-               FROM auth.knowledge_text_matches($1, $3, websearch_to_tsquery('russian', $2),
-                                                NULL, $5) AS m (id)
+               FROM auth.knowledge_text_matches($1, $3,
+                        (SELECT websearch_to_tsquery('russian', $2)), NULL, $5) AS m (id)
                     JOIN knowledge_chunks c ON c.id = m.id AND c.org_id = $1
                     JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
            ),
            some_words AS MATERIALIZED (
                SELECT c.id, c.asset_id, c.search
                FROM auth.knowledge_text_matches($1, $3,
-                        knowledge_some_words(websearch_to_tsquery('russian', $2)),
-                        websearch_to_tsquery('russian', $2), $5) AS m (id)
+                        (SELECT knowledge_some_words(websearch_to_tsquery('russian', $2))),
+                        NULL, $5) AS m (id)
                     JOIN knowledge_chunks c ON c.id = m.id AND c.org_id = $1
                     JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
                WHERE (SELECT count(*) FROM every_word) < $4
-                 AND knowledge_some_words(websearch_to_tsquery('russian', $2))
-                     <> websearch_to_tsquery('russian', $2)
+                 AND (SELECT knowledge_some_words(q) <> q
+                      FROM websearch_to_tsquery('russian', $2) AS q)
+                 AND NOT EXISTS (SELECT 1 FROM every_word e WHERE e.id = c.id)
            ),
            ranked AS (
-               SELECT id, asset_id, 1 + ts_rank_cd(search, knowledge_some_words(
-                          websearch_to_tsquery('russian', $2)), 32) AS score
+               SELECT id, asset_id, 1 + ts_rank_cd(search,
+                          (SELECT knowledge_some_words(websearch_to_tsquery('russian', $2))),
+                          32) AS score
                FROM every_word
                UNION ALL
-               SELECT id, asset_id, ts_rank_cd(search, knowledge_some_words(
-                          websearch_to_tsquery('russian', $2)), 32)
+               SELECT id, asset_id, ts_rank_cd(search,
+                          (SELECT knowledge_some_words(websearch_to_tsquery('russian', $2))),
+                          32)
                FROM some_words
                ORDER BY score DESC, id
                LIMIT $4

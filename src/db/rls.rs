@@ -166,7 +166,23 @@ impl Db {
     /// `begin_user`, and the user's role in `org_id` (`None` when they are not a member),
     /// read under their claims in the same round trip.
     pub async fn begin_member(&self, user: &AuthUser, org_id: OrgId) -> Result<(Tx, Option<Role>)> {
-        let mut sql = self.user_begin_sql(user);
+        self.begin_member_with(user, org_id, &[]).await
+    }
+
+    /// `begin_member` with more transaction-local settings (`extra`: trusted names and
+    /// values, such as `SEARCH_SETTINGS`).
+    pub async fn begin_member_with(
+        &self,
+        user: &AuthUser,
+        org_id: OrgId,
+        extra: &[(&str, &str)],
+    ) -> Result<(Tx, Option<Role>)> {
+        let mut settings = vec![
+            ("request.jwt.claims", &*user.claims),
+            ("statement_timeout", self.statement_timeout.as_str()),
+        ];
+        settings.extend_from_slice(extra);
+        let mut sql = begin_sql("authenticated", &settings);
         // Uuids print as hex and dashes only.
         let _ = write!(sql, " EXECUTE {MEMBER_ROLE}('{org_id}', '{}');", user.id);
         let (tx, rows) = self.begin("authenticated", sql).await?;
@@ -189,6 +205,11 @@ impl Db {
     /// A transaction as `api_worker` scoped to one org, for jobs and webhooks.
     pub async fn begin_worker(&self, org_id: OrgId) -> Result<Tx> {
         self.begin_in_org(org_id, &[]).await
+    }
+
+    /// `begin_worker` with more transaction-local settings (as `begin_member_with`).
+    pub async fn begin_worker_with(&self, org_id: OrgId, extra: &[(&str, &str)]) -> Result<Tx> {
+        self.begin_in_org(org_id, extra).await
     }
 
     /// `begin_worker` whose commit does not wait for the WAL to reach the disk: for job

@@ -80,9 +80,10 @@ impl From<sqlx::Error> for SearchError {
 }
 
 async fn begin(db: &Db, reader: Reader<'_>, org_id: OrgId) -> Result<Tx, SearchError> {
+    let settings = db::knowledge::SEARCH_SETTINGS;
     match reader {
-        Reader::Worker => Ok(db.begin_worker(org_id).await?),
-        Reader::Member(user) => match db.begin_member(user, org_id).await? {
+        Reader::Worker => Ok(db.begin_worker_with(org_id, settings).await?),
+        Reader::Member(user) => match db.begin_member_with(user, org_id, settings).await? {
             (tx, Some(_)) => Ok(tx),
             (_, None) => Err(SearchError::NotMember),
         },
