@@ -541,7 +541,7 @@ report() {
       else
         what="with a plan per execution (plan_cache_mode force_custom_plan)"
       fi
-      echo "| … EXPLAIN ANALYZE, $what, median (p90) of $EXPLAIN_QUERIES queries: full-text statement ($(num "${R[$set.ft_matched]}") chunks match; at most 200 with all the words and 200 with some are ranked) / vector statement | ${R[$set.$m.ft_ms]} (${R[$set.$m.ft_p90_ms]}) / ${R[$set.$m.vs_ms]} (${R[$set.$m.vs_p90_ms]}) ms | | |"
+      echo "| … EXPLAIN ANALYZE, $what, median (p90) of $EXPLAIN_QUERIES queries: full-text statement ($(num "${R[$set.ft_matched]}") chunks match; at most 100 with all the words and 100 with some are ranked) / vector statement | ${R[$set.$m.ft_ms]} (${R[$set.$m.ft_p90_ms]}) / ${R[$set.$m.vs_ms]} (${R[$set.$m.vs_p90_ms]}) ms | | |"
     done
   done
   mb=$(calc "${R[rss_idle_kb]} / 1024" %.1f)

@@ -71,8 +71,9 @@ ORDER BY r.score DESC, r.id"""
 SORT = {"ft": "SELECT set_config('enable_sort', 'on', true) \\g /dev/null",
         "vs": "SELECT set_config('enable_sort', 'off', true) \\g /dev/null"}
 
-# At most this many chunks of each kind are ranked (FULLTEXT_CANDIDATES there).
-CANDIDATES = 200
+# At most this many chunks of each kind are ranked (db::knowledge::fulltext_candidates
+# for hybrid search's list of 40).
+CANDIDATES = 100
 
 VECTOR = """WITH nearest AS MATERIALIZED (
   SELECT c.id AS chunk_id, c.asset_id, a.filename, c.content, c.metadata,

@@ -225,18 +225,17 @@ impl MinRole for OwnerOnly {
     const ROLE: Role = Role::Owner;
 }
 
-/// A request scoped to the org of its path: the caller is a member (else 404, so an org
-/// never reveals that it exists) with at least `R`'s role (else 403), and `tx` runs under
-/// the caller's claims.
-pub struct OrgTx<R: MinRole = Read> {
+/// The authenticated caller and the org of the path, not yet checked against each other:
+/// for a handler that opens its own transactions (a search around its call to the model
+/// provider) and whose first one, `Db::begin_member`, checks the membership in its BEGIN
+/// round trip. That handler answers 404 to a non-member, as `OrgTx` does; every other
+/// handler takes `OrgTx`.
+pub struct OrgUser {
     pub user: AuthUser,
     pub org_id: OrgId,
-    pub role: Role,
-    pub tx: Tx,
-    _min: PhantomData<R>,
 }
 
-impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
+impl FromRequestParts<AppState> for OrgUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -253,6 +252,26 @@ impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
             .map(OrgId)
             .ok_or(ApiError::NotFound)?;
         request_id::note_org(org_id);
+        Ok(OrgUser { user, org_id })
+    }
+}
+
+/// A request scoped to the org of its path: the caller is a member (else 404, so an org
+/// never reveals that it exists) with at least `R`'s role (else 403), and `tx` runs under
+/// the caller's claims.
+pub struct OrgTx<R: MinRole = Read> {
+    pub user: AuthUser,
+    pub org_id: OrgId,
+    pub role: Role,
+    pub tx: Tx,
+    _min: PhantomData<R>,
+}
+
+impl<R: MinRole> FromRequestParts<AppState> for OrgTx<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let OrgUser { user, org_id } = OrgUser::from_request_parts(parts, state).await?;
         let (tx, role) = state.db.begin_member(&user, org_id).await?;
         let role = role.ok_or(ApiError::NotFound)?;
         if role < R::ROLE {

@@ -19,7 +19,9 @@ use crate::domain::page::{Page, Paginated};
 use crate::domain::{AgentId, AssetFormat, AssetId, AssetStatus, JobId, OrgId};
 use crate::events::{AssetChange, AssetEvent, Event};
 use crate::http::error::{ApiError, ApiResult, OnConstraint};
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery, MinRole, OrgTx, RequestMeta, Write};
+use crate::http::extract::{
+    ApiJson, ApiPath, ApiQuery, MinRole, OrgTx, OrgUser, RequestMeta, Write,
+};
 use crate::jobs::job;
 use crate::jobs::kinds::ProcessAsset;
 use crate::knowledge;
@@ -536,17 +538,14 @@ pub struct SearchResults {
         (status = 409, description = "Vector search asked for where there are no embeddings, pgvector or provider")))]
 pub async fn search(
     State(state): State<AppState>,
-    OrgTx {
-        user, org_id, tx, ..
-    }: OrgTx,
+    OrgUser { user, org_id }: OrgUser,
     ApiJson(body): ApiJson<SearchRequest>,
 ) -> ApiResult<Json<SearchResults>> {
     if body.query.trim().is_empty() {
         return Err(ApiError::validation("query", "must not be blank"));
     }
-    // The membership is checked; the search opens its own transactions around the
-    // provider call.
-    tx.commit().await?;
+    // The search opens its own transactions around the provider call; the first one
+    // checks the membership (404 to a non-member).
     let query = Query {
         text: &body.query,
         agent: body.agent_id.map(AgentId),
