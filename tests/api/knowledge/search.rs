@@ -230,9 +230,14 @@ async fn search_is_scoped_to_the_org_and_to_the_agent_when_asked() {
     assert!(found["data"].as_array().unwrap().is_empty(), "{found}");
     // The search checks the membership itself (in its first transaction), in every mode.
     for mode in ["hybrid", "fulltext", "vector"] {
-        search(&app, org, stranger, json!({"query": "pricing", "mode": mode}))
-            .await
-            .expect_problem(404, "not_found");
+        search(
+            &app,
+            org,
+            stranger,
+            json!({"query": "pricing", "mode": mode}),
+        )
+        .await
+        .expect_problem(404, "not_found");
     }
 }
 
