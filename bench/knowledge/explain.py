@@ -28,23 +28,18 @@ import sys
 import urllib.request
 
 FULLTEXT = """WITH every_word AS MATERIALIZED (
-    SELECT c.id, c.asset_id, c.search
-    FROM auth.knowledge_text_matches($1, $3,
-             (SELECT websearch_to_tsquery('russian', $2)), NULL, $5) AS m (id)
-         JOIN knowledge_chunks c ON c.id = m.id AND c.org_id = $1
-         JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+    SELECT m.id, m.asset_id, m.search
+    FROM auth.knowledge_text_candidates($1, $3,
+             (SELECT websearch_to_tsquery('russian', $2)), $5) AS m
 ),
 some_words AS MATERIALIZED (
-    SELECT c.id, c.asset_id, c.search
-    FROM auth.knowledge_text_matches($1, $3,
-             (SELECT knowledge_some_words(websearch_to_tsquery('russian', $2))),
-             NULL, $5) AS m (id)
-         JOIN knowledge_chunks c ON c.id = m.id AND c.org_id = $1
-         JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+    SELECT m.id, m.asset_id, m.search
+    FROM auth.knowledge_text_candidates($1, $3,
+             (SELECT knowledge_some_words(websearch_to_tsquery('russian', $2))), $5) AS m
     WHERE (SELECT count(*) FROM every_word) < $4
       AND (SELECT knowledge_some_words(q) <> q
            FROM websearch_to_tsquery('russian', $2) AS q)
-      AND NOT EXISTS (SELECT 1 FROM every_word e WHERE e.id = c.id)
+      AND NOT EXISTS (SELECT 1 FROM every_word e WHERE e.id = m.id)
 ),
 ranked AS (
     SELECT id, asset_id, 1 + ts_rank_cd(search,

@@ -537,7 +537,8 @@ pub const SEARCH_SETTINGS: &[(&str, &str)] = &[("plan_cache_mode", "force_generi
 /// At most `fulltext_candidates(limit)` chunks of each kind are ranked: those with all the
 /// words (usually few), and those with some of them when the first are fewer than
 /// `limit` (the ones with all the words among them are not ranked twice). The candidates
-/// come from the GIN index (`auth.knowledge_text_matches`) in table order, so a query of
+/// come from the GIN index (`auth.knowledge_text_candidates`, with their tsvector and of
+/// their asset's searchable generation) in table order, so a query of
 /// common words ranks a sample of its matches, not all. Those with some of the words are
 /// not tested for all of them in the lookup: that test read every candidate's tsvector
 /// there, and ranking reads them again; the few with all the words are set aside by id.
@@ -551,23 +552,18 @@ pub async fn search_fulltext(
     sqlx::query_as!(
         SearchHit,
         r#"WITH every_word AS MATERIALIZED (
-               SELECT c.id, c.asset_id, c.search
-               FROM auth.knowledge_text_matches($1, $3,
-                        (SELECT websearch_to_tsquery('russian', $2)), NULL, $5) AS m (id)
-                    JOIN knowledge_chunks c ON c.id = m.id AND c.org_id = $1
-                    JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+               SELECT m.id, m.asset_id, m.search
+               FROM auth.knowledge_text_candidates($1, $3,
+                        (SELECT websearch_to_tsquery('russian', $2)), $5) AS m
            ),
            some_words AS MATERIALIZED (
-               SELECT c.id, c.asset_id, c.search
-               FROM auth.knowledge_text_matches($1, $3,
-                        (SELECT knowledge_some_words(websearch_to_tsquery('russian', $2))),
-                        NULL, $5) AS m (id)
-                    JOIN knowledge_chunks c ON c.id = m.id AND c.org_id = $1
-                    JOIN knowledge_assets a ON a.id = c.asset_id AND a.generation = c.generation
+               SELECT m.id, m.asset_id, m.search
+               FROM auth.knowledge_text_candidates($1, $3,
+                        (SELECT knowledge_some_words(websearch_to_tsquery('russian', $2))), $5) AS m
                WHERE (SELECT count(*) FROM every_word) < $4
                  AND (SELECT knowledge_some_words(q) <> q
                       FROM websearch_to_tsquery('russian', $2) AS q)
-                 AND NOT EXISTS (SELECT 1 FROM every_word e WHERE e.id = c.id)
+                 AND NOT EXISTS (SELECT 1 FROM every_word e WHERE e.id = m.id)
            ),
            ranked AS (
                SELECT id, asset_id, 1 + ts_rank_cd(search,
