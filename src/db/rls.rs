@@ -158,7 +158,7 @@ impl Db {
     /// rows of the orgs the user belongs to, and nothing else.
     pub async fn begin_user(&self, user: &AuthUser) -> Result<Tx> {
         Ok(self
-            .begin("authenticated", self.user_begin_sql(user))
+            .begin("authenticated", self.user_begin_sql(user, &[]))
             .await?
             .0)
     }
@@ -177,12 +177,7 @@ impl Db {
         org_id: OrgId,
         extra: &[(&str, &str)],
     ) -> Result<(Tx, Option<Role>)> {
-        let mut settings = vec![
-            ("request.jwt.claims", &*user.claims),
-            ("statement_timeout", self.statement_timeout.as_str()),
-        ];
-        settings.extend_from_slice(extra);
-        let mut sql = begin_sql("authenticated", &settings);
+        let mut sql = self.user_begin_sql(user, extra);
         // Uuids print as hex and dashes only.
         let _ = write!(sql, " EXECUTE {MEMBER_ROLE}('{org_id}', '{}');", user.id);
         let (tx, rows) = self.begin("authenticated", sql).await?;
@@ -192,24 +187,18 @@ impl Db {
         Ok((tx, role))
     }
 
-    fn user_begin_sql(&self, user: &AuthUser) -> String {
-        begin_sql(
-            "authenticated",
-            &[
-                ("request.jwt.claims", &user.claims),
-                ("statement_timeout", &self.statement_timeout),
-            ],
-        )
+    fn user_begin_sql(&self, user: &AuthUser, extra: &[(&str, &str)]) -> String {
+        let mut settings = vec![
+            ("request.jwt.claims", &*user.claims),
+            ("statement_timeout", self.statement_timeout.as_str()),
+        ];
+        settings.extend_from_slice(extra);
+        begin_sql("authenticated", &settings)
     }
 
     /// A transaction as `api_worker` scoped to one org, for jobs and webhooks.
     pub async fn begin_worker(&self, org_id: OrgId) -> Result<Tx> {
-        self.begin_in_org(org_id, &[]).await
-    }
-
-    /// `begin_worker` with more transaction-local settings (as `begin_member_with`).
-    pub async fn begin_worker_with(&self, org_id: OrgId, extra: &[(&str, &str)]) -> Result<Tx> {
-        self.begin_in_org(org_id, extra).await
+        self.begin_worker_with(org_id, &[]).await
     }
 
     /// `begin_worker` whose commit does not wait for the WAL to reach the disk: for job
@@ -218,11 +207,12 @@ impl Db {
     /// idempotent: delivery is at least once); a claim lost leaves it queued, and the
     /// sweep pushes it again; a renewal lost only shortens a lease.
     pub async fn begin_bookkeeping(&self, org_id: OrgId) -> Result<Tx> {
-        self.begin_in_org(org_id, &[("synchronous_commit", "off")])
+        self.begin_worker_with(org_id, &[("synchronous_commit", "off")])
             .await
     }
 
-    async fn begin_in_org(&self, org_id: OrgId, extra: &[(&str, &str)]) -> Result<Tx> {
+    /// `begin_worker` with more transaction-local settings (as `begin_member_with`).
+    pub async fn begin_worker_with(&self, org_id: OrgId, extra: &[(&str, &str)]) -> Result<Tx> {
         let org = org_id.to_string();
         let mut settings = vec![
             ("app.org_id", org.as_str()),
