@@ -27,29 +27,26 @@ import subprocess
 import sys
 import urllib.request
 
-FULLTEXT = """WITH every_word AS MATERIALIZED (
+FULLTEXT = """WITH words AS MATERIALIZED (
+    SELECT q AS all_of_them, knowledge_some_words(q) AS any_of_them
+    FROM websearch_to_tsquery('russian', $2) AS q
+),
+every_word AS MATERIALIZED (
     SELECT m.id, m.asset_id, m.search
-    FROM auth.knowledge_text_candidates($1, $3,
-             (SELECT websearch_to_tsquery('russian', $2)), $5) AS m
+    FROM auth.knowledge_text_candidates($1, $3, (SELECT all_of_them FROM words), $5) AS m
 ),
 some_words AS MATERIALIZED (
     SELECT m.id, m.asset_id, m.search
-    FROM auth.knowledge_text_candidates($1, $3,
-             (SELECT knowledge_some_words(websearch_to_tsquery('russian', $2))), $5) AS m
+    FROM auth.knowledge_text_candidates($1, $3, (SELECT any_of_them FROM words), $5) AS m
     WHERE (SELECT count(*) FROM every_word) < $4
-      AND (SELECT knowledge_some_words(q) <> q
-           FROM websearch_to_tsquery('russian', $2) AS q)
+      AND (SELECT any_of_them <> all_of_them FROM words)
       AND NOT EXISTS (SELECT 1 FROM every_word e WHERE e.id = m.id)
 ),
 ranked AS (
-    SELECT id, asset_id, 1 + ts_rank_cd(search,
-               (SELECT knowledge_some_words(websearch_to_tsquery('russian', $2))),
-               32) AS score
+    SELECT id, asset_id, 1 + ts_rank_cd(search, (SELECT any_of_them FROM words), 32) AS score
     FROM every_word
     UNION ALL
-    SELECT id, asset_id, ts_rank_cd(search,
-               (SELECT knowledge_some_words(websearch_to_tsquery('russian', $2))),
-               32)
+    SELECT id, asset_id, ts_rank_cd(search, (SELECT any_of_them FROM words), 32)
     FROM some_words
     ORDER BY score DESC, id
     LIMIT $4
