@@ -2,11 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgConnection;
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
+use crate::db::Db;
+use crate::db::rls::Execute;
 use crate::domain::page::Page;
-use crate::domain::{AgentId, ConnectionId, OrgId};
+use crate::domain::{AgentId, AuthUser, ConnectionId, OrgId};
 
 pub use crate::domain::AgentStatus;
 
@@ -118,72 +121,90 @@ macro_rules! agent_query {
     };
 }
 
-/// A page of agents and their `total`. The total rides along in the page's own query
-/// (a subquery PostgreSQL runs once per statement), which saves the round trip of a
-/// second query; only an empty page needs one. Without a name search the total comes
-/// from the counts the `agents_count` trigger keeps (migration 7), which cost the same
-/// for 50 agents as for 100,000; a search counts its matches, as it scans the org's
-/// agents for the page anyway.
+/// The list statement, prepared on every connection (`rls::prepare`) and executed by
+/// `list` inside the transaction's one simple query. Its arguments: org, status, name
+/// pattern, cursor, rows to fetch. Its rows come in the text format, so arrays come as
+/// JSON: sqlx reads a text array's quoted `"NULL"` element as SQL NULL.
+pub(super) const PREPARE_LIST_PAGE: &str = "
+    PREPARE agents_api_list_page (uuid, text, text, uuid, bigint) AS
+    SELECT id, org_id, connection_id, name, status, model, instructions,
+           array_to_json(channels) AS channels, schedule, temperature, max_tokens, settings,
+           working_hours, response_delay_secs, off_hours_reply,
+           array_to_json(handoff_keywords) AS handoff_keywords, max_turns, created_at,
+           updated_at,
+           CASE WHEN $3 IS NULL
+                THEN (SELECT coalesce(sum(n), 0)::bigint FROM agent_counts
+                      WHERE org_id = $1 AND ($2 IS NULL OR status = $2))
+                ELSE (SELECT count(*) FROM agents
+                      WHERE org_id = $1 AND ($2 IS NULL OR status = $2) AND name ILIKE $3)
+           END AS total
+    FROM agents
+    WHERE org_id = $1
+      AND ($2 IS NULL OR status = $2)
+      AND ($3 IS NULL OR name ILIKE $3)
+      AND ($4 IS NULL OR id < $4)
+    ORDER BY id DESC LIMIT $5;";
+
+/// A page of the org's agents and their `total`, read as `user`; `None` when they are
+/// not a member (404). The whole transaction is one round trip (`Db::read_as_member`):
+/// this is the API's busiest read. The total rides along in the page's own statement (a
+/// subquery PostgreSQL runs once per statement); only an empty page needs a second
+/// transaction for it. Without a name search the total comes from the counts the
+/// `agents_count` trigger keeps (migration 7), which cost the same for 50 agents as for
+/// 100,000; a search counts its matches, as it scans the org's agents for the page
+/// anyway.
 pub async fn list(
-    conn: &mut PgConnection,
+    db: &Db,
+    user: &AuthUser,
     org_id: OrgId,
     filter: &AgentFilter,
     page: Page,
-) -> sqlx::Result<(Vec<Agent>, i64)> {
-    let rows = sqlx::query!(
-        r#"SELECT id, org_id, connection_id, name, status AS "status: AgentStatus", model,
-                  instructions, channels, schedule, temperature, max_tokens, settings,
-                  working_hours, response_delay_secs, off_hours_reply, handoff_keywords,
-                  max_turns, created_at, updated_at,
-                  CASE WHEN $3::text IS NULL
-                       THEN (SELECT coalesce(sum(n), 0)::bigint FROM agent_counts
-                             WHERE org_id = $1 AND ($2::text IS NULL OR status = $2))
-                       ELSE (SELECT count(*) FROM agents
-                             WHERE org_id = $1 AND ($2::text IS NULL OR status = $2)
-                               AND name ILIKE $3)
-                  END AS "total!"
-           FROM agents
-           WHERE org_id = $1
-             AND ($2::text IS NULL OR status = $2)
-             AND ($3::text IS NULL OR name ILIKE $3)
-             AND ($4::uuid IS NULL OR id < $4)
-           ORDER BY id DESC LIMIT $5"#,
-        org_id.0,
-        filter.status as _,
-        filter.pattern(),
-        page.after,
-        page.fetch_limit(),
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    let Some(total) = rows.first().map(|row| row.total) else {
-        return Ok((Vec::new(), count(conn, org_id, filter).await?));
+) -> crate::db::Result<Option<(Vec<Agent>, i64)>> {
+    let pattern = filter.pattern();
+    let read = Execute::new("agents_api_list_page")
+        .uuid(Some(org_id.0))
+        .text(filter.status.map(AgentStatus::as_str))
+        .text(pattern.as_deref())
+        .uuid(page.after)
+        .int(page.fetch_limit());
+    let (role, rows) = db.read_as_member(user, org_id, read).await?;
+    if role.is_none() {
+        return Ok(None);
+    }
+    let Some(first) = rows.first() else {
+        let mut tx = db.begin_user(user).await?;
+        let total = count(&mut tx, org_id, filter).await?;
+        tx.commit().await?;
+        return Ok(Some((Vec::new(), total)));
     };
+    let total = first.try_get("total")?;
     let agents = rows
-        .into_iter()
-        .map(|r| Agent {
-            id: r.id,
-            org_id: r.org_id,
-            connection_id: r.connection_id,
-            name: r.name,
-            status: r.status,
-            model: r.model,
-            instructions: r.instructions,
-            channels: r.channels,
-            schedule: r.schedule,
-            temperature: r.temperature,
-            max_tokens: r.max_tokens,
-            settings: r.settings,
-            working_hours: r.working_hours,
-            response_delay_secs: r.response_delay_secs,
-            off_hours_reply: r.off_hours_reply,
-            handoff_keywords: r.handoff_keywords,
-            max_turns: r.max_turns,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
+        .iter()
+        .map(|r| {
+            Ok(Agent {
+                id: r.try_get("id")?,
+                org_id: r.try_get("org_id")?,
+                connection_id: r.try_get("connection_id")?,
+                name: r.try_get("name")?,
+                status: r.try_get("status")?,
+                model: r.try_get("model")?,
+                instructions: r.try_get("instructions")?,
+                channels: r.try_get::<Json<Vec<String>>, _>("channels")?.0,
+                schedule: r.try_get("schedule")?,
+                temperature: r.try_get("temperature")?,
+                max_tokens: r.try_get("max_tokens")?,
+                settings: r.try_get("settings")?,
+                working_hours: r.try_get("working_hours")?,
+                response_delay_secs: r.try_get("response_delay_secs")?,
+                off_hours_reply: r.try_get("off_hours_reply")?,
+                handoff_keywords: r.try_get::<Json<Vec<String>>, _>("handoff_keywords")?.0,
+                max_turns: r.try_get("max_turns")?,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+            })
         })
-        .collect();
-    Ok((agents, total))
+        .collect::<sqlx::Result<Vec<Agent>>>()?;
+    Ok(Some((agents, total)))
 }
 
 /// The `total` of a list whose page came back empty.

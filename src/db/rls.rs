@@ -16,7 +16,8 @@ use std::fmt::Write as _;
 use std::ops::{Deref, DerefMut};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Row};
+use sqlx::{AssertSqlSafe, Column as _, PgConnection, PgPool, Postgres, Row};
+use tracing::Instrument as _;
 
 use crate::db::error::{Error, Result};
 use crate::domain::AuthUser;
@@ -61,7 +62,7 @@ const MEMBER_ROLE: &str = "agents_api_member_role";
 const WEBHOOK_CONNECTION: &str = "agents_api_webhook_connection";
 
 pub(super) async fn prepare(conn: &mut PgConnection) -> sqlx::Result<()> {
-    sqlx::raw_sql(
+    sqlx::raw_sql(AssertSqlSafe(format!(
         "PREPARE agents_api_member_role (uuid, uuid) AS
          SELECT role AS member_role FROM organization_members
          WHERE org_id = $1 AND user_id = $2;
@@ -69,18 +70,79 @@ pub(super) async fn prepare(conn: &mut PgConnection) -> sqlx::Result<()> {
          SELECT org_id AS webhook_org_id, webhook_token_hash AS webhook_digest,
                 account_id AS webhook_account_id,
                 set_config('app.org_id', org_id::text, true) AS webhook_scoped
-         FROM auth.webhook_connection($1)",
-    )
+         FROM auth.webhook_connection($1);
+         {}",
+        super::agents::PREPARE_LIST_PAGE
+    )))
     .execute(conn)
     .await?;
     Ok(())
 }
 
+/// An `EXECUTE` of a statement prepared per connection, written into a simple query.
+/// Text travels as hex decoded by the server (as in `begin_sql`), so no value can end
+/// the literal it is in; uuids and integers print as hex, dashes and digits only.
+pub struct Execute(String);
+
+impl Execute {
+    pub fn new(statement: &str) -> Execute {
+        Execute(format!("EXECUTE {statement}("))
+    }
+
+    fn next(&mut self) {
+        if !self.0.ends_with('(') {
+            self.0.push_str(", ");
+        }
+    }
+
+    pub fn uuid(mut self, value: Option<uuid::Uuid>) -> Execute {
+        self.next();
+        match value {
+            Some(value) => {
+                let _ = write!(self.0, "'{value}'::uuid");
+            }
+            None => self.0.push_str("NULL::uuid"),
+        }
+        self
+    }
+
+    pub fn text(mut self, value: Option<&str>) -> Execute {
+        self.next();
+        match value {
+            Some(value) => {
+                let _ = write!(
+                    self.0,
+                    "convert_from(decode('{}', 'hex'), 'UTF8')",
+                    hex::encode(value)
+                );
+            }
+            None => self.0.push_str("NULL::text"),
+        }
+        self
+    }
+
+    pub fn int(mut self, value: i64) -> Execute {
+        self.next();
+        let _ = write!(self.0, "{value}");
+        self
+    }
+
+    fn sql(mut self) -> String {
+        self.0.push_str(");");
+        self.0
+    }
+}
+
 /// The statement that opens a transaction as `role` with transaction-local `settings`.
-/// Values are spelled as hex and decoded by the server, so no value (claims are
-/// client-supplied JSON, however verified) can end the literal it travels in.
 fn begin_sql(role: &str, settings: &[(&str, &str)]) -> String {
-    let mut sql = format!("BEGIN; SELECT set_config('role', '{role}', true)");
+    format!("BEGIN; {}", settings_sql(role, settings))
+}
+
+/// The statement that makes the transaction's `role` and local `settings`. Values are
+/// spelled as hex and decoded by the server, so no value (claims are client-supplied
+/// JSON, however verified) can end the literal it travels in.
+fn settings_sql(role: &str, settings: &[(&str, &str)]) -> String {
+    let mut sql = format!("SELECT set_config('role', '{role}', true)");
     for (name, value) in settings {
         let _ = write!(
             sql,
@@ -187,13 +249,77 @@ impl Db {
         Ok((tx, role))
     }
 
+    /// A read as the member, whole in one round trip: the settings, the membership check
+    /// and `read` travel as one simple query with no `BEGIN`, which PostgreSQL runs as
+    /// one implicit transaction (the local settings last until its end; an error rolls
+    /// it back and skips the rest). Returns the caller's role (`None`: not a member, and
+    /// `read` saw no row of the org under the policies) and `read`'s rows, in the text
+    /// format.
+    ///
+    /// For the hot read routes: a transaction held across handler code costs a round
+    /// trip per statement and one for `COMMIT`, and the database spends about as much on
+    /// each round trip as on the statements of a small read. Nothing is left to roll
+    /// back when the request is dropped half-way: sqlx drains the answer before the
+    /// connection is used again.
+    pub async fn read_as_member(
+        &self,
+        user: &AuthUser,
+        org_id: OrgId,
+        read: Execute,
+    ) -> Result<(Option<Role>, Vec<sqlx::postgres::PgRow>)> {
+        let sql = format!(
+            "{} EXECUTE {MEMBER_ROLE}('{org_id}', '{}'); {}",
+            self.user_settings_sql(user, &[]),
+            user.id,
+            read.sql()
+        );
+        let span = span("authenticated");
+        let rows = self.run_alone(&sql).instrument(span.clone()).await;
+        span.record("outcome", if rows.is_ok() { "commit" } else { "error" });
+        let mut role = None;
+        let mut read_rows = Vec::new();
+        for row in rows? {
+            match row.columns().first().map(|c| c.name()) {
+                Some("set_config") => {}
+                Some("member_role") => role = row.try_get::<Role, _>(0).ok(),
+                _ => read_rows.push(row),
+            }
+        }
+        Ok((role, read_rows))
+    }
+
+    /// Runs `sql`, a simple query that is a transaction by itself, on a pooled
+    /// connection; retried on another connection when an idle one had died, as `begin`.
+    async fn run_alone(&self, sql: &str) -> Result<Vec<sqlx::postgres::PgRow>> {
+        let mut retries = self.pool.options().get_max_connections();
+        loop {
+            let mut conn = self.pool.acquire().await?;
+            match sqlx::raw_sql(AssertSqlSafe(sql))
+                .fetch_all(&mut *conn)
+                .await
+            {
+                Ok(rows) => return Ok(rows),
+                Err(error) if !connection_survives(&error) && retries > 0 => {
+                    tracing::info!(%error, "a pooled connection had died; reading on another");
+                    conn.close_on_drop();
+                    retries -= 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
     fn user_begin_sql(&self, user: &AuthUser, extra: &[(&str, &str)]) -> String {
+        format!("BEGIN; {}", self.user_settings_sql(user, extra))
+    }
+
+    fn user_settings_sql(&self, user: &AuthUser, extra: &[(&str, &str)]) -> String {
         let mut settings = vec![
             ("request.jwt.claims", &*user.claims),
             ("statement_timeout", self.statement_timeout.as_str()),
         ];
         settings.extend_from_slice(extra);
-        begin_sql("authenticated", &settings)
+        settings_sql("authenticated", &settings)
     }
 
     /// A transaction as `api_worker` scoped to one org, for jobs and webhooks.

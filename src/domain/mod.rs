@@ -62,6 +62,17 @@ pub enum AgentStatus {
     Draft,
 }
 
+impl AgentStatus {
+    /// The stored and serialized spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Active => "active",
+            AgentStatus::Inactive => "inactive",
+            AgentStatus::Draft => "draft",
+        }
+    }
+}
+
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
 )]

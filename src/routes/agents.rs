@@ -1,6 +1,7 @@
 //! AI sales agents of an org.
 
 use crate::http::json::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
@@ -17,7 +18,7 @@ use crate::domain::ConnectionId;
 use crate::domain::page::{Page, Paginated};
 use crate::domain::{AgentId, OrgId};
 use crate::http::error::{ApiError, ApiResult, OnConstraint};
-use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, RequestMeta, Write};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery, OrgTx, OrgUser, RequestMeta, Write};
 use crate::http::validate::present;
 use crate::state::AppState;
 
@@ -328,7 +329,8 @@ async fn check_routes_free(tx: &mut db::Tx, org_id: OrgId, agent: &Agent) -> Api
     params(ListAgents),
     responses((status = 200, body = AgentList)))]
 pub async fn list(
-    OrgTx { org_id, mut tx, .. }: OrgTx,
+    State(state): State<AppState>,
+    OrgUser { user, org_id }: OrgUser,
     ApiQuery(query): ApiQuery<ListAgents>,
 ) -> ApiResult<Json<AgentList>> {
     let page = Page::new(query.limit, query.cursor.as_deref())?;
@@ -347,8 +349,10 @@ pub async fn list(
         status: query.status,
         search: query.search,
     };
-    let (rows, total) = db::agents::list(&mut tx, org_id, &filter, page).await?;
-    tx.commit().await?;
+    // Membership is checked in the statement's own round trip: any role may list.
+    let (rows, total) = db::agents::list(&state.db, &user, org_id, &filter, page)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     let page = Paginated::from_rows(rows, page, |a| a.id);
     Ok(Json(AgentList {
         data: page.data,

@@ -401,6 +401,93 @@ async fn list_filters_paginates_and_counts() {
     }
 }
 
+/// The list reads its rows in PostgreSQL's text format (its statement runs inside a
+/// simple query), the other routes in the binary one: every field must come out the same.
+#[tokio::test]
+async fn the_list_shows_each_agent_exactly_as_show_does() {
+    let app = TestApp::builder().spawn().await;
+    let OrgUsers {
+        org, owner, member, ..
+    } = app.org_with_roles().await;
+    let connection = insert_connection(&app, org, "acme.kommo.com").await;
+    let full = app
+        .post(
+            &agents_path(org),
+            owner,
+            json!({
+                "connection_id": connection,
+                "name": "O'Brien \\ \"Продажи\" {1,2}",
+                "status": "inactive",
+                "model": "openai/gpt-4.1:latest",
+                "instructions": "Line one.\nLine two, with a tab\tand NUL-free unicode: 日本語 🙂",
+                "channels": ["chat", "e mail", "a,b", "{x}", "q\"uote", "back\\slash", "NULL"],
+                "schedule": "Mon-Fri 9-18",
+                "temperature": 0.3,
+                "max_tokens": 32000,
+                "settings": {"tone": "friendly", "nested": {"a": [1, 2.5, null, "ü"]}},
+                "working_hours": {"timezone": "Europe/Moscow", "days": {"mon": [["09:00", "18:00"]]}},
+                "response_delay_secs": 45,
+                "off_hours_reply": "We're closed; back at 9.",
+                "handoff_keywords": ["manager", "оператор", "a,b", "\"quoted\""],
+                "max_turns": 12,
+            }),
+        )
+        .await
+        .expect(201)
+        .body;
+    let bare = app.create_agent(org, owner, "Bare").await;
+    let listed = app.get(&agents_path(org), member).await.expect(200).body;
+    assert_eq!(listed["total"], 2);
+    let shown_full = app
+        .get(&agent_path(org, &full), member)
+        .await
+        .expect(200)
+        .body;
+    let shown_bare = app
+        .get(&agent_path(org, &bare), member)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(listed["data"], json!([shown_bare, shown_full]));
+    assert_eq!(shown_full, full);
+
+    // A search travels as a literal inside the statement: quotes and backslashes in it
+    // are the user's characters, not SQL.
+    let r = app
+        .get(
+            &format!("{}?search=O%27Brien%20%5C", agents_path(org)),
+            member,
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["total"], 1);
+    assert_eq!(r.body["data"][0]["id"], full["id"]);
+    let r = app
+        .get(
+            &format!(
+                "{}?search=%27%3B%20DROP%20TABLE%20agents%3B--",
+                agents_path(org)
+            ),
+            member,
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["total"], 0);
+    assert_eq!(r.body["data"], json!([]));
+
+    // A page past the last row is empty and still counts every match.
+    let r = app
+        .get(
+            &format!("{}?cursor=AAAAAAAAAAAAAAAAAAAAAA", agents_path(org)),
+            member,
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["data"], json!([]));
+    assert_eq!(r.body["total"], 2);
+    assert_eq!(r.body["next_cursor"], Value::Null);
+}
+
 #[tokio::test]
 async fn list_shows_only_the_orgs_own_agents() {
     let app = TestApp::builder().spawn().await;
