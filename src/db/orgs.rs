@@ -24,18 +24,27 @@ pub struct OrgMembership {
     pub role: Role,
 }
 
-/// A slug already taken fails on `organizations_slug_key`.
+/// How many ids a new org's is chosen from: each hashes into a given one of the 64
+/// knowledge partitions with odds 1/64, so all of 512 miss it once in ~3,000 orgs (the
+/// first candidate is taken then).
+const ORG_ID_CANDIDATES: usize = 512;
+
+/// A slug already taken fails on `organizations_slug_key`. The id is the one of
+/// `ORG_ID_CANDIDATES` fresh ones whose knowledge chunks go to the partition holding the
+/// fewest (`knowledge_quiet_org_id`, migration 20261211000001).
 pub async fn insert(
     conn: &mut PgConnection,
     name: &str,
     slug: &str,
     created_by: UserId,
 ) -> sqlx::Result<Org> {
+    let candidates: Vec<Uuid> = (0..ORG_ID_CANDIDATES).map(|_| OrgId::new().0).collect();
     sqlx::query_as!(
         Org,
-        "INSERT INTO organizations (id, name, slug, created_by) VALUES ($1, $2, $3, $4)
+        "INSERT INTO organizations (id, name, slug, created_by)
+         VALUES (knowledge_quiet_org_id($1), $2, $3, $4)
          RETURNING id, name, slug, created_at, updated_at",
-        OrgId::new().0,
+        &candidates,
         name,
         slug,
         created_by.0,

@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::app::TestApp;
+use crate::support::app::{TestApp, exec};
 
 /// The slug rule of the `organizations` table.
 fn is_valid_slug(slug: &str) -> bool {
@@ -356,4 +356,47 @@ async fn me_without_a_token_is_unauthorized() {
         .await
         .expect_problem(401, "unauthorized");
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+}
+
+/// Whether `org`'s knowledge chunks go to partition `remainder` of the 64.
+async fn chunks_go_to(admin: &mut sqlx::PgConnection, org: Uuid, remainder: i32) -> bool {
+    sqlx::query_scalar("SELECT satisfies_hash_partition('knowledge_chunks'::regclass, 64, $1, $2)")
+        .bind(remainder)
+        .bind(org)
+        .fetch_one(admin)
+        .await
+        .expect("partition check")
+}
+
+/// Where a new org's id sends its knowledge chunks: the partition with the fewest (as its
+/// statistics say). By hash alone an org would land in a given partition once in 64.
+#[tokio::test]
+async fn a_new_org_goes_to_the_knowledge_partition_with_the_fewest_chunks() {
+    let app = TestApp::builder().spawn().await;
+    let mut admin = app.admin_db().await;
+    let load = |quiet: &str| {
+        format!(
+            "UPDATE pg_class SET reltuples = CASE relname WHEN '{quiet}' THEN 10 ELSE 100000 END
+             WHERE relname ~ '^knowledge_chunks_p[0-9]+$'"
+        )
+    };
+    exec(&mut admin, &load("knowledge_chunks_p17")).await;
+    for _ in 0..5 {
+        let org = app.create_org(Uuid::now_v7()).await;
+        assert!(
+            chunks_go_to(&mut admin, org, 17).await,
+            "org {org} is not in p17"
+        );
+    }
+    exec(&mut admin, &load("knowledge_chunks_p42")).await;
+    for _ in 0..5 {
+        let org = app.create_org(Uuid::now_v7()).await;
+        assert!(
+            chunks_go_to(&mut admin, org, 42).await,
+            "org {org} is not in p42"
+        );
+    }
+    // The ids stay time-ordered (v7): the org list's newest-first order relies on it.
+    let org = app.create_org(Uuid::now_v7()).await;
+    assert_eq!(org.get_version_num(), 7);
 }
