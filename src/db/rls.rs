@@ -128,7 +128,13 @@ impl Execute {
     }
 
     fn sql(mut self) -> String {
-        self.0.push_str(");");
+        // Without arguments the statement is named alone: `EXECUTE s()` is a syntax error.
+        if self.0.ends_with('(') {
+            self.0.pop();
+            self.0.push(';');
+        } else {
+            self.0.push_str(");");
+        }
         self.0
     }
 }
@@ -480,7 +486,26 @@ impl DerefMut for Tx {
 
 #[cfg(test)]
 mod tests {
-    use super::begin_sql;
+    use super::{Execute, begin_sql};
+
+    #[test]
+    fn execute_arguments_cannot_end_their_literals() {
+        let id = uuid::Uuid::nil();
+        let sql = Execute::new("s")
+            .uuid(Some(id))
+            .uuid(None)
+            .text(Some("'); DROP TABLE agents; --"))
+            .text(None)
+            .int(-3)
+            .sql();
+        assert_eq!(
+            sql,
+            "EXECUTE s('00000000-0000-0000-0000-000000000000'::uuid, NULL::uuid, \
+             convert_from(decode('27293b2044524f50205441424c45206167656e74733b202d2d', 'hex'), 'UTF8'), \
+             NULL::text, -3);"
+        );
+        assert_eq!(Execute::new("t").sql(), "EXECUTE t;");
+    }
 
     #[test]
     fn values_travel_as_hex() {
