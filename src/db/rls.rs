@@ -260,7 +260,8 @@ impl Db {
     /// one implicit transaction (the local settings last until its end; an error rolls
     /// it back and skips the rest). Returns the caller's role (`None`: not a member, and
     /// `read` saw no row of the org under the policies) and `read`'s rows, in the text
-    /// format.
+    /// format. The batch's rows are told apart by their first column's name: `read`'s
+    /// must not begin with a `set_config` or `member_role` column.
     ///
     /// For the hot read routes: a transaction held across handler code costs a round
     /// trip per statement and one for `COMMIT`, and the database spends about as much on
