@@ -2,8 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::types::Json;
-use sqlx::{PgConnection, Row as _};
+use sqlx::{FromRow as _, PgConnection, Row as _};
 use uuid::Uuid;
 
 use crate::db::Db;
@@ -13,6 +12,8 @@ use crate::domain::{AgentId, AuthUser, ConnectionId, OrgId};
 
 pub use crate::domain::AgentStatus;
 
+/// `FromRow` reads the list's rows (`list`), where the arrays come as JSON; the other
+/// queries fill it with `query_as!`.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Agent {
     pub id: Uuid,
@@ -22,6 +23,7 @@ pub struct Agent {
     pub status: AgentStatus,
     pub model: String,
     pub instructions: String,
+    #[sqlx(json)]
     pub channels: Vec<String>,
     pub schedule: Option<String>,
     pub temperature: f64,
@@ -36,6 +38,7 @@ pub struct Agent {
     /// Sent at once outside working hours (else the answer waits for the next opening).
     pub off_hours_reply: Option<String>,
     /// A lead's message containing one of these (any case) goes to a person.
+    #[sqlx(json)]
     pub handoff_keywords: Vec<String>,
     /// After this many answers in a conversation, a person takes over.
     pub max_turns: Option<i32>,
@@ -180,29 +183,7 @@ pub async fn list(
     let total = first.try_get("total")?;
     let agents = rows
         .iter()
-        .map(|r| {
-            Ok(Agent {
-                id: r.try_get("id")?,
-                org_id: r.try_get("org_id")?,
-                connection_id: r.try_get("connection_id")?,
-                name: r.try_get("name")?,
-                status: r.try_get("status")?,
-                model: r.try_get("model")?,
-                instructions: r.try_get("instructions")?,
-                channels: r.try_get::<Json<Vec<String>>, _>("channels")?.0,
-                schedule: r.try_get("schedule")?,
-                temperature: r.try_get("temperature")?,
-                max_tokens: r.try_get("max_tokens")?,
-                settings: r.try_get("settings")?,
-                working_hours: r.try_get("working_hours")?,
-                response_delay_secs: r.try_get("response_delay_secs")?,
-                off_hours_reply: r.try_get("off_hours_reply")?,
-                handoff_keywords: r.try_get::<Json<Vec<String>>, _>("handoff_keywords")?.0,
-                max_turns: r.try_get("max_turns")?,
-                created_at: r.try_get("created_at")?,
-                updated_at: r.try_get("updated_at")?,
-            })
-        })
+        .map(Agent::from_row)
         .collect::<sqlx::Result<Vec<Agent>>>()?;
     Ok(Some((agents, total)))
 }

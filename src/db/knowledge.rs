@@ -500,7 +500,8 @@ pub async fn list_chunks(
     .await
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// `FromRow` reads the vector search's rows (checked at run time, `db::vectors`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SearchHit {
     pub chunk_id: Uuid,
     pub asset_id: Uuid,

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use sqlx::{AssertSqlSafe, PgConnection, Row as _};
+use sqlx::{AssertSqlSafe, FromRow as _, PgConnection};
 
 use crate::db::knowledge::{Asset, ChunkColumns, SearchHit};
 use crate::domain::{AgentId, OrgId};
@@ -200,18 +200,7 @@ pub async fn search(
     sqlx::query("SELECT set_config('enable_sort', 'on', true)")
         .execute(conn)
         .await?;
-    rows.into_iter()
-        .map(|row| {
-            Ok(SearchHit {
-                chunk_id: row.try_get("chunk_id")?,
-                asset_id: row.try_get("asset_id")?,
-                filename: row.try_get("filename")?,
-                content: row.try_get("content")?,
-                metadata: row.try_get("metadata")?,
-                score: row.try_get("score")?,
-            })
-        })
-        .collect()
+    rows.iter().map(SearchHit::from_row).collect()
 }
 
 #[cfg(test)]
