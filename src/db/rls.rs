@@ -17,7 +17,6 @@ use std::ops::{Deref, DerefMut};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{AssertSqlSafe, Column as _, PgConnection, PgPool, Postgres, Row};
-use tracing::Instrument as _;
 
 use crate::db::error::{Error, Result};
 use crate::domain::AuthUser;
@@ -34,9 +33,13 @@ pub struct Db {
 /// An open transaction on a pooled connection, and its trace span, which lasts as long
 /// as the transaction does.
 pub struct Tx {
-    /// Always `Some` while the `Tx` is alive: only `commit` and `drop` take it.
+    /// Always `Some` while the `Tx` is alive: only `commit`, `finish` and `drop` take it.
     conn: Option<PoolConnection<Postgres>>,
     span: tracing::Span,
+    /// Whether the statements that began it left a transaction open (`BEGIN`), which a
+    /// dropped `Tx` rolls back. Without `BEGIN` a simple query is a transaction by
+    /// itself, over (committed, or rolled back by its error) when its answer is read.
+    open: bool,
 }
 
 fn span(role: &'static str) -> tracing::Span {
@@ -199,17 +202,26 @@ impl Db {
         role: &'static str,
         sql: String,
     ) -> Result<(Tx, Vec<sqlx::postgres::PgRow>)> {
+        self.run(role, &sql, true).await
+    }
+
+    /// `begin`'s work: runs `sql` (which leaves a transaction `open`, or is one by
+    /// itself) on a pooled connection, retried on another one when an idle one had died.
+    async fn run(
+        &self,
+        role: &'static str,
+        sql: &str,
+        open: bool,
+    ) -> Result<(Tx, Vec<sqlx::postgres::PgRow>)> {
         let mut conn = self.pool.acquire().await?;
         let mut retries = self.pool.options().get_max_connections();
         loop {
             let mut tx = Tx {
                 conn: Some(conn),
                 span: span(role),
+                open,
             };
-            match sqlx::raw_sql(AssertSqlSafe(sql.as_str()))
-                .fetch_all(&mut *tx)
-                .await
-            {
+            match sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(&mut *tx).await {
                 Ok(rows) => return Ok((tx, rows)),
                 Err(error) if !connection_survives(&error) && retries > 0 => {
                     tracing::info!(%error, "a pooled connection had died; beginning on another");
@@ -280,12 +292,11 @@ impl Db {
             user.id,
             read.sql()
         );
-        let span = span("authenticated");
-        let rows = self.run_alone(&sql).instrument(span.clone()).await;
-        span.record("outcome", if rows.is_ok() { "commit" } else { "error" });
+        let (tx, rows) = self.run("authenticated", &sql, false).await?;
+        tx.finish();
         let mut role = None;
         let mut read_rows = Vec::new();
-        for row in rows? {
+        for row in rows {
             match row.columns().first().map(|c| c.name()) {
                 Some("set_config") => {}
                 Some("member_role") => role = row.try_get::<Role, _>(0).ok(),
@@ -293,27 +304,6 @@ impl Db {
             }
         }
         Ok((role, read_rows))
-    }
-
-    /// Runs `sql`, a simple query that is a transaction by itself, on a pooled
-    /// connection; retried on another connection when an idle one had died, as `begin`.
-    async fn run_alone(&self, sql: &str) -> Result<Vec<sqlx::postgres::PgRow>> {
-        let mut retries = self.pool.options().get_max_connections();
-        loop {
-            let mut conn = self.pool.acquire().await?;
-            match sqlx::raw_sql(AssertSqlSafe(sql))
-                .fetch_all(&mut *conn)
-                .await
-            {
-                Ok(rows) => return Ok(rows),
-                Err(error) if !connection_survives(&error) && retries > 0 => {
-                    tracing::info!(%error, "a pooled connection had died; reading on another");
-                    conn.close_on_drop();
-                    retries -= 1;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
     }
 
     fn user_begin_sql(&self, user: &AuthUser, extra: &[(&str, &str)]) -> String {
@@ -403,6 +393,13 @@ pub struct WebhookConnection {
 }
 
 impl Tx {
+    /// Returns the connection of a transaction that ended with the statements that
+    /// began it (`open: false`).
+    fn finish(mut self) {
+        self.conn.take();
+        self.span.record("outcome", "commit");
+    }
+
     /// Closes the connection instead of returning it to the pool.
     fn discard(mut self) {
         if let Some(mut conn) = self.conn.take() {
@@ -453,6 +450,11 @@ impl Drop for Tx {
             return;
         };
         self.span.record("outcome", "rollback");
+        if !self.open {
+            // Nothing to roll back; sqlx drains what an interrupted query still owes
+            // before the pool hands the connection out again.
+            return;
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
