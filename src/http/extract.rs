@@ -226,10 +226,10 @@ impl MinRole for OwnerOnly {
 }
 
 /// The authenticated caller and the org of the path, not yet checked against each other:
-/// for a handler that opens its own transactions (a search around its call to the model
-/// provider) and whose first one, `Db::begin_member`, checks the membership in its BEGIN
-/// round trip. That handler answers 404 to a non-member, as `OrgTx` does; every other
-/// handler takes `OrgTx`.
+/// for a handler whose own database work checks the membership in its first round trip
+/// (a search, which opens its transactions around its call to the model provider; the
+/// agents list, read whole in one round trip by `Db::read_as_member`). Such a handler
+/// answers 404 to a non-member, as `OrgTx` does; every other handler takes `OrgTx`.
 pub struct OrgUser {
     pub user: AuthUser,
     pub org_id: OrgId,
