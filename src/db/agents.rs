@@ -12,8 +12,8 @@ use crate::domain::{AgentId, AuthUser, ConnectionId, OrgId};
 
 pub use crate::domain::AgentStatus;
 
-/// `FromRow` reads the list's rows (`list`), where the arrays come as JSON; the other
-/// queries fill it with `query_as!`.
+// `FromRow` reads the list's rows (`list`), where the arrays come as JSON; the other
+// queries fill it with `query_as!`. (Not a doc comment: those become the API's schema.)
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Agent {
     pub id: Uuid,

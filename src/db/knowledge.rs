@@ -500,7 +500,7 @@ pub async fn list_chunks(
     .await
 }
 
-/// `FromRow` reads the vector search's rows (checked at run time, `db::vectors`).
+// `FromRow` reads the vector search's rows (checked at run time, `db::vectors`).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SearchHit {
     pub chunk_id: Uuid,
