@@ -6,7 +6,9 @@
 # same SQL (the ceiling) and prints/writes the table to bench/results.md.
 # See bench/README.md for what every number means.
 #
-# Knobs (environment): BENCH_DURATION (s, default 20), BENCH_WARMUP (s, default 5),
+# Knobs (environment): BENCH_DURATION (s, default 20), BENCH_SLICES (the measured
+# seconds of the API and of its pgbench ceiling are cut into this many alternating
+# slices, default 4), BENCH_WARMUP (s, default 5),
 # BENCH_CONNECTIONS (default "16 64"), BENCH_THREADS (load-generator threads and pgbench
 # -j, default 2), BENCH_DB_POOL (the server's DATABASE_MAX_CONNECTIONS, default 4 per
 # core: 8 on 2 cores; see bench/README.md for why not more),
@@ -26,6 +28,9 @@ ROOT=$PWD
 . scripts/services.sh
 
 DURATION=${BENCH_DURATION:-20}
+SLICES=${BENCH_SLICES:-4}
+SLICE=$((DURATION / SLICES))
+((SLICE >= 1)) || { echo "BENCH_DURATION must be at least BENCH_SLICES seconds" >&2; exit 2; }
 WARMUP=${BENCH_WARMUP:-5}
 read -r -a CONNECTIONS <<<"${BENCH_CONNECTIONS:-16 64}"
 THREADS=${BENCH_THREADS:-2}
@@ -62,6 +67,9 @@ RT_URL="postgres://$RT_ROLE:$RT_PASSWORD@$PGHOST:$PGPORT/$DB_NAME"
 
 SERVER_PID=
 SAMPLER_PID=
+# Set in main: the bearer token and its claims (what pgbench publishes), the webhook
+# body pgbench stores, the two measured URLs.
+TOKEN= CLAIMS= BODY= LIST_URL= WEBHOOK_URL=
 CPU_BEFORE=()
 CPU_AFTER=()
 declare -A R=() # every measured number, keyed "<measure>.<connections>.<field>"
@@ -174,16 +182,6 @@ VACUUM ANALYZE;
 SQL
 }
 
-# Removes what pgbench's ingestion stored, so the server starts on the seeded data only
-# (its scheduler would otherwise pick the pgbench jobs up while the API is measured).
-forget_pgbench_rows() {
-  psql_admin "$DB_NAME" -q <<SQL
-SET client_min_messages = warning;
-TRUNCATE webhook_events, jobs;
-VACUUM ANALYZE;
-SQL
-}
-
 # The server's warnings and errors, counted by message (it logs at RUST_LOG=warn).
 server_log_summary() {
   python3 - "$OUT/server.log" <<'PY'
@@ -240,9 +238,6 @@ assert d["next_cursor"], "no next_cursor"
 PY
 }
 
-deliveries() {
-  psql_admin "$DB_NAME" -Atc "SELECT count(*) FROM webhook_events WHERE kind = 'delivery'"
-}
 
 # --- the server --------------------------------------------------------------------
 
@@ -330,15 +325,24 @@ cpu_snapshot() {
                       printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$OUT/.times")")
 }
 
+# cpu_add KEY: adds what was used between the snapshots CPU_BEFORE and CPU_AFTER to
+# KEY's sums (wall seconds; machine, server, PostgreSQL, Redis ticks; client seconds):
+# a measurement in slices adds each of its slices.
+cpu_add() {
+  local -a b=("${CPU_BEFORE[@]}") a=("${CPU_AFTER[@]}") s
+  read -r -a s <<<"${R[$1.cpu_sums]:-0 0 0 0 0 0}"
+  R[$1.cpu_sums]=$(awk -v a="${a[*]}" -v b="${b[*]}" -v s="${s[*]}" 'BEGIN {
+      split(a, x, " "); split(b, y, " "); split(s, z, " ")
+      for (i = 1; i <= 6; i++) printf "%s%.3f", (i > 1 ? " " : ""), z[i] + x[i] - y[i] }')
+}
+
 # cpu_usage KEY: R[KEY.cpu] = "server / PostgreSQL / Redis / client / other", in cores,
-# between the snapshots CPU_BEFORE and CPU_AFTER.
+# over KEY's sums.
 cpu_usage() {
-  local -a b=("${CPU_BEFORE[@]}") a=("${CPU_AFTER[@]}")
-  R[$1.cpu]=$(awk -v t="$CLK_TCK" -v wall="$(calc "${a[0]} - ${b[0]}" %.3f)" \
-    -v busy=$((a[1] - b[1])) -v server=$((a[2] - b[2])) -v pg=$((a[3] - b[3])) \
-    -v redis=$((a[4] - b[4])) -v client="$(calc "${a[5]} - ${b[5]}" %.3f)" 'BEGIN {
-      s = server / t / wall; p = pg / t / wall; r = redis / t / wall; c = client / wall
-      o = busy / t / wall - s - p - r - c; if (o < 0) o = 0
+  R[$1.cpu]=$(awk -v t="$CLK_TCK" -v sums="${R[$1.cpu_sums]}" 'BEGIN {
+      split(sums, x, " "); wall = x[1]
+      s = x[3] / t / wall; p = x[4] / t / wall; r = x[5] / t / wall; c = x[6] / wall
+      o = x[2] / t / wall - s - p - r - c; if (o < 0) o = 0
       printf "%.2f / %.2f / %.2f / %.2f / %.2f", s, p, r, c, o }')
 }
 
@@ -359,8 +363,8 @@ load() {
   shift 6
   if [[ $TOOL == wrk ]]; then
     # A response slower than --timeout counts as an error (socket "timeout").
-    wrk -t "$THREADS" -c "$conns" -d "${secs}s" --timeout 2s --latency -s "$script" "$url" -- "$@" \
-      >"$file" 2>&1 || { cat "$file" >&2; die "wrk failed"; }
+    WRK_HISTOGRAM="$file.hist" wrk -t "$THREADS" -c "$conns" -d "${secs}s" --timeout 2s --latency \
+      -s "$script" "$url" -- "$@" >"$file" 2>&1 || { cat "$file" >&2; die "wrk failed"; }
   else
     oha_load "$conns" "$secs" "$method" "$url" "$script" "$@" >"$file" 2>&1 ||
       { cat "$file" >&2; die "oha failed"; }
@@ -415,6 +419,7 @@ measure_api() {
   cpu_snapshot CPU_BEFORE
   load "$file" "$conns" "$DURATION" "$@"
   cpu_snapshot CPU_AFTER
+  cpu_add "$k"
   cpu_usage "$k"
   store_fields "$k" "$file"
   R[$k.errors]=$((${R[$k.non2xx]} + ${R[$k.connect]} + ${R[$k.read]} + ${R[$k.write]} + ${R[$k.timeout]}))
@@ -422,27 +427,133 @@ measure_api() {
     "${R[$k.rps]}" "${R[$k.p50_ms]}" "${R[$k.p99_ms]}" "${R[$k.errors]}" >&2
 }
 
-# measure_pgbench NAME CONNECTIONS SCRIPT [pgbench -D definitions...]
-measure_pgbench() {
-  local name=$1 conns=$2 script=$3 file="$OUT/$1-$2c.txt"
-  shift 3
-  local args=(-M prepared -n -c "$conns" -j "$THREADS" -f "$script" "$@"
-    -h "$PGHOST" -p "$PGPORT" -U "$RT_ROLE" "$DB_NAME")
-  echo "$name at $conns clients: ${WARMUP}s warm-up, ${DURATION}s measured" >&2
-  PGPASSWORD=$RT_PASSWORD pgbench -T "$WARMUP" "${args[@]}" >"$OUT/$name-warmup-${conns}c.txt" 2>&1 ||
-    { cat "$OUT/$name-warmup-${conns}c.txt" >&2; die "pgbench failed"; }
-  cpu_snapshot CPU_BEFORE
-  PGPASSWORD=$RT_PASSWORD pgbench -T "$DURATION" "${args[@]}" >"$file" 2>&1 ||
-    { cat "$file" >&2; die "pgbench failed"; }
-  cpu_snapshot CPU_AFTER
-  local k=$name.$conns
-  cpu_usage "$k"
-  R[$k.tps]=$(awk '/^tps = / { printf "%.1f", $3; exit }' "$file")
-  R[$k.avg_ms]=$(awk '/^latency average = / { print $4; exit }' "$file")
-  R[$k.failed]=$(awk '/^number of failed transactions: / { print $5; exit }' "$file")
-  R[$k.failed]=${R[$k.failed]:-0}
-  printf '  %s tps, average latency %s ms, %s failed\n' \
-    "${R[$k.tps]}" "${R[$k.avg_ms]}" "${R[$k.failed]}" >&2
+# pgbench_slice NAME CONNECTIONS SECONDS FILE: pgbench running the SQL of the API's
+# route NAME (list or webhook) as the runtime role.
+pgbench_slice() {
+  local args=(-M prepared -n -c "$2" -j "$THREADS" -T "$3")
+  case $1 in
+    list) args+=(-f bench/sql/list.sql -D "claims=$CLAIMS" -D "stmt_timeout=$STATEMENT_TIMEOUT"
+      -D "org_id=$ORG_ID" -D "user_id=$USER_ID") ;;
+    webhook) args+=(-f bench/sql/webhook.sql -D "stmt_timeout=$STATEMENT_TIMEOUT"
+      -D "org_id=$ORG_ID" -D "connection_id=$CONNECTION_ID" -D "body=$BODY") ;;
+  esac
+  PGPASSWORD=$RT_PASSWORD pgbench "${args[@]}" -h "$PGHOST" -p "$PGPORT" -U "$RT_ROLE" "$DB_NAME" \
+    >"$4" 2>&1 || { cat "$4" >&2; die "pgbench failed"; }
+}
+
+# api_slice NAME CONNECTIONS SECONDS FILE TAG: the load generator on route NAME; TAG
+# marks the webhook bodies of this slice, so that its deliveries can be counted.
+api_slice() {
+  case $1 in
+    list) load "$4" "$2" "$3" GET "$LIST_URL" bench/wrk/list.lua "$TOKEN" ;;
+    webhook) load "$4" "$2" "$3" POST "$WEBHOOK_URL" bench/wrk/webhook.lua "$5" "$ACCOUNT_ID" ;;
+  esac
+}
+
+# combine_api FILE SLICE...: one BENCH line for the API's slices: counts and seconds
+# summed, percentiles and mean from their merged latency histograms (wrk), or the
+# slices' worst percentiles when there are none (oha).
+combine_api() {
+  local file=$1
+  shift
+  python3 - "$@" >"$file" <<'PY'
+import os, sys
+sums = dict.fromkeys(("requests", "non2xx", "connect", "read", "write", "timeout"), 0)
+duration, worst, counts = 0.0, {}, {}
+for path in sys.argv[1:]:
+    line = next(l for l in open(path) if l.startswith("BENCH "))
+    kv = dict(word.split("=", 1) for word in line.split()[1:])
+    for k in sums:
+        sums[k] += int(kv[k])
+    duration += float(kv["duration_s"])
+    for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_ms"):
+        worst[k] = max(worst.get(k, 0.0), float(kv[k]))
+    if counts is not None and os.path.exists(path + ".hist"):
+        for row in open(path + ".hist"):
+            value, n = map(int, row.split())
+            counts[value] = counts.get(value, 0) + n
+    else:
+        counts = None
+stats = dict(worst)
+if counts:
+    total = sum(counts.values())
+    values = sorted(counts)
+    def percentile(p):
+        need, seen = p / 100 * total, 0
+        for v in values:
+            seen += counts[v]
+            if seen >= need:
+                return v / 1000
+    stats.update(p50_ms=percentile(50), p90_ms=percentile(90), p99_ms=percentile(99),
+                 mean_ms=sum(v * n for v, n in counts.items()) / total / 1000)
+print("BENCH requests=%d duration_s=%.3f rps=%.1f %s non2xx=%d connect=%d read=%d write=%d timeout=%d" % (
+    sums["requests"], duration, sums["requests"] / duration,
+    " ".join("%s=%.3f" % (k, stats[k]) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "max_ms")),
+    sums["non2xx"], sums["connect"], sums["read"], sums["write"], sums["timeout"]))
+PY
+}
+
+# combine_pgbench KEY SLICE...: R[KEY.tps] (all slices' transactions over their summed
+# time), R[KEY.avg_ms] (per transaction) and R[KEY.failed].
+combine_pgbench() {
+  local k=$1 line
+  shift
+  line=$(python3 - "$@" <<'PY'
+import re, sys
+n = seconds = latency = failed = 0.0
+for path in sys.argv[1:]:
+    text = open(path).read()
+    done = int(re.search(r"^number of transactions actually processed: (\d+)", text, re.M)[1])
+    tps = float(re.search(r"^tps = ([\d.]+)", text, re.M)[1])
+    avg = float(re.search(r"^latency average = ([\d.]+) ms", text, re.M)[1])
+    lost = re.search(r"^number of failed transactions: (\d+)", text, re.M)
+    n += done; seconds += done / tps; latency += done * avg; failed += int(lost[1]) if lost else 0
+print("%.1f %.3f %d" % (n / seconds, latency / n, failed))
+PY
+  ) || die "cannot read pgbench's output: $*"
+  read -r "R[$k.tps]" "R[$k.avg_ms]" "R[$k.failed]" <<<"$line"
+}
+
+# measure_pair NAME CONNECTIONS: the API's route NAME (list or webhook) and pgbench
+# running its SQL, each for DURATION seconds, in SLICES alternating slices (pgbench, API,
+# API, pgbench, pgbench, API, …) after a warm-up of each, so that both meet the machine
+# of the same minutes: on this shared virtual machine the speed drifts by a third within
+# an hour, and a ceiling measured minutes apart decided the ratio. Results in
+# R[NAME.CONNECTIONS.*] (the API) and R[pg_NAME.CONNECTIONS.*] (pgbench).
+measure_pair() {
+  local name=$1 c=$2 i side api=$1.$2 pg=pg_$1.$2
+  local -a api_files=() pg_files=() order
+  echo "$name at $c connections: ${WARMUP}s warm-up each, ${DURATION}s measured each in $SLICES slices" >&2
+  pgbench_slice "$name" "$c" "$WARMUP" "$OUT/pg_$name-warmup-${c}c.txt"
+  api_slice "$name" "$c" "$WARMUP" "$OUT/$name-warmup-${c}c.txt" "$$-$c-warmup"
+  for ((i = 1; i <= SLICES; i++)); do
+    order=(pg api)
+    ((i % 2)) || order=(api pg)
+    for side in "${order[@]}"; do
+      note_rustc
+      cpu_snapshot CPU_BEFORE
+      if [[ $side == pg ]]; then
+        pg_files+=("$OUT/pg_$name-${c}c-$i.txt")
+        pgbench_slice "$name" "$c" "$SLICE" "${pg_files[-1]}"
+        cpu_snapshot CPU_AFTER
+        cpu_add "$pg"
+      else
+        api_files+=("$OUT/$name-${c}c-$i.txt")
+        api_slice "$name" "$c" "$SLICE" "${api_files[-1]}" "$$-$c-s$i"
+        cpu_snapshot CPU_AFTER
+        cpu_add "$api"
+      fi
+    done
+  done
+  cpu_usage "$api"
+  cpu_usage "$pg"
+  combine_api "$OUT/$name-${c}c.txt" "${api_files[@]}"
+  store_fields "$api" "$OUT/$name-${c}c.txt"
+  R[$api.errors]=$((${R[$api.non2xx]} + ${R[$api.connect]} + ${R[$api.read]} + ${R[$api.write]} + ${R[$api.timeout]}))
+  combine_pgbench "$pg" "${pg_files[@]}"
+  printf '  API %s req/s, p50 %s ms, p99 %s ms, %s errors; pgbench %s tps, average %s ms, %s failed\n' \
+    "${R[$api.rps]}" "${R[$api.p50_ms]}" "${R[$api.p99_ms]}" "${R[$api.errors]}" \
+    "${R[$pg.tps]}" "${R[$pg.avg_ms]}" "${R[$pg.failed]}" >&2
 }
 
 # How many PostgreSQL connections are free, so pgbench at 64 clients does not fail
@@ -605,30 +716,18 @@ main() {
   seed
 
   # The token is minted before the server starts: its claims are what pgbench publishes.
-  local token claims
-  token=$(agents_api dev-token --user "$USER_ID" --email bench@example.com --ttl 2h)
-  claims=$(cut -d. -f2 <<<"$token" | tr '_-' '/+')
+  local claims
+  TOKEN=$(agents_api dev-token --user "$USER_ID" --email bench@example.com --ttl 2h)
+  claims=$(cut -d. -f2 <<<"$TOKEN" | tr '_-' '/+')
   while ((${#claims} % 4)); do claims+="="; done
-  claims=$(base64 -d <<<"$claims")
-  local body
+  CLAIMS=$(base64 -d <<<"$claims")
   # The same shape and size as the bodies bench/wrk/webhook.lua sends.
-  body=$(printf 'leads%%5Bstatus%%5D%%5B0%%5D%%5Bid%%5D=%s&leads%%5Bstatus%%5D%%5B0%%5D%%5Bstatus_id%%5D=142&leads%%5Bstatus%%5D%%5B0%%5D%%5Bold_status_id%%5D=141&leads%%5Bstatus%%5D%%5B0%%5D%%5Bpipeline_id%%5D=7001&leads%%5Bstatus%%5D%%5B0%%5D%%5Bname%%5D=Bench+lead+pgbench-1&account%%5Bid%%5D=%s&account%%5Bsubdomain%%5D=bench' 1000000001 "$ACCOUNT_ID")
+  BODY=$(printf 'leads%%5Bstatus%%5D%%5B0%%5D%%5Bid%%5D=%s&leads%%5Bstatus%%5D%%5B0%%5D%%5Bstatus_id%%5D=142&leads%%5Bstatus%%5D%%5B0%%5D%%5Bold_status_id%%5D=141&leads%%5Bstatus%%5D%%5B0%%5D%%5Bpipeline_id%%5D=7001&leads%%5Bstatus%%5D%%5B0%%5D%%5Bname%%5D=Bench+lead+pgbench-1&account%%5Bid%%5D=%s&account%%5Bsubdomain%%5D=bench' 1000000001 "$ACCOUNT_ID")
+  LIST_URL="$BASE/v1/orgs/$ORG_ID/agents?limit=$LIST_LIMIT"
+  WEBHOOK_URL="$BASE/v1/kommo/webhooks/$CONNECTION_ID/$WEBHOOK_TOKEN"
 
-  log "The ceiling: pgbench -M prepared as $RT_ROLE (the server is not running yet)"
-  check_connection_slots $((${CONNECTIONS[-1]} + 2))
-  local c
-  for c in "${CONNECTIONS[@]}"; do
-    note_rustc
-    measure_pgbench pg_list "$c" bench/sql/list.sql -D "claims=$claims" \
-      -D "stmt_timeout=$STATEMENT_TIMEOUT" -D "org_id=$ORG_ID" -D "user_id=$USER_ID"
-  done
-  for c in "${CONNECTIONS[@]}"; do
-    note_rustc
-    measure_pgbench pg_webhook "$c" bench/sql/webhook.sql -D "stmt_timeout=$STATEMENT_TIMEOUT" \
-      -D "org_id=$ORG_ID" -D "connection_id=$CONNECTION_ID" -D "body=$body"
-  done
-  forget_pgbench_rows
-
+  # pgbench's clients and the server's pool are connected at the same time.
+  check_connection_slots $((${CONNECTIONS[-1]} + POOL + 2))
   log "Starting agents-api on $BASE"
   start_server
   sleep 3
@@ -636,50 +735,43 @@ main() {
   echo "idle RSS: ${R[rss_idle_kb]} kB" >&2
 
   # One request of each kind, checked, before any load.
-  local list_url="$BASE/v1/orgs/$ORG_ID/agents?limit=$LIST_LIMIT"
-  local webhook_url="$BASE/v1/kommo/webhooks/$CONNECTION_ID/$WEBHOOK_TOKEN"
-  check_list "$list_url" "$token" "$OUT/list-response.json" "$AGENTS"
+  check_list "$LIST_URL" "$TOKEN" "$OUT/list-response.json" "$AGENTS"
   R[list_bytes]=$(stat -c %s "$OUT/list-response.json")
-  curl -fsS -H 'Content-Type: application/x-www-form-urlencoded' --data "$body" "$webhook_url" \
+  curl -fsS -H 'Content-Type: application/x-www-form-urlencoded' --data "$BODY" "$WEBHOOK_URL" \
     >"$OUT/webhook-response.json" || die "the webhook request failed"
   grep -q '"accepted"' "$OUT/webhook-response.json" ||
     die "the webhook was not accepted: $(cat "$OUT/webhook-response.json")"
 
-  log "The API: GET /v1/orgs/{org}/agents?limit=$LIST_LIMIT ($TOOL)"
+  log "GET /v1/orgs/{org}/agents?limit=$LIST_LIMIT ($TOOL) against pgbench -M prepared as $RT_ROLE, alternating"
+  local c
   for c in "${CONNECTIONS[@]}"; do
-    note_rustc
     if [[ $c == "${CONNECTIONS[-1]}" ]]; then
       sample_rss "$OUT/rss-load-kb.txt" &
       SAMPLER_PID=$!
     fi
-    warm_up list "$c" GET "$list_url" bench/wrk/list.lua "$token"
-    measure_api list "$c" GET "$list_url" bench/wrk/list.lua "$token"
+    measure_pair list "$c"
   done
   kill "$SAMPLER_PID" 2>/dev/null || true
   wait "$SAMPLER_PID" 2>/dev/null || true # reaped now, not during a later measurement
   SAMPLER_PID=
   R[rss_load_kb]=$(cat "$OUT/rss-load-kb.txt")
 
-  log "The API: POST /v1/kommo/webhooks/{connection}/{token} ($TOOL)"
-  local before
+  log "POST /v1/kommo/webhooks/{connection}/{token} ($TOOL) against pgbench, alternating"
   for c in "${CONNECTIONS[@]}"; do
-    note_rustc
-    # Every run gets its own tag in the bodies, so no run repeats another's.
-    warm_up webhook "$c" POST "$webhook_url" bench/wrk/webhook.lua "$$-$c-warmup" "$ACCOUNT_ID"
-    sleep 1
-    before=$(deliveries) # the deliveries stored by the measured run alone
-    measure_api webhook "$c" POST "$webhook_url" bench/wrk/webhook.lua "$$-$c" "$ACCOUNT_ID"
-    sleep 1
-    R[webhook.$c.new]=$(($(deliveries) - before))
+    measure_pair webhook "$c"
+    sleep 1 # the last requests in flight land
+    # The deliveries the API's measured slices stored, told from pgbench's by their tags.
+    R[webhook.$c.new]=$(psql_admin "$DB_NAME" -Atc "SELECT count(*) FROM webhook_events
+      WHERE kind = 'delivery' AND raw_body LIKE '%+lead+$$-$c-s%'")
   done
   if ((GROWTH)); then
     log "Growth: $GROWTH_AGENTS agents in the org, $((GROWTH_OTHER_ORGS * GROWTH_OTHER_AGENTS)) in $GROWTH_OTHER_ORGS others"
     seed_growth
-    check_list "$list_url" "$token" "$OUT/growth-response.json" "$GROWTH_AGENTS"
+    check_list "$LIST_URL" "$TOKEN" "$OUT/growth-response.json" "$GROWTH_AGENTS"
     for c in "${CONNECTIONS[@]}"; do
       note_rustc
-      warm_up growth "$c" GET "$list_url" bench/wrk/list.lua "$token"
-      measure_api growth "$c" GET "$list_url" bench/wrk/list.lua "$token"
+      warm_up growth "$c" GET "$LIST_URL" bench/wrk/list.lua "$TOKEN"
+      measure_api growth "$c" GET "$LIST_URL" bench/wrk/list.lua "$TOKEN"
     done
   fi
 
@@ -702,8 +794,9 @@ main() {
     echo "# Benchmark results"
     echo
     echo "Produced by \`bench/run.sh\` (see bench/README.md). ${DURATION} s per measurement after a"
-    echo "${WARMUP} s warm-up at the same concurrency; ${AGENTS} agents of 600-byte instructions, one"
-    echo "list response is ${R[list_bytes]} bytes."
+    echo "${WARMUP} s warm-up at the same concurrency; the API and pgbench alternate in $SLICES slices"
+    echo "of ${SLICE} s each. ${AGENTS} agents of 600-byte instructions, one list response is"
+    echo "${R[list_bytes]} bytes."
     echo
     echo "## Machine"
     echo

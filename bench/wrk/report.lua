@@ -1,5 +1,6 @@
 -- Shared by the wrk scripts: counts non-2xx responses per thread and prints one
--- machine-readable line at the end (parsed by bench/run.sh).
+-- machine-readable line at the end (parsed by bench/run.sh), and the latency histogram
+-- to $WRK_HISTOGRAM when it is set.
 local threads = {}
 
 function setup(thread)
@@ -28,4 +29,15 @@ function done(summary, latency, requests)
     latency:percentile(50) / 1000, latency:percentile(90) / 1000,
     latency:percentile(99) / 1000, latency.mean / 1000, latency.max / 1000,
     non2xx_total, e.connect, e.read, e.write, e.timeout))
+  -- The whole latency histogram (microseconds, count per line), so that bench/run.sh can
+  -- merge the slices of one measurement into exact percentiles.
+  local path = os.getenv("WRK_HISTOGRAM")
+  if path then
+    local f = assert(io.open(path, "w"))
+    for i = 1, #latency do
+      local value, count = latency(i)
+      f:write(string.format("%d %d\n", value, count))
+    end
+    f:close()
+  end
 end
