@@ -252,7 +252,10 @@ impl Ai {
     }
 
     /// Adds a call's tokens to the org's day. The tokens are spent whether or not this
-    /// write lands, so a failure is logged and the call's result still used.
+    /// write lands, so a failure is logged and the call's result still used. For the same
+    /// reason it commits without waiting for the WAL flush (`begin_bookkeeping`): a crash
+    /// of PostgreSQL may forget the last calls' tokens, while concurrent calls of one org,
+    /// which update the same row, no longer queue behind each other's flush.
     pub async fn record_usage(
         &self,
         db: &Db,
@@ -262,7 +265,7 @@ impl Ai {
         usage: Usage,
     ) {
         let write = async {
-            let mut tx = db.begin_worker(org_id).await?;
+            let mut tx = db.begin_bookkeeping(org_id).await?;
             crate::db::ai::record_usage(
                 &mut tx,
                 org_id,

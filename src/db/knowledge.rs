@@ -541,6 +541,8 @@ pub const SEARCH_SETTINGS: &[(&str, &str)] = &[("plan_cache_mode", "force_generi
 /// come from the GIN index (`auth.knowledge_text_candidates`, with their tsvector and of
 /// their asset's searchable generation) in table order, so a query of
 /// common words ranks a sample of its matches, not all. Those with some of the words are
+/// looked up by the query's rarer words first (`auth.knowledge_text_some_candidates`,
+/// by the index's statistics), the others only when those give too few. Those with some of the words are
 /// not tested for all of them in the lookup: that test read every candidate's tsvector
 /// there, and ranking reads them again; the few with all the words are set aside by id.
 /// The two queries (all the words, some of them) are computed once, in `words`.
@@ -563,7 +565,7 @@ pub async fn search_fulltext(
            ),
            some_words AS MATERIALIZED (
                SELECT m.id, m.asset_id, m.search
-               FROM auth.knowledge_text_candidates($1, $3, (SELECT any_of_them FROM words), $5) AS m
+               FROM auth.knowledge_text_some_candidates($1, $3, (SELECT any_of_them FROM words), $5) AS m
                WHERE (SELECT count(*) FROM every_word) < $4
                  AND (SELECT any_of_them <> all_of_them FROM words)
                  AND NOT EXISTS (SELECT 1 FROM every_word e WHERE e.id = m.id)

@@ -103,6 +103,48 @@ async fn database_refuses_other_orgs_rows() {
     sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
 }
 
+/// The definer functions the policies call are PL/pgSQL: a SQL function that cannot be
+/// inlined (a definer one cannot) is parsed and planned again by every statement that
+/// calls it, which made `auth.org_ids` cost as much as the rest of a small read. Every
+/// policy's functions are named in full (`auth.…`), so their names are found in the
+/// policies' expressions.
+#[tokio::test]
+async fn the_functions_policies_call_keep_their_plans() {
+    let app = TestApp::builder().spawn().await;
+    let mut admin = app.admin_db().await;
+    let called: Vec<(String, String)> = sqlx::query_as(
+        "SELECT DISTINCT p.proname::text, l.lanname::text
+         FROM pg_policy pol
+              JOIN pg_proc p ON p.prosecdef
+              JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'auth'
+              JOIN pg_language l ON l.oid = p.prolang
+         WHERE concat_ws(' ', pg_get_expr(pol.polqual, pol.polrelid),
+                         pg_get_expr(pol.polwithcheck, pol.polrelid))
+               LIKE '%auth.' || p.proname || '(%'
+         ORDER BY 1",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    let names: Vec<&str> = called.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(names.contains(&"org_ids"), "{called:?}");
+    assert!(names.contains(&"org_has_members"), "{called:?}");
+    for (name, language) in &called {
+        assert_eq!(language, "plpgsql", "auth.{name} is called by a policy");
+    }
+    let webhook: String = sqlx::query_scalar(
+        "SELECT l.lanname::text FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+         WHERE p.oid = 'auth.webhook_connection(uuid)'::regprocedure",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        webhook, "plpgsql",
+        "every webhook calls auth.webhook_connection"
+    );
+}
+
 #[tokio::test]
 async fn without_claims_the_runtime_role_sees_nothing() {
     let app = TestApp::builder().spawn().await;

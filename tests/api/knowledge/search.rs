@@ -274,3 +274,80 @@ async fn search_refuses_bad_requests_with_problems() {
         .await
         .expect_problem(409, "conflict");
 }
+
+/// Chunks with some of a query's words are looked up by its rarer words first (by the
+/// search index's statistics): a chunk with the rare word is found even when thousands
+/// of chunks before it hold only the common one. When the rare words' chunks are fewer
+/// than the statistics promised, those with the other words fill the list.
+#[tokio::test]
+async fn chunks_with_the_rarer_words_are_found_among_many_with_common_ones() {
+    let app = TestApp::builder().with_jobs().spawn().await;
+    let OrgUsers { org, admin, .. } = app.org_with_roles().await;
+    let asset = upload_and_wait(&app, org, admin, "seed.txt", b"Seed text for the library.").await;
+    let asset_id: Uuid = asset["id"].as_str().unwrap().parse().unwrap();
+    let mut db = app.admin_db().await;
+    // 2,000 chunks with the common word first in the table, then 400 with the rare one
+    // (said three times, so they outrank a chunk with the common word once).
+    sqlx::query(
+        "INSERT INTO knowledge_chunks (id, org_id, asset_id, agent_id, generation, position,
+                                       content, token_count, metadata)
+         SELECT gen_random_uuid(), a.org_id, a.id, NULL, a.generation, 1000 + i,
+                CASE WHEN i < 2000 THEN 'kettle number ' || i
+                     ELSE 'zebra zebra zebra number ' || i END,
+                4, '{}'::jsonb
+         FROM knowledge_assets a, generate_series(0, 2399) AS i
+         WHERE a.id = $1",
+    )
+    .bind(asset_id)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE knowledge_chunks")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let hits = |found: &Value| -> Vec<String> {
+        found["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|hit| hit["content"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let query = json!({"query": "kettle zebra", "mode": "fulltext", "limit": 8});
+    let found = search(&app, org, admin, query.clone())
+        .await
+        .expect(200)
+        .body;
+    let contents = hits(&found);
+    assert_eq!(contents.len(), 8, "{found}");
+    assert!(
+        contents.iter().all(|c| c.starts_with("zebra")),
+        "the rare word's chunks rank first: {contents:?}"
+    );
+
+    // The statistics still count 400 chunks with the rare word; 3 are left.
+    sqlx::query(
+        "DELETE FROM knowledge_chunks
+         WHERE asset_id = $1 AND content LIKE 'zebra%' AND position >= 3003",
+    )
+    .bind(asset_id)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let found = search(&app, org, admin, query).await.expect(200).body;
+    let contents = hits(&found);
+    assert_eq!(
+        contents.len(),
+        8,
+        "the common word's chunks fill the list: {found}"
+    );
+    assert!(
+        contents[..3].iter().all(|c| c.starts_with("zebra")),
+        "{contents:?}"
+    );
+    assert!(
+        contents[3..].iter().all(|c| c.starts_with("kettle")),
+        "{contents:?}"
+    );
+}
