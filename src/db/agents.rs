@@ -43,8 +43,10 @@ pub struct Agent {
     /// After this many answers in a conversation, a person takes over.
     pub max_turns: Option<i32>,
     #[serde(serialize_with = "crate::domain::time::rfc3339")]
+    #[sqlx(try_from = "crate::domain::time::PgTimestamp")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::domain::time::rfc3339")]
+    #[sqlx(try_from = "crate::domain::time::PgTimestamp")]
     pub updated_at: DateTime<Utc>,
 }
 
