@@ -171,7 +171,7 @@ impl App {
         // Jobs still running past the grace period go back to the queue now rather than
         // after their lease lapses.
         job_context.release_in_flight().await;
-        state.db.pool().close().await;
+        state.db.close().await;
         Ok(())
     }
 }

@@ -327,7 +327,7 @@ async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
         .set(i64::from(pool.size()));
     DB_POOL
         .with_label_values(&["idle"])
-        .set(pool.num_idle() as i64);
+        .set(state.db.idle_connections() as i64);
     DB_POOL
         .with_label_values(&["max"])
         .set(i64::from(state.config.database_max_connections));

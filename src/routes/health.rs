@@ -83,8 +83,9 @@ pub async fn live() -> Json<Live> {
 pub async fn ready(State(state): State<AppState>) -> Response {
     let (postgres, redis) = tokio::join!(
         check(async {
+            let mut conn = state.db.connection().await.map_err(|e| e.to_string())?;
             sqlx::query!("SELECT 1 AS one")
-                .fetch_one(state.db.pool())
+                .fetch_one(&mut *conn)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -110,8 +111,10 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     };
     let pgvector = if postgres.status == "ok" {
         tokio::time::timeout(CHECK_TIMEOUT, async {
-            let mut conn = state.db.pool().acquire().await?;
-            crate::db::vectors::available(&mut conn).await
+            let mut conn = state.db.connection().await.map_err(|e| e.to_string())?;
+            crate::db::vectors::available(&mut conn)
+                .await
+                .map_err(|e| e.to_string())
         })
         .await
         .ok()

@@ -295,7 +295,8 @@ async fn nothing_leaks_through_the_pool() {
     .await
     .expect(422);
 
-    let mut conn = app.state.db.pool().acquire().await.unwrap();
+    // The connection the last request used, as the next request would get it.
+    let mut conn = app.state.db.connection().await.unwrap();
     let row = sqlx::query(
         "SELECT current_user::text AS who,
                 current_setting('role') AS role,
@@ -380,7 +381,7 @@ async fn an_abandoned_transaction_never_reaches_the_next_user() {
         .connect(url.as_str())
         .await
         .unwrap();
-    let db = agents_api::db::Db::new(pool.clone(), std::time::Duration::from_secs(5));
+    let db = agents_api::db::Db::new(pool, std::time::Duration::from_secs(5));
     for attempt in 0..24u64 {
         // The pool's check before handing out a connection takes one round trip; then
         // BEGIN (and the membership check), then COMMIT: hang up somewhere along them.
@@ -394,8 +395,9 @@ async fn an_abandoned_transaction_never_reaches_the_next_user() {
             })
             .await;
         }
-        // Outside a transaction each statement is its own, with its own id.
-        let mut conn = pool.acquire().await.unwrap();
+        // Outside a transaction each statement is its own, with its own id. The
+        // connection is the one the next transaction would get.
+        let mut conn = db.connection().await.unwrap();
         let mut xids = Vec::new();
         for _ in 0..2 {
             let xid: i64 = sqlx::query_scalar("SELECT txid_current()")
@@ -525,4 +527,113 @@ async fn a_temporary_table_cannot_stand_in_for_agent_counts() {
         .await
         .expect(200);
     assert_eq!(listed.body["total"], 1, "{}", listed.text);
+}
+
+/// Forwards TCP to PostgreSQL and counts the client's Sync messages, which the pool sends
+/// to ping a connection returned to it (the simple queries `Db` sends have none).
+async fn sync_counting_postgres() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream_url = url::Url::parse(&crate::support::app::admin_url()).unwrap();
+    let upstream = format!(
+        "{}:{}",
+        upstream_url.host_str().unwrap(),
+        upstream_url.port().unwrap_or(5432)
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let syncs = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = syncs.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            let syncs = counted.clone();
+            tokio::spawn(async move {
+                // Untyped messages (an SSL request, the startup message) until the startup
+                // message; then a type byte and a length before each.
+                let (mut pending, mut started) = (Vec::new(), false);
+                let mut buffer = vec![0u8; 64 * 1024];
+                while let Ok(n) = client_read.read(&mut buffer).await {
+                    if n == 0 || server_write.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                    pending.extend_from_slice(&buffer[..n]);
+                    loop {
+                        let at = usize::from(started);
+                        let Some(length) = pending.get(at..at + 4) else {
+                            break;
+                        };
+                        let length = u32::from_be_bytes(length.try_into().unwrap()) as usize;
+                        if pending.len() < at + length {
+                            break;
+                        }
+                        if started && pending[0] == b'S' {
+                            syncs.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // 80877103: the SSL request, which the startup message follows.
+                        started = started || pending[4..8] != 80877103u32.to_be_bytes();
+                        pending.drain(..at + length);
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+            });
+        }
+    });
+    (port, syncs)
+}
+
+/// A connection whose transaction ended cleanly (committed, or rolled back after its
+/// request was dropped) is kept for the next transaction instead of going back to sqlx's
+/// pool, which pings every connection returned to it: a round trip per request.
+#[tokio::test]
+async fn a_finished_transaction_keeps_its_connection_without_a_round_trip() {
+    use std::sync::atomic::Ordering;
+    let app = TestApp::builder().spawn().await;
+    let alice = Uuid::now_v7();
+    let org = app.create_org(alice).await;
+    let user = agents_api::http::auth::AuthUser {
+        id: alice.into(),
+        email: None,
+        claims: claims_for(alice).to_string().into(),
+    };
+    let (port, syncs) = sync_counting_postgres().await;
+    let mut url = url::Url::parse(&runtime_url_for(&app.db_name)).unwrap();
+    url.set_port(Some(port)).unwrap();
+    url.query_pairs_mut().append_pair("sslmode", "disable");
+    let pool = agents_api::db::pool_options()
+        .max_connections(2)
+        .connect(url.as_str())
+        .await
+        .unwrap();
+    let db = agents_api::db::Db::new(pool, std::time::Duration::from_secs(5));
+    let cycle = || async {
+        let (tx, role) = db.begin_member(&user, org.into()).await.unwrap();
+        assert_eq!(role, Some(agents_api::domain::Role::Owner));
+        tx.commit().await.unwrap();
+        // Dropped open: rolled back in a task of its own, then kept.
+        drop(db.begin_user(&user).await.unwrap());
+    };
+    cycle().await;
+    let before = syncs.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        cycle().await;
+    }
+    let after = syncs.load(Ordering::SeqCst);
+    let mut conn = db.connection().await.unwrap();
+    let role: String = sqlx::query_scalar("SELECT current_setting('role')")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(role, "none");
+    assert_eq!(
+        after - before,
+        0,
+        "connections went back to the pool (a ping each)"
+    );
 }
