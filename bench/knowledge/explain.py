@@ -37,7 +37,7 @@ every_word AS MATERIALIZED (
 ),
 some_words AS MATERIALIZED (
     SELECT m.id, m.asset_id, m.search
-    FROM auth.knowledge_text_candidates($1, $3, (SELECT any_of_them FROM words), $5) AS m
+    FROM auth.knowledge_text_some_candidates($1, $3, (SELECT any_of_them FROM words), $5) AS m
     WHERE (SELECT count(*) FROM every_word) < $4
       AND (SELECT any_of_them <> all_of_them FROM words)
       AND NOT EXISTS (SELECT 1 FROM every_word e WHERE e.id = m.id)
