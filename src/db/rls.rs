@@ -48,10 +48,11 @@ struct Warm {
     permits: Arc<Semaphore>,
 }
 
-/// A connection and the permit that counts it as in use.
+/// A connection, the permit that counts it as in use, and where it goes back to.
 struct Lease {
     conn: PoolConnection<Postgres>,
     permit: OwnedSemaphorePermit,
+    warm: Arc<Warm>,
 }
 
 impl Warm {
@@ -73,10 +74,24 @@ impl Warm {
 
 impl Lease {
     /// Back to `warm` for the next transaction; the permit goes after it.
-    fn keep(self, warm: &Warm) {
-        let Lease { conn, permit } = self;
+    fn keep(self) {
+        let Lease { conn, permit, warm } = self;
         warm.keep(conn);
         drop(permit);
+    }
+
+    /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`). The connection is kept
+    /// when it succeeds, closed when the connection failed under it; when the server
+    /// refused the statement (a deferred constraint at `COMMIT`) the transaction is over
+    /// and the pool's ping checks the connection.
+    async fn end(mut self, sql: &'static str) -> sqlx::Result<()> {
+        let result = sqlx::raw_sql(sql).execute(&mut *self.conn).await.map(drop);
+        match &result {
+            Ok(()) => self.keep(),
+            Err(error) if !connection_survives(error) => self.conn.close_on_drop(),
+            Err(_) => {}
+        }
+        result
     }
 }
 
@@ -85,7 +100,6 @@ impl Lease {
 pub struct Tx {
     /// Always `Some` while the `Tx` is alive: only `commit`, `finish` and `drop` take it.
     lease: Option<Lease>,
-    warm: Arc<Warm>,
     span: tracing::Span,
     /// Whether the statements that began it left a transaction open (`BEGIN`), which a
     /// dropped `Tx` rolls back. Without `BEGIN` a simple query is a transaction by
@@ -252,11 +266,15 @@ impl Db {
     /// A connection with no transaction open (for health checks and tests); dropped, it
     /// goes back to the pool.
     pub async fn connection(&self) -> Result<Tx> {
+        self.tx("none", false).await
+    }
+
+    /// A `Tx` as `role` on a leased connection, before anything is sent on it.
+    async fn tx(&self, role: &'static str, open: bool) -> Result<Tx> {
         Ok(Tx {
             lease: Some(self.lease().await?),
-            warm: self.warm.clone(),
-            span: span("none"),
-            open: false,
+            span: span(role),
+            open,
         })
     }
 
@@ -293,7 +311,11 @@ impl Db {
             Some(conn) => conn,
             None => self.pool.acquire().await?,
         };
-        Ok(Lease { conn, permit })
+        Ok(Lease {
+            conn,
+            permit,
+            warm: self.warm.clone(),
+        })
     }
 
     /// Runs `sql` (which opens the transaction) on a pooled connection. The `Tx` exists
@@ -323,12 +345,7 @@ impl Db {
     ) -> Result<(Tx, Vec<sqlx::postgres::PgRow>)> {
         let mut retries = self.pool.options().get_max_connections();
         loop {
-            let mut tx = Tx {
-                lease: Some(self.lease().await?),
-                warm: self.warm.clone(),
-                span: span(role),
-                open,
-            };
+            let mut tx = self.tx(role, open).await?;
             match sqlx::raw_sql(AssertSqlSafe(sql)).fetch_all(&mut *tx).await {
                 Ok(rows) => return Ok((tx, rows)),
                 Err(error) if !connection_survives(&error) && retries > 0 => {
@@ -504,7 +521,7 @@ impl Tx {
     /// it (`open: false`), its answer read whole.
     fn finish(mut self) {
         if let Some(lease) = self.lease.take() {
-            lease.keep(&self.warm);
+            lease.keep();
         }
         self.span.record("outcome", "commit");
     }
@@ -519,23 +536,11 @@ impl Tx {
     /// Commits in a task of its own: once a handler commits, its writes land even if
     /// the client hangs up meanwhile, and the connection never returns mid-`COMMIT`.
     pub async fn commit(mut self) -> Result<()> {
-        let Some(mut lease) = self.lease.take() else {
+        let Some(lease) = self.lease.take() else {
             return Ok(());
         };
         let span = self.span.clone();
-        let warm = self.warm.clone();
-        let committed = tokio::spawn(async move {
-            let result = sqlx::raw_sql("COMMIT").execute(&mut *lease.conn).await;
-            match &result {
-                Ok(_) => lease.keep(&warm),
-                Err(error) if !connection_survives(error) => lease.conn.close_on_drop(),
-                // The server refused the COMMIT (a deferred constraint): the transaction
-                // is over; the pool's ping checks the connection.
-                Err(_) => {}
-            }
-            result
-        })
-        .await;
+        let committed = tokio::spawn(lease.end("COMMIT")).await;
         match committed {
             Ok(Ok(_)) => {
                 span.record("outcome", "commit");
@@ -569,16 +574,7 @@ impl Drop for Tx {
         }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                let warm = self.warm.clone();
-                runtime.spawn(async move {
-                    match sqlx::raw_sql("ROLLBACK").execute(&mut *lease.conn).await {
-                        Ok(_) => lease.keep(&warm),
-                        Err(error) if !connection_survives(&error) => {
-                            lease.conn.close_on_drop();
-                        }
-                        Err(_) => {}
-                    }
-                });
+                runtime.spawn(lease.end("ROLLBACK"));
             }
             Err(_) => lease.conn.close_on_drop(),
         }
