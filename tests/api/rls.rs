@@ -2,8 +2,13 @@
 //! clauses: the runtime role with one user's claims cannot see or touch another org's
 //! rows, jobs' `api_worker` sees one org, and nothing leaks through the pool.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use serde_json::json;
 use sqlx::{Connection, PgConnection, Row};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use uuid::Uuid;
 
 use crate::support::app::{RUNTIME_ROLE, TestApp, claims_for, runtime_url_for};
@@ -319,9 +324,15 @@ async fn nothing_leaks_through_the_pool() {
     assert_eq!(agents, 0);
 }
 
-/// Forwards TCP to PostgreSQL, holding every chunk of the server's answers for `delay`:
-/// a database far enough away that a future can be dropped while it waits for one.
-async fn slow_postgres(delay: std::time::Duration) -> u16 {
+/// Forwards TCP on a local port to PostgreSQL: for each connection, `up` copies what
+/// the client sends and `down` what the server answers.
+async fn postgres_proxy<Up, UpFuture, Down, DownFuture>(up: Up, down: Down) -> u16
+where
+    Up: Fn(OwnedReadHalf, OwnedWriteHalf) -> UpFuture + Send + 'static,
+    UpFuture: std::future::Future<Output = ()> + Send + 'static,
+    Down: Fn(OwnedReadHalf, OwnedWriteHalf) -> DownFuture + Send + 'static,
+    DownFuture: std::future::Future<Output = ()> + Send + 'static,
+{
     let upstream_url = url::Url::parse(&crate::support::app::admin_url()).unwrap();
     let upstream = format!(
         "{}:{}",
@@ -335,27 +346,36 @@ async fn slow_postgres(delay: std::time::Duration) -> u16 {
             let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
                 continue;
             };
-            let (mut client_read, mut client_write) = client.into_split();
-            let (mut server_read, mut server_write) = server.into_split();
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-            });
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut buffer = vec![0u8; 64 * 1024];
-                while let Ok(n) = server_read.read(&mut buffer).await {
-                    if n == 0 {
-                        break;
-                    }
-                    tokio::time::sleep(delay).await;
-                    if client_write.write_all(&buffer[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
+            let (client_read, client_write) = client.into_split();
+            let (server_read, server_write) = server.into_split();
+            tokio::spawn(up(client_read, server_write));
+            tokio::spawn(down(server_read, client_write));
         }
     });
     port
+}
+
+/// Copies one direction of a proxied connection as it comes.
+async fn copy(mut from: OwnedReadHalf, mut to: OwnedWriteHalf) {
+    let _ = tokio::io::copy(&mut from, &mut to).await;
+}
+
+/// Forwards TCP to PostgreSQL, holding every chunk of the server's answers for `delay`:
+/// a database far enough away that a future can be dropped while it waits for one.
+async fn slow_postgres(delay: std::time::Duration) -> u16 {
+    postgres_proxy(copy, move |mut server_read, mut client_write| async move {
+        let mut buffer = vec![0u8; 64 * 1024];
+        while let Ok(n) = server_read.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            if client_write.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await
 }
 
 /// A request future is dropped when its client hangs up, at any await point: inside
@@ -531,61 +551,41 @@ async fn a_temporary_table_cannot_stand_in_for_agent_counts() {
 
 /// Forwards TCP to PostgreSQL and counts the client's Sync messages, which the pool sends
 /// to ping a connection returned to it (the simple queries `Db` sends have none).
-async fn sync_counting_postgres() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let upstream_url = url::Url::parse(&crate::support::app::admin_url()).unwrap();
-    let upstream = format!(
-        "{}:{}",
-        upstream_url.host_str().unwrap(),
-        upstream_url.port().unwrap_or(5432)
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let syncs = std::sync::Arc::new(AtomicUsize::new(0));
+async fn sync_counting_postgres() -> (u16, Arc<AtomicUsize>) {
+    let syncs = Arc::new(AtomicUsize::new(0));
     let counted = syncs.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                continue;
-            };
-            let (mut client_read, mut client_write) = client.into_split();
-            let (mut server_read, mut server_write) = server.into_split();
-            let syncs = counted.clone();
-            tokio::spawn(async move {
-                // Untyped messages (an SSL request, the startup message) until the startup
-                // message; then a type byte and a length before each.
-                let (mut pending, mut started) = (Vec::new(), false);
-                let mut buffer = vec![0u8; 64 * 1024];
-                while let Ok(n) = client_read.read(&mut buffer).await {
-                    if n == 0 || server_write.write_all(&buffer[..n]).await.is_err() {
+    let up = move |mut client_read: OwnedReadHalf, mut server_write: OwnedWriteHalf| {
+        let syncs = counted.clone();
+        async move {
+            // Untyped messages (an SSL request, the startup message) until the startup
+            // message; then a type byte and a length before each.
+            let (mut pending, mut started) = (Vec::new(), false);
+            let mut buffer = vec![0u8; 64 * 1024];
+            while let Ok(n) = client_read.read(&mut buffer).await {
+                if n == 0 || server_write.write_all(&buffer[..n]).await.is_err() {
+                    break;
+                }
+                pending.extend_from_slice(&buffer[..n]);
+                loop {
+                    let at = usize::from(started);
+                    let Some(length) = pending.get(at..at + 4) else {
+                        break;
+                    };
+                    let length = u32::from_be_bytes(length.try_into().unwrap()) as usize;
+                    if pending.len() < at + length {
                         break;
                     }
-                    pending.extend_from_slice(&buffer[..n]);
-                    loop {
-                        let at = usize::from(started);
-                        let Some(length) = pending.get(at..at + 4) else {
-                            break;
-                        };
-                        let length = u32::from_be_bytes(length.try_into().unwrap()) as usize;
-                        if pending.len() < at + length {
-                            break;
-                        }
-                        if started && pending[0] == b'S' {
-                            syncs.fetch_add(1, Ordering::SeqCst);
-                        }
-                        // 80877103: the SSL request, which the startup message follows.
-                        started = started || pending[4..8] != 80877103u32.to_be_bytes();
-                        pending.drain(..at + length);
+                    if started && pending[0] == b'S' {
+                        syncs.fetch_add(1, Ordering::SeqCst);
                     }
+                    // 80877103: the SSL request, which the startup message follows.
+                    started = started || pending[4..8] != 80877103u32.to_be_bytes();
+                    pending.drain(..at + length);
                 }
-            });
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-            });
+            }
         }
-    });
-    (port, syncs)
+    };
+    (postgres_proxy(up, copy).await, syncs)
 }
 
 /// A connection whose transaction ended cleanly (committed, or rolled back after its
@@ -593,7 +593,6 @@ async fn sync_counting_postgres() -> (u16, std::sync::Arc<std::sync::atomic::Ato
 /// pool, which pings every connection returned to it: a round trip per request.
 #[tokio::test]
 async fn a_finished_transaction_keeps_its_connection_without_a_round_trip() {
-    use std::sync::atomic::Ordering;
     let app = TestApp::builder().spawn().await;
     let alice = Uuid::now_v7();
     let org = app.create_org(alice).await;
