@@ -542,7 +542,7 @@ pub const SEARCH_SETTINGS: &[(&str, &str)] = &[("plan_cache_mode", "force_generi
 /// their asset's searchable generation) in table order, so a query of
 /// common words ranks a sample of its matches, not all. Those with some of the words are
 /// looked up by the query's rarer words first (`auth.knowledge_text_some_candidates`,
-/// by the index's statistics), the others only when those give too few. Those with some of the words are
+/// by the index's statistics), the others only when those give too few; they are
 /// not tested for all of them in the lookup: that test read every candidate's tsvector
 /// there, and ranking reads them again; the few with all the words are set aside by id.
 /// The two queries (all the words, some of them) are computed once, in `words`.
