@@ -1,9 +1,9 @@
 -- pgbench mirror of one `GET /v1/orgs/{org_id}/agents?limit=20` (see src/db/rls.rs
 -- read_as_member, src/db/agents.rs list: page and total in one statement). The API
--- sends the whole transaction as one simple query (one round trip): BEGIN, the
--- set_config calls, EXECUTE of the membership check and of the page statement (both
--- prepared once per connection) and COMMIT; pgbench sends the same statements one by one,
--- as below.
+-- sends the whole transaction as one simple query (one round trip): the set_config calls,
+-- the membership check and the page statement, each an EXECUTE of a statement prepared
+-- once per connection, as one implicit transaction; pgbench sends the same statements one
+-- by one, as below.
 -- Run with -M prepared: every :variable is sent as a bind parameter, as a prepared
 -- statement's arguments are.
 -- The filters the request does not use (status, search, cursor) are NULL in the API;

@@ -129,9 +129,37 @@ const MEMBER_ROLE: &str = "agents_api_member_role";
 /// transaction scoped to its org: prepared once per connection, as `MEMBER_ROLE`.
 const WEBHOOK_CONNECTION: &str = "agents_api_webhook_connection";
 
+/// The statements that make a transaction's role and local settings, one per count of
+/// settings (`SETTINGS` + n: role, then n names and values), prepared once per
+/// connection (`prepare`). Sent as a plain `SELECT set_config(…)`, that statement was
+/// parsed and planned anew by every transaction: ~20 µs of the database's CPU per
+/// request, measured on the agents list's batch.
+const SETTINGS: &str = "agents_api_settings_";
+
+/// The most settings a prepared statement of `SETTINGS` takes; more fall back to a plain
+/// `SELECT`.
+const PREPARED_SETTINGS: usize = 4;
+
+fn prepare_settings_sql() -> String {
+    let mut sql = String::new();
+    for n in 0..=PREPARED_SETTINGS {
+        let types = vec!["text"; 1 + 2 * n].join(", ");
+        let _ = write!(
+            sql,
+            "PREPARE {SETTINGS}{n} ({types}) AS SELECT set_config('role', $1, true)"
+        );
+        for i in 0..n {
+            let _ = write!(sql, ", set_config(${}, ${}, true)", 2 + 2 * i, 3 + 2 * i);
+        }
+        sql.push_str(";\n");
+    }
+    sql
+}
+
 pub(super) async fn prepare(conn: &mut PgConnection) -> sqlx::Result<()> {
     sqlx::raw_sql(AssertSqlSafe(format!(
-        "PREPARE agents_api_member_role (uuid, uuid) AS
+        "{}
+         PREPARE agents_api_member_role (uuid, uuid) AS
          SELECT role AS member_role FROM organization_members
          WHERE org_id = $1 AND user_id = $2;
          PREPARE agents_api_webhook_connection (uuid) AS
@@ -140,6 +168,7 @@ pub(super) async fn prepare(conn: &mut PgConnection) -> sqlx::Result<()> {
                 set_config('app.org_id', org_id::text, true) AS webhook_scoped
          FROM auth.webhook_connection($1);
          {}",
+        prepare_settings_sql(),
         super::agents::PREPARE_LIST_PAGE
     )))
     .execute(conn)
@@ -216,15 +245,22 @@ fn begin_sql(role: &str, settings: &[(&str, &str)]) -> String {
 /// spelled as hex and decoded by the server, so no value (claims are client-supplied
 /// JSON, however verified) can end the literal it travels in.
 fn settings_sql(role: &str, settings: &[(&str, &str)]) -> String {
-    let mut sql = format!("SELECT set_config('role', '{role}', true)");
+    let prepared = settings.len() <= PREPARED_SETTINGS;
+    let mut sql = if prepared {
+        format!("EXECUTE {SETTINGS}{}('{role}'", settings.len())
+    } else {
+        format!("SELECT set_config('role', '{role}', true)")
+    };
     for (name, value) in settings {
-        let _ = write!(
-            sql,
-            ", set_config('{name}', convert_from(decode('{}', 'hex'), 'UTF8'), true)",
-            hex::encode(value)
-        );
+        let value = hex::encode(value);
+        let value = format!("convert_from(decode('{value}', 'hex'), 'UTF8')");
+        let _ = if prepared {
+            write!(sql, ", '{name}', {value}")
+        } else {
+            write!(sql, ", set_config('{name}', {value}, true)")
+        };
     }
-    sql.push(';');
+    sql.push_str(if prepared { ");" } else { ";" });
     sql
 }
 
@@ -602,7 +638,7 @@ impl DerefMut for Tx {
 
 #[cfg(test)]
 mod tests {
-    use super::{Execute, begin_sql};
+    use super::{Execute, PREPARED_SETTINGS, begin_sql, prepare_settings_sql, settings_sql};
 
     #[test]
     fn execute_arguments_cannot_end_their_literals() {
@@ -631,8 +667,30 @@ mod tests {
         );
         assert_eq!(
             sql,
-            "BEGIN; SELECT set_config('role', 'authenticated', true), \
-             set_config('request.jwt.claims', convert_from(decode('7b2261223a22273b2044524f50227d', 'hex'), 'UTF8'), true);"
+            "BEGIN; EXECUTE agents_api_settings_1('authenticated', 'request.jwt.claims', \
+             convert_from(decode('7b2261223a22273b2044524f50227d', 'hex'), 'UTF8'));"
         );
+        // More settings than a prepared statement takes: set one by one, hex all the same.
+        let many = [("a.b", "'"); PREPARED_SETTINGS + 1];
+        let sql = settings_sql("api_worker", &many);
+        assert!(sql.starts_with("SELECT set_config('role', 'api_worker', true), "));
+        assert_eq!(
+            sql.matches("set_config('a.b', convert_from(decode('27', 'hex'), 'UTF8'), true)")
+                .count(),
+            PREPARED_SETTINGS + 1
+        );
+    }
+
+    #[test]
+    fn every_count_of_settings_has_its_statement() {
+        let sql = prepare_settings_sql();
+        assert!(sql.contains(
+            "PREPARE agents_api_settings_0 (text) AS SELECT set_config('role', $1, true);"
+        ));
+        assert!(sql.contains(
+            "PREPARE agents_api_settings_2 (text, text, text, text, text) AS \
+             SELECT set_config('role', $1, true), set_config($2, $3, true), set_config($4, $5, true);"
+        ));
+        assert_eq!(sql.matches("PREPARE").count(), PREPARED_SETTINGS + 1);
     }
 }
