@@ -1,6 +1,6 @@
 //! One walk over a parsed JSON document, for what PostgreSQL and our bounds refuse: text
 //! cannot hold U+0000, and a document may nest at most so deep. Iterative, since the
-//! documents come from clients.
+//! documents come from clients. And JSON text without its insignificant whitespace.
 
 use serde_json::Value;
 
@@ -84,6 +84,34 @@ fn path_of(trail: &[(usize, Step<'_>)], mut at: Option<usize>) -> String {
     path
 }
 
+/// `json` (JSON text, such as `jsonb` as PostgreSQL prints it) without the whitespace
+/// between its tokens; strings are copied as they are. One pass, no parsing: what is not
+/// JSON stays as wrong as it was.
+pub fn compact(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut run = 0;
+    for (i, b) in json.bytes().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            // Whitespace is ASCII, so `run..i` ends on a character boundary.
+            out.push_str(&json[run..i]);
+            run = i + 1;
+        } else if b == b'"' {
+            in_string = true;
+        }
+    }
+    out.push_str(&json[run..]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +152,44 @@ mod tests {
         assert_eq!(scan(&json!([[[1]]]), 3), Some(Finding::TooDeep));
         // serde_json's drop of such a document recurses too; leak it in the test.
         std::mem::forget(doc);
+    }
+
+    #[test]
+    fn compact_drops_whitespace_between_tokens_only() {
+        assert_eq!(
+            compact(r#"{"a b": [1, "x , y\" : z"], "c": {"d": null}}"#),
+            r#"{"a b":[1,"x , y\" : z"],"c":{"d":null}}"#
+        );
+        assert_eq!(compact(" \t\n\r[ ]"), "[]");
+        assert_eq!(compact(r#""\\" "#), r#""\\""#);
+        assert_eq!(compact("{\"é\": \"ü ß\"}"), "{\"é\":\"ü ß\"}");
+    }
+
+    /// Values whose strings are full of what `compact` must leave alone inside them.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let text = "[ \\t\\n\\r\\\\\"a,:{}\\[\\]é]{0,12}";
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            text.prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(text, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever serde_json prints, compacted, is what it prints compactly.
+        #[test]
+        fn compact_matches_serde_jsons_compact_form(value in json_value()) {
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            proptest::prop_assert_eq!(compact(&pretty), serde_json::to_string(&value).unwrap());
+        }
     }
 }

@@ -436,7 +436,10 @@ impl<'a, 'w> ser::Serializer for &'a mut Writer<'w> {
         Ok(Compound::new(self, Close::Object))
     }
 
-    fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Compound<'a, 'w>, Error> {
+    fn serialize_struct(self, name: &'static str, len: usize) -> Result<Compound<'a, 'w>, Error> {
+        if name == RAW_VALUE {
+            return Ok(Compound::new(self, Close::Raw));
+        }
         self.serialize_map(Some(len))
     }
 
@@ -457,9 +460,15 @@ impl<'a, 'w> ser::Serializer for &'a mut Writer<'w> {
     }
 }
 
+/// The struct name by which `serde_json::value::RawValue` asks a serializer for its text
+/// to be written as it is (serde_json's own serializer knows it by the same name).
+const RAW_VALUE: &str = "$serde_json::private::RawValue";
+
 /// What closes a compound value.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Close {
+    /// A `RawValue`: its one field is JSON text, written as it is, and nothing closes it.
+    Raw,
     Array,
     Object,
     VariantArray,
@@ -502,6 +511,7 @@ impl<'a, 'w> Compound<'a, 'w> {
     fn finish(self) -> Result<(), Error> {
         let out = &mut self.writer.out;
         match self.close {
+            Close::Raw => {}
             Close::Array => out.push(b']'),
             Close::Object => out.push(b'}'),
             Close::VariantArray => out.extend_from_slice(b"]}"),
@@ -569,7 +579,10 @@ impl ser::SerializeMap for Compound<'_, '_> {
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
         self.comma();
-        key.serialize(MapKey(self.writer.out))?;
+        key.serialize(MapKey {
+            out: self.writer.out,
+            raw: false,
+        })?;
         self.writer.out.push(b':');
         Ok(())
     }
@@ -592,6 +605,12 @@ impl ser::SerializeStruct for Compound<'_, '_> {
         key: &'static str,
         value: &T,
     ) -> Result<(), Error> {
+        if self.close == Close::Raw {
+            return value.serialize(MapKey {
+                out: self.writer.out,
+                raw: true,
+            });
+        }
         self.field(key, value)
     }
 
@@ -620,8 +639,12 @@ impl ser::SerializeStructVariant for Compound<'_, '_> {
 // --- map keys ------------------------------------------------------------------------
 
 /// A map key: JSON keys are strings, so numbers and booleans are quoted (as serde_json
-/// does) and anything else is an error.
-struct MapKey<'a>(&'a mut Vec<u8>);
+/// does) and anything else is an error. `raw`: a `RawValue`'s text, which it gives as a
+/// string, written as it is.
+struct MapKey<'a> {
+    out: &'a mut Vec<u8>,
+    raw: bool,
+}
 
 impl MapKey<'_> {
     fn integer<I: itoa::Integer>(self, value: I) -> Result<(), Error> {
@@ -629,9 +652,9 @@ impl MapKey<'_> {
     }
 
     fn quoted(self, text: &[u8]) -> Result<(), Error> {
-        self.0.push(b'"');
-        self.0.extend_from_slice(text);
-        self.0.push(b'"');
+        self.out.push(b'"');
+        self.out.extend_from_slice(text);
+        self.out.push(b'"');
         Ok(())
     }
 }
@@ -652,12 +675,16 @@ impl ser::Serializer for MapKey<'_> {
     type SerializeStructVariant = Impossible<(), Error>;
 
     fn serialize_str(self, value: &str) -> Result<(), Error> {
-        write_escaped(self.0, value);
+        if self.raw {
+            self.out.extend_from_slice(value.as_bytes());
+        } else {
+            write_escaped(self.out, value);
+        }
         Ok(())
     }
 
     fn serialize_char(self, value: char) -> Result<(), Error> {
-        write_escaped(self.0, value.encode_utf8(&mut [0; 4]));
+        write_escaped(self.out, value.encode_utf8(&mut [0; 4]));
         Ok(())
     }
 
@@ -737,7 +764,7 @@ impl ser::Serializer for MapKey<'_> {
     }
 
     fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result<(), Error> {
-        write_display(self.0, value)
+        write_display(self.out, value)
     }
 
     fn serialize_bytes(self, _value: &[u8]) -> Result<(), Error> {
@@ -960,6 +987,29 @@ mod tests {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    #[test]
+    fn raw_values_are_written_as_they_are() {
+        #[derive(Serialize)]
+        struct WithRaw<'a> {
+            borrowed: &'a serde_json::value::RawValue,
+            boxed: Box<serde_json::value::RawValue>,
+            none: Option<Box<serde_json::value::RawValue>>,
+            after: u8,
+        }
+        let text = r#"{"b": [1, "x"], "a": null}"#;
+        let value = WithRaw {
+            borrowed: serde_json::from_str(text).unwrap(),
+            boxed: serde_json::value::RawValue::from_string("[\"é\"]".into()).unwrap(),
+            none: None,
+            after: 1,
+        };
+        same_as_serde_json(&value);
+        assert_eq!(
+            String::from_utf8(to_vec(&value).unwrap()).unwrap(),
+            r#"{"borrowed":{"b": [1, "x"], "a": null},"boxed":["é"],"none":null,"after":1}"#
+        );
     }
 
     proptest! {

@@ -3,6 +3,7 @@
 use crate::http::json::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
@@ -12,7 +13,7 @@ use validator::{Validate, ValidationError};
 
 use crate::agent::schedule::WorkingHours;
 use crate::db;
-use crate::db::agents::{Agent, AgentFields, AgentFilter, AgentStatus};
+use crate::db::agents::{Agent, AgentFields, AgentFilter, AgentStatus, AgentView};
 use crate::db::audit::Change;
 use crate::domain::ConnectionId;
 use crate::domain::page::{Page, Paginated};
@@ -284,6 +285,15 @@ pub struct AgentList {
     pub total: i64,
 }
 
+/// What `list` writes: `AgentList` (the schema it documents) with agents borrowed from
+/// their rows.
+#[derive(Serialize)]
+struct AgentListView<'r> {
+    data: Vec<AgentView<'r>>,
+    next_cursor: Option<String>,
+    total: i64,
+}
+
 /// The foreign key that keeps an agent's connection in its own org; a connection deleted
 /// between the check and the write trips it.
 const FOREIGN_CONNECTION: &str = "agents_connection_id_org_id_fkey";
@@ -332,7 +342,7 @@ pub async fn list(
     State(state): State<AppState>,
     OrgUser { user, org_id }: OrgUser,
     ApiQuery(query): ApiQuery<ListAgents>,
-) -> ApiResult<Json<AgentList>> {
+) -> ApiResult<Response> {
     let page = Page::new(query.limit, query.cursor.as_deref())?;
     // Names are at most 100 characters; a longer search can match nothing.
     if query
@@ -350,15 +360,18 @@ pub async fn list(
         search: query.search,
     };
     // Membership is checked in the statement's own round trip: any role may list.
-    let (rows, total) = db::agents::list(&state.db, &user, org_id, &filter, page)
+    let rows = db::agents::list(&state.db, &user, org_id, &filter, page)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let page = Paginated::from_rows(rows, page, |a| a.id);
-    Ok(Json(AgentList {
+    let agents = rows.agents()?;
+    let page = Paginated::from_rows(agents, page, |a| a.id);
+    // Written here, while the views still borrow the rows: `AgentList`'s JSON.
+    Ok(Json(AgentListView {
         data: page.data,
         next_cursor: page.next_cursor,
-        total,
-    }))
+        total: rows.total,
+    })
+    .into_response())
 }
 
 /// Creates an agent.
