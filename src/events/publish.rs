@@ -120,6 +120,16 @@ impl Publisher {
         }
     }
 
+    /// The org's stream (and channel), for a script that names it among its arguments.
+    pub fn stream_key(&self, org_id: OrgId) -> String {
+        stream_key(&self.redis, org_id)
+    }
+
+    /// How long events are kept, in ms: what `append` takes as its retention.
+    pub fn retention_ms(&self) -> u64 {
+        self.retention_ms
+    }
+
     /// Counts events that another script wrote (`append_to`).
     pub fn written(&self, n: usize) {
         metrics::EVENTS

@@ -660,3 +660,69 @@ async fn a_list_bounds_what_it_returns_per_job() {
         Some(5_000)
     );
 }
+
+/// Pushes made together share one script call (`queue::Batcher`): every job must land in
+/// its own org's list of its own lane, held as pending, with its `queued` event in its
+/// org's stream, however the batch mixed them.
+#[tokio::test]
+async fn pushes_batched_together_land_in_their_own_orgs_and_lanes() {
+    use crate::support::app::{base_env, config_from, redis_url};
+    use agents_api::domain::JobStatus;
+    use agents_api::domain::{JobId, OrgId};
+    use agents_api::events::{Event, Publisher, stream_key};
+    use agents_api::jobs::Lane;
+    use agents_api::jobs::queue::{Batcher, RedisQueue};
+    use agents_api::redis_conn::RedisConn;
+
+    let mut env = base_env("unused");
+    env.insert("REDIS_URL".into(), redis_url());
+    env.insert(
+        "REDIS_KEY_PREFIX".into(),
+        format!("test:{}:", Uuid::new_v4().simple()),
+    );
+    let redis = RedisConn::new(&config_from(&env)).expect("a Redis client");
+    let store = RedisQueue::new(redis.clone());
+    let events = Publisher::new(redis.clone(), Duration::from_secs(600));
+    let batcher = Batcher::start(store.clone(), events).expect("inside a runtime");
+
+    let orgs: Vec<OrgId> = (0..3).map(|_| OrgId(Uuid::now_v7())).collect();
+    let mut pushes = Vec::new();
+    for i in 0..300 {
+        let (org, lane) = (orgs[i % 3], Lane::ALL[i % 2]);
+        let job = JobId(Uuid::now_v7());
+        let event = Event::job(org, job.0, "test:sleep", JobStatus::Queued, None);
+        let outcome = batcher
+            .submit(lane, org, job, vec![event])
+            .expect("the queue has room");
+        pushes.push((org, lane, job, outcome));
+    }
+    let mut expected = std::collections::HashSet::new();
+    for (org, lane, job, outcome) in pushes {
+        outcome.await.expect("the writer answers").expect("pushed");
+        expected.insert((org, lane, job));
+    }
+    let ids: Vec<JobId> = expected.iter().map(|(_, _, job)| *job).collect();
+    assert!(store.held(&ids).await.unwrap().iter().all(|held| *held));
+
+    let mut popped = std::collections::HashSet::new();
+    for lane in Lane::ALL {
+        loop {
+            let got = store.pop(lane, 64, &[]).await.unwrap();
+            if got.is_empty() {
+                break;
+            }
+            popped.extend(got.into_iter().map(|p| (p.org_id, lane, p.job_id)));
+        }
+    }
+    assert_eq!(popped, expected);
+
+    let mut conn = redis.connection();
+    for org in &orgs {
+        let queued: usize = redis::cmd("XLEN")
+            .arg(stream_key(&redis, *org))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(queued, 100, "the org's queued events");
+    }
+}
