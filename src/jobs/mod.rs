@@ -292,10 +292,11 @@ pub struct JobQueue {
 impl JobQueue {
     pub fn new(redis: &RedisConn, events: crate::events::Publisher) -> JobQueue {
         let store = queue::RedisQueue::new(redis.clone());
+        let breaker = Arc::<Breaker>::default();
         JobQueue {
-            batcher: queue::Batcher::start(store.clone(), events.clone()),
+            batcher: queue::Batcher::start(store.clone(), events.clone(), breaker.clone()),
             store,
-            breaker: Arc::default(),
+            breaker,
             health: Arc::default(),
             events,
         }
@@ -326,16 +327,7 @@ impl JobQueue {
         let due_now = delay.is_none_or(|d| d.is_zero());
         let events = match &self.batcher {
             Some(batcher) if due_now => match batcher.submit(lane, org_id, job_id, events) {
-                Ok(outcome) => {
-                    // The batch writer publishes the events itself when its call fails.
-                    let error = match tokio::time::timeout(PUSH_BUDGET, outcome).await {
-                        Ok(Ok(Ok(()))) => return,
-                        Ok(Ok(Err(e))) => e,
-                        Ok(Err(_)) => "the push writer stopped".to_string(),
-                        Err(_) => format!("no answer within {} ms", PUSH_BUDGET.as_millis()),
-                    };
-                    return self.push_failed(job_id, &error);
-                }
+                Ok(()) => return,
                 Err(events) => events,
             },
             _ => events,
@@ -352,11 +344,6 @@ impl JobQueue {
             Err(_) => format!("no answer within {} ms", PUSH_BUDGET.as_millis()),
         };
         self.events.publish_all(events);
-        self.push_failed(job_id, &error);
-    }
-
-    /// A push failed: pushes pause (the breaker) and the sweep pushes the job later.
-    fn push_failed(&self, job_id: JobId, error: &str) {
         if self.breaker.trip() {
             tracing::warn!(%job_id, error = %error,
                 "could not push a job; pushes pause for 5 s and the sweep pushes what is waiting");

@@ -15,11 +15,11 @@
 //! The scripts touch keys they compute from the prefix, which a standalone Redis (what
 //! the service supports) allows.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::Script;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::domain::{JobId, OrgId};
 use crate::events::publish::APPEND_LUA;
@@ -183,27 +183,36 @@ static PUSH_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_append(PUSH));
 static PUSH_MANY_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_append(PUSH_MANY));
 static PUSH_DELAYED_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_append(PUSH_DELAYED));
 static PUSH_BATCH_SCRIPT: LazyLock<Script> = LazyLock::new(|| with_append(PUSH_BATCH));
+static POP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(POP));
+static PROMOTE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PROMOTE));
+
+fn with_append(script: &str) -> Script {
+    Script::new(&format!("{APPEND_LUA}{script}"))
+}
 
 /// Pushes per `PUSH_BATCH` call; beyond it, the next call takes the rest.
 const BATCH: usize = 256;
-/// Pushes waiting for the batch writer; a full queue makes callers wait (within their
-/// budget).
+/// Pushes waiting for the batch writer; when it is full, callers push on their own.
 const BATCH_QUEUE: usize = 4096;
+/// How long the writer waits for more pushes to join a call, when the last call carried
+/// more than one (pushes are arriving faster than a call takes). An idle process never
+/// waits. A millisecond is the runtime timer's resolution.
+const LINGER: Duration = Duration::from_millis(1);
 
-/// A due-now push waiting for the batch writer (`Batcher`), and where its outcome goes.
+/// A due-now push waiting for the batch writer (`Batcher`).
 struct Waiting {
     lane: Lane,
     org_id: OrgId,
     job_id: JobId,
     events: Vec<Event>,
-    done: oneshot::Sender<Result<(), String>>,
 }
 
-/// Hands due-now pushes to one writer task per process, which writes whatever queued up
-/// meanwhile in one `PUSH_BATCH` call. Under load the webhook route pushes a job per
-/// delivery; one script call each cost Redis ~55 µs of CPU per delivery (the call, its
-/// `TIME`, `PEXPIRE` and `PUBLISH`, and the hub's receipt of that `PUBLISH`), which the
-/// calls of a batch share. An idle process writes each push at once, as before.
+/// Hands due-now pushes to one writer task per process, which writes those that queued
+/// up meanwhile in one `PUSH_BATCH` call. Under a webhook flood the route pushes a job
+/// per delivery, and a script call cost Redis ~100 µs of CPU however few jobs it carried
+/// (`INFO commandstats`: the call, its `TIME`, `PEXPIRE` and `PUBLISH`, each `redis.call`'s
+/// own overhead), which the jobs of a batch share. The caller does not wait for the call:
+/// the row is committed, and a push that fails is found again by the sweep.
 #[derive(Clone)]
 pub struct Batcher {
     sender: mpsc::Sender<Waiting>,
@@ -212,72 +221,81 @@ pub struct Batcher {
 impl Batcher {
     /// The batcher and its writer task, when a runtime is there to run it (the task ends
     /// when the last `Batcher` is dropped).
-    pub fn start(store: RedisQueue, events: Publisher) -> Option<Batcher> {
+    pub(super) fn start(
+        store: RedisQueue,
+        events: Publisher,
+        breaker: Arc<super::Breaker>,
+    ) -> Option<Batcher> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (sender, receiver) = mpsc::channel(BATCH_QUEUE);
-        runtime.spawn(write_batches(store, events, receiver));
+        runtime.spawn(write_batches(store, events, breaker, receiver));
         Some(Batcher { sender })
     }
 
-    /// Queues a due-now job with its events (all of `org_id`) for the next call; the
-    /// answer says how that call went. The events are the writer's from here on: when
-    /// the call fails, it hands them to the publisher's own queue. A full queue (or a
-    /// stopped writer) gives them back, for the caller to push on its own.
+    /// Queues a due-now job with its events (all of `org_id`) for the next call. The
+    /// events are the writer's from here on: when the call fails, it hands them to the
+    /// publisher's own queue. A full queue (or a stopped writer) gives them back, for the
+    /// caller to push on its own.
     pub fn submit(
         &self,
         lane: Lane,
         org_id: OrgId,
         job_id: JobId,
         events: Vec<Event>,
-    ) -> Result<oneshot::Receiver<Result<(), String>>, Vec<Event>> {
-        let (done, outcome) = oneshot::channel();
+    ) -> Result<(), Vec<Event>> {
         let waiting = Waiting {
             lane,
             org_id,
             job_id,
             events,
-            done,
         };
-        match self.sender.try_send(waiting) {
-            Ok(()) => Ok(outcome),
-            Err(mpsc::error::TrySendError::Full(waiting))
-            | Err(mpsc::error::TrySendError::Closed(waiting)) => Err(waiting.events),
-        }
+        self.sender.try_send(waiting).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(waiting)
+            | mpsc::error::TrySendError::Closed(waiting) => waiting.events,
+        })
     }
 }
 
 async fn write_batches(
     store: RedisQueue,
     events: Publisher,
+    breaker: Arc<super::Breaker>,
     mut receiver: mpsc::Receiver<Waiting>,
 ) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut linger = false;
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
+        if linger {
+            let until = tokio::time::Instant::now() + LINGER;
+            while batch.len() < BATCH {
+                let room = BATCH - batch.len();
+                let more = tokio::time::timeout_at(until, receiver.recv_many(&mut batch, room));
+                if !matches!(more.await, Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        }
+        linger = batch.len() > 1;
         let written =
             tokio::time::timeout(super::PUSH_BUDGET, store.push_batch(&batch, &events)).await;
-        let outcome = match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "no answer within {} ms",
-                super::PUSH_BUDGET.as_millis()
-            )),
-        };
-        for waiting in batch.drain(..) {
-            if outcome.is_err() {
-                // Best effort, like every event; the sweep pushes the job later.
-                events.publish_all(waiting.events);
+        let error = match written {
+            Ok(Ok(())) => {
+                batch.clear();
+                continue;
             }
-            // A caller that gave up waiting has dropped its end.
-            let _ = waiting.done.send(outcome.clone());
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", super::PUSH_BUDGET.as_millis()),
+        };
+        let jobs = batch.len();
+        for waiting in batch.drain(..) {
+            // Best effort, like every event; the sweep pushes the job later.
+            events.publish_all(waiting.events);
+        }
+        if breaker.trip() {
+            tracing::warn!(jobs, error = %error,
+                "could not push jobs; pushes pause for 5 s and the sweep pushes what is waiting");
         }
     }
-}
-static POP_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(POP));
-static PROMOTE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(PROMOTE));
-
-fn with_append(script: &str) -> Script {
-    Script::new(&format!("{APPEND_LUA}{script}"))
 }
 
 /// Events a push writes in its own script call: all of its org.

@@ -662,16 +662,14 @@ async fn a_list_bounds_what_it_returns_per_job() {
 }
 
 /// Pushes made together share one script call (`queue::Batcher`): every job must land in
-/// its own org's list of its own lane, held as pending, with its `queued` event in its
-/// org's stream, however the batch mixed them.
+/// its own org's list of its own lane, in order, held as pending, with its `queued` event
+/// in its org's stream, however the batches mixed them.
 #[tokio::test]
 async fn pushes_batched_together_land_in_their_own_orgs_and_lanes() {
     use crate::support::app::{base_env, config_from, redis_url};
-    use agents_api::domain::JobStatus;
     use agents_api::domain::{JobId, OrgId};
-    use agents_api::events::{Event, Publisher, stream_key};
-    use agents_api::jobs::Lane;
-    use agents_api::jobs::queue::{Batcher, RedisQueue};
+    use agents_api::events::{Publisher, stream_key};
+    use agents_api::jobs::{JobQueue, Lane};
     use agents_api::redis_conn::RedisConn;
 
     let mut env = base_env("unused");
@@ -681,42 +679,49 @@ async fn pushes_batched_together_land_in_their_own_orgs_and_lanes() {
         format!("test:{}:", Uuid::new_v4().simple()),
     );
     let redis = RedisConn::new(&config_from(&env)).expect("a Redis client");
-    let store = RedisQueue::new(redis.clone());
-    let events = Publisher::new(redis.clone(), Duration::from_secs(600));
-    let batcher = Batcher::start(store.clone(), events).expect("inside a runtime");
+    let queue = JobQueue::new(
+        &redis,
+        Publisher::new(redis.clone(), Duration::from_secs(600)),
+    );
 
     let orgs: Vec<OrgId> = (0..3).map(|_| OrgId(Uuid::now_v7())).collect();
-    let mut pushes = Vec::new();
+    let mut expected: std::collections::HashMap<String, Vec<String>> = Default::default();
     for i in 0..300 {
-        let (org, lane) = (orgs[i % 3], Lane::ALL[i % 2]);
+        let org = orgs[i % 3];
+        let job_type = ["kommo:webhook", "crm:sync-pipelines"][i / 3 % 2];
         let job = JobId(Uuid::now_v7());
-        let event = Event::job(org, job.0, "test:sleep", JobStatus::Queued, None);
-        let outcome = batcher
-            .submit(lane, org, job, vec![event])
-            .expect("the queue has room");
-        pushes.push((org, lane, job, outcome));
+        // Returns once the push is queued for the writer, which batches what queued up.
+        queue.enqueue_committed(job, org, job_type).await;
+        let list = redis.key(&format!("q:{}:org:{org}", Lane::of(job_type).name()));
+        expected.entry(list).or_default().push(job.to_string());
     }
-    let mut expected = std::collections::HashSet::new();
-    for (org, lane, job, outcome) in pushes {
-        outcome.await.expect("the writer answers").expect("pushed");
-        expected.insert((org, lane, job));
-    }
-    let ids: Vec<JobId> = expected.iter().map(|(_, _, job)| *job).collect();
-    assert!(store.held(&ids).await.unwrap().iter().all(|held| *held));
-
-    let mut popped = std::collections::HashSet::new();
-    for lane in Lane::ALL {
-        loop {
-            let got = store.pop(lane, 64, &[]).await.unwrap();
-            if got.is_empty() {
-                break;
-            }
-            popped.extend(got.into_iter().map(|p| (p.org_id, lane, p.job_id)));
-        }
-    }
-    assert_eq!(popped, expected);
+    assert_eq!(expected.len(), 6, "three orgs in two lanes");
 
     let mut conn = redis.connection();
+    let pending = redis.key("q:pending");
+    eventually("every push is written", PATIENCE, || {
+        let mut conn = conn.clone();
+        let pending = pending.clone();
+        async move {
+            let held: usize = redis::cmd("SCARD")
+                .arg(&pending)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            (held == 300).then_some(()).ok_or(format!("{held} held"))
+        }
+    })
+    .await;
+    for (list, jobs) in &expected {
+        let listed: Vec<String> = redis::cmd("LRANGE")
+            .arg(list)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(&listed, jobs, "{list}");
+    }
     for org in &orgs {
         let queued: usize = redis::cmd("XLEN")
             .arg(stream_key(&redis, *org))
