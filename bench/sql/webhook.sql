@@ -1,7 +1,7 @@
 -- pgbench mirror of one accepted `POST /v1/kommo/webhooks/{connection_id}/{token}`
 -- (src/routes/webhooks.rs accept, src/db/rls.rs begin_system, src/db/webhooks.rs
 -- connection (which also scopes the transaction to the org) and insert_delivery (the
--- delivery and its job in one statement)).
+-- delivery and its job in one statement, sent with the COMMIT in one round trip)).
 -- Every transaction stores a new delivery: the body digest is a random number's sha256.
 -- Ids are gen_random_uuid() (v4) where the API sends UUIDv7 from the client.
 -- Not mirrored: the Redis push after COMMIT and the rate-limit check (both Redis, not SQL).

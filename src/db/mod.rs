@@ -28,7 +28,7 @@ use sqlx::{AssertSqlSafe, ConnectOptions, PgPool};
 use crate::config::{AppEnv, Config};
 
 pub use error::{Error, Result};
-pub use rls::{Db, Tx, WebhookConnection};
+pub use rls::{Db, Execute, Tx, WebhookConnection};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -3,45 +3,55 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
+
+use crate::db::rls::{Execute, Tx};
 
 use crate::domain::page::Page;
 use crate::domain::{ConnectionId, EventStatus, JobId, OrgId};
 
+/// The statement that stores a delivery and the job that parses it, prepared on every
+/// connection (`rls::prepare`) and executed by `insert_delivery`. Its arguments: delivery
+/// id, org, connection, body digest, content type, body, job id, job type, attempts.
+pub(super) const PREPARE_INSERT_DELIVERY: &str = "
+    PREPARE agents_api_insert_delivery (uuid, uuid, uuid, bytea, text, text, uuid, text, integer) AS
+    WITH delivery AS (
+        INSERT INTO webhook_events
+            (id, org_id, connection_id, kind, body_sha256, content_type, raw_body)
+        VALUES ($1, $2, $3, 'delivery', $4, $5, $6)
+        ON CONFLICT (connection_id, body_sha256) WHERE kind = 'delivery' DO NOTHING
+        RETURNING id)
+    INSERT INTO jobs (id, org_id, type, payload, max_attempts, created_by, enqueued_at)
+    SELECT $7, $2, $8, jsonb_build_object('delivery_id', delivery.id), $9, NULL, now()
+    FROM delivery
+    RETURNING id AS delivery_job_id;";
+
 /// Stores a delivery and the job that parses it, unless the same body was accepted for
 /// this connection within the last 24 h (the unique digest index decides, also between
-/// replicas racing): the job's id, `None` for a duplicate. One statement, so one round
-/// trip, for both rows.
+/// replicas racing), and commits: the job's id, `None` for a duplicate. One statement for
+/// both rows, sent with the `COMMIT` in one round trip (`Tx::commit_with`).
 pub async fn insert_delivery(
-    conn: &mut PgConnection,
+    tx: Tx,
     delivery: NewDelivery<'_>,
     job_type: &str,
     max_attempts: i32,
-) -> sqlx::Result<Option<JobId>> {
-    sqlx::query_scalar!(
-        "WITH delivery AS (
-             INSERT INTO webhook_events
-                 (id, org_id, connection_id, kind, body_sha256, content_type, raw_body)
-             VALUES ($1, $2, $3, 'delivery', $4, $5, $6)
-             ON CONFLICT (connection_id, body_sha256) WHERE kind = 'delivery' DO NOTHING
-             RETURNING id)
-         INSERT INTO jobs (id, org_id, type, payload, max_attempts, created_by, enqueued_at)
-         SELECT $7, $2, $8, jsonb_build_object('delivery_id', delivery.id), $9, NULL, now()
-         FROM delivery
-         RETURNING id AS \"id: JobId\"",
-        Uuid::now_v7(),
-        delivery.org_id.0,
-        delivery.connection_id.0,
-        delivery.digest,
-        delivery.content_type,
-        delivery.body,
-        JobId::new().0,
-        job_type,
-        max_attempts,
-    )
-    .fetch_optional(conn)
-    .await
+) -> crate::db::Result<Option<JobId>> {
+    let insert = Execute::new("agents_api_insert_delivery")
+        .uuid(Some(Uuid::now_v7()))
+        .uuid(Some(delivery.org_id.0))
+        .uuid(Some(delivery.connection_id.0))
+        .bytes(delivery.digest)
+        .text(Some(delivery.content_type))
+        .text(Some(delivery.body))
+        .uuid(Some(JobId::new().0))
+        .text(Some(job_type))
+        .int(i64::from(max_attempts));
+    let rows = tx.commit_with(insert).await?;
+    rows.first()
+        .map(|row| row.try_get::<Uuid, _>("delivery_job_id").map(JobId))
+        .transpose()
+        .map_err(Into::into)
 }
 
 /// A webhook delivery as received.

@@ -142,7 +142,6 @@ async fn accept(
         drop(tx);
         return Err(refused(app, ip).await);
     };
-    let mut tx = tx;
     let digest = Sha256::digest(token.as_bytes());
     if !bool::from(digest[..].ct_eq(&token_digest)) {
         drop(tx);
@@ -189,9 +188,7 @@ async fn accept(
         body: text,
     };
     let job_id =
-        db::webhooks::insert_delivery(&mut tx, delivery, Webhook::TYPE, Webhook::MAX_ATTEMPTS)
-            .await?;
-    tx.commit().await?;
+        db::webhooks::insert_delivery(tx, delivery, Webhook::TYPE, Webhook::MAX_ATTEMPTS).await?;
     let Some(job_id) = job_id else {
         return Ok("duplicate");
     };

@@ -636,3 +636,61 @@ async fn a_finished_transaction_keeps_its_connection_without_a_round_trip() {
         "connections went back to the pool (a ping each)"
     );
 }
+
+/// `Tx::commit_with` sends a statement and `COMMIT` together: when the statement fails,
+/// the aborted transaction must roll back, and the connection (kept for the next
+/// transaction) must begin the next one cleanly, with nothing of the first left. A
+/// session-level setting made in the transaction is the witness: a rollback undoes it.
+#[tokio::test]
+async fn a_statement_sent_with_its_commit_that_fails_rolls_back() {
+    use agents_api::db::Execute;
+    let app = TestApp::builder().spawn().await;
+    let org = app.create_org(Uuid::now_v7()).await;
+    let pool = agents_api::db::pool_options()
+        .max_connections(1)
+        .connect(&runtime_url_for(&app.db_name))
+        .await
+        .unwrap();
+    let db = agents_api::db::Db::new(pool, std::time::Duration::from_secs(5));
+    let mark = |value: &'static str| {
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin_worker(org.into()).await.unwrap();
+            sqlx::query("SELECT set_config('agents_api.test_mark', $1, false)")
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx
+        }
+    };
+    let seen = || {
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin_worker(org.into()).await.unwrap();
+            let mark: Option<String> =
+                sqlx::query_scalar("SELECT current_setting('agents_api.test_mark', true)")
+                    .fetch_one(&mut *tx)
+                    .await
+                    .unwrap();
+            tx.commit().await.unwrap();
+            mark.unwrap_or_default()
+        }
+    };
+
+    let failed = mark("failed")
+        .await
+        .commit_with(Execute::new("agents_api_no_such_statement"))
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(seen().await, "", "the failed batch's transaction committed");
+
+    // The same (only) connection takes the next batch, which commits.
+    let rows = mark("committed")
+        .await
+        .commit_with(Execute::new("agents_api_settings_0").text(Some("api_worker")))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the statement's row comes back");
+    assert_eq!(seen().await, "committed");
+}
