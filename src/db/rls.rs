@@ -80,10 +80,9 @@ impl Lease {
         drop(permit);
     }
 
-    /// Ends the transaction with `sql` (`COMMIT` or `ROLLBACK`). The connection is kept
-    /// when it succeeds, closed when the connection failed under it; when the server
-    /// refused the statement (a deferred constraint at `COMMIT`) the transaction is over
-    /// and the pool's ping checks the connection.
+    /// Ends the transaction with `sql` (`ROLLBACK`). The connection is kept when it
+    /// succeeds, closed when the connection failed under it; when the server refused the
+    /// statement, the pool's ping checks the connection.
     async fn end(mut self, sql: &'static str) -> sqlx::Result<()> {
         let result = sqlx::raw_sql(sql).execute(&mut *self.conn).await.map(drop);
         match &result {
@@ -577,16 +576,28 @@ impl Tx {
         }
     }
 
-    /// Runs `last` and commits, in one round trip and in a task of its own, as `commit`
-    /// does: `last`'s rows. A write that ends a handler's transaction need not wait for
-    /// its answer before sending `COMMIT`: the round trip saved is one of the webhook
-    /// route's three. When `last` fails, the transaction (aborted) rolls back.
-    pub async fn commit_with(mut self, last: Execute) -> Result<Vec<sqlx::postgres::PgRow>> {
+    /// Runs `last` and commits, in one round trip, as `commit` does: `last`'s rows. A
+    /// write that ends a handler's transaction need not wait for its answer before
+    /// sending `COMMIT`: the round trip saved is one of the webhook route's three.
+    pub async fn commit_with(self, last: Execute) -> Result<Vec<sqlx::postgres::PgRow>> {
+        self.end_in_task(format!("{} COMMIT;", last.sql())).await
+    }
+
+    /// Commits in a task of its own: once a handler commits, its writes land even if
+    /// the client hangs up meanwhile, and the connection never returns mid-`COMMIT`.
+    pub async fn commit(self) -> Result<()> {
+        self.end_in_task("COMMIT".to_string()).await.map(drop)
+    }
+
+    /// Runs `sql`, which ends with `COMMIT`, in a task of its own. When it fails and the
+    /// connection survives, `ROLLBACK` follows: a failed statement skips the rest of the
+    /// batch and leaves the transaction aborted (after a failed `COMMIT` it is over, and
+    /// the `ROLLBACK` only warns); then the connection is kept.
+    async fn end_in_task(mut self, sql: String) -> Result<Vec<sqlx::postgres::PgRow>> {
         let Some(mut lease) = self.lease.take() else {
             return Ok(Vec::new());
         };
         let span = self.span.clone();
-        let sql = format!("{} COMMIT;", last.sql());
         let ran = tokio::spawn(async move {
             let ran = sqlx::raw_sql(AssertSqlSafe(sql))
                 .fetch_all(&mut *lease.conn)
@@ -594,8 +605,6 @@ impl Tx {
             match &ran {
                 Ok(_) => lease.keep(),
                 Err(error) if connection_survives(error) => {
-                    // A failed statement skips the rest of the batch and leaves the
-                    // transaction aborted; a failed `COMMIT` has ended it already.
                     let _ = lease.end("ROLLBACK").await;
                 }
                 Err(_) => lease.conn.close_on_drop(),
@@ -607,30 +616,6 @@ impl Tx {
             Ok(Ok(rows)) => {
                 span.record("outcome", "commit");
                 Ok(rows)
-            }
-            Ok(Err(error)) => {
-                span.record("outcome", "error");
-                Err(error.into())
-            }
-            Err(join) => {
-                tracing::error!(error = %join, "the task committing a transaction stopped");
-                Err(Error::Aborted("committing"))
-            }
-        }
-    }
-
-    /// Commits in a task of its own: once a handler commits, its writes land even if
-    /// the client hangs up meanwhile, and the connection never returns mid-`COMMIT`.
-    pub async fn commit(mut self) -> Result<()> {
-        let Some(lease) = self.lease.take() else {
-            return Ok(());
-        };
-        let span = self.span.clone();
-        let committed = tokio::spawn(lease.end("COMMIT")).await;
-        match committed {
-            Ok(Ok(_)) => {
-                span.record("outcome", "commit");
-                Ok(())
             }
             Ok(Err(error)) => {
                 span.record("outcome", "error");
