@@ -109,28 +109,30 @@ async fn accept(
     // The body is checked and parsed before the transaction begins, so the pooled
     // connection is not held through it; what it finds is answered after the token and
     // rate checks, as before.
-    let text = std::str::from_utf8(&body)
-        .ok()
-        .filter(|t| !t.contains('\0'));
     // The account check needs the body parsed. Parsing takes time linear in the body,
     // so a large one is parsed off the runtime; a small one (Kommo's are a few KB) in
     // place, since handing it to a blocking thread cost more than parsing it (12 % of
     // the route's instructions in `bench/profile.sh`). A body over the parser's bounds
     // is refused; one that merely does not parse is still stored (and fails visibly in
-    // its job), never lost.
-    let parsed = if text.is_none() {
-        None
-    } else if body.len() <= PARSE_IN_PLACE_BYTES {
-        Some(webhook::to_document(&content_type, &body))
-    } else {
-        let (content_type, body) = (content_type.clone(), body.clone());
-        Some(
-            tokio::task::spawn_blocking(move || webhook::to_document(&content_type, &body))
-                .await
-                .map_err(|e| {
-                    ApiError::internal(anyhow::Error::new(e).context("parsing a webhook"))
-                })?,
-        )
+    // its job), never lost. `None`: not UTF-8 text without NUL bytes.
+    let checked = match std::str::from_utf8(&body)
+        .ok()
+        .filter(|t| !t.contains('\0'))
+    {
+        None => None,
+        Some(text) if body.len() <= PARSE_IN_PLACE_BYTES => {
+            Some((text, webhook::to_document(&content_type, &body)))
+        }
+        Some(text) => {
+            let (content_type, body) = (content_type.clone(), body.clone());
+            let parsed =
+                tokio::task::spawn_blocking(move || webhook::to_document(&content_type, &body))
+                    .await
+                    .map_err(|e| {
+                        ApiError::internal(anyhow::Error::new(e).context("parsing a webhook"))
+                    })?;
+            Some((text, parsed))
+        }
     };
     let (tx, connection) = app.db.begin_webhook(connection_id).await?;
     let Some(db::WebhookConnection {
@@ -157,7 +159,7 @@ async fn accept(
             retry_after: decision.retry_after,
         });
     }
-    let (Some(text), Some(parsed)) = (text, parsed) else {
+    let Some((text, parsed)) = checked else {
         return Err(ApiError::BadRequest(
             "The body is not UTF-8 text without NUL bytes.".into(),
         ));
